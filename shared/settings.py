@@ -1,0 +1,69 @@
+"""Every operational knob of every service, read from the environment in one place.
+
+Each process builds one `Settings()`; a service only reads the fields it needs. Variables use
+the `FLYWHEEL_` prefix, except the Kafka bootstrap servers, which also honour the conventional
+`KAFKA_BOOTSTRAP_SERVERS`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore", frozen=True)
+
+    # --- where things are -------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated host:port list of the Kafka brokers.",
+    )
+    database_url: str = Field(
+        default="postgresql://flywheel@127.0.0.1:5432/flywheel",
+        description="This service's own PostgreSQL database (never another service's).",
+    )
+
+    # --- consuming ----------------------------------------------------------------------------
+    consumer_max_records: int = Field(500, ge=1, description="Most records in one batch.")
+    consumer_batch_timeout_ms: int = Field(
+        100, ge=1, description="Longest wait for a batch to fill before it is processed."
+    )
+    consumer_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    handler_max_attempts: int = Field(
+        3, ge=1, description="Tries of a record whose handler fails before it is dead-lettered."
+    )
+    transient_retry_initial_s: float = Field(
+        0.2, gt=0, description="First back-off after a transient fault (database, broker)."
+    )
+    transient_retry_max_s: float = Field(10.0, gt=0, description="Cap of that back-off.")
+
+    # --- producing ----------------------------------------------------------------------------
+    outbox_poll_interval_s: float = Field(
+        0.05, gt=0, description="How often the outbox relay looks for unsent rows when idle."
+    )
+    outbox_batch_size: int = Field(1000, ge=1, description="Outbox rows published per round.")
+    producer_linger_ms: int = Field(5, ge=0)
+
+    # --- topics (used when the stack creates them) --------------------------------------------
+    topic_partitions: int = Field(6, ge=1, description="Partitions of each keyed topic.")
+    topic_replication_factor: int = Field(1, ge=1)
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, description="Gateway API port.")
+    health_port: int = Field(
+        0, ge=0, description="Port of a stage service's /healthz, /readyz (0: not served)."
+    )
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted HTTP body.")
+    max_batch_items: int = Field(1000, ge=1, description="Most activities in one POST.")
+
+    # --- process ------------------------------------------------------------------------------
+    shutdown_grace_s: float = Field(
+        15.0, gt=0, description="Bound on finishing the batch in hand and flushing at SIGTERM."
+    )
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"

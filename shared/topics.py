@@ -1,0 +1,113 @@
+"""The topic registry: every topic the system uses, with its key and retention.
+
+The dev stack and the operator CLI create topics from this list and nothing else, so a topic
+that is not here does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FOREVER = -1
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    purpose: str
+    retention_ms: int = FOREVER
+    compacted: bool = False
+    partitions: int | None = None  # None: the deployment's default (Settings.topic_partitions)
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    def config(self) -> dict[str, str]:
+        config = {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "retention.ms": str(self.retention_ms),
+        }
+        config.update(self.extra_config)
+        return config
+
+
+MEMBER_ACTIVITY = Topic(
+    "member-activity",
+    key="member id (anonymous id for visitors)",
+    purpose="community.activity.v1 from the gateway: the log every stage service reads. "
+    "Kept forever: replaying it rebuilds every service's state.",
+)
+JOURNEY_TRANSITIONS = Topic(
+    "journey-transitions",
+    key="member id",
+    purpose="journey.stage_changed.v1 from every stage service: the product of the system.",
+)
+MEMBER_LIFECYCLE = Topic(
+    "member-lifecycle",
+    key="member id",
+    purpose="member.acquired.v1 (awareness -> advocacy: closes the flywheel loop).",
+)
+SIGNALS_SUPPORT = Topic(
+    "signals.support",
+    key="member id of the helper",
+    purpose="signal.peer_help.v1 for support tools.",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
+SIGNALS_SALES = Topic(
+    "signals.sales",
+    key="member id",
+    purpose="signal.prospect_intent.v1 for sales.",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
+SIGNALS_SUCCESS = Topic(
+    "signals.success",
+    key="member id",
+    purpose="signal.churn_risk.v1 for customer success and marketing.",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
+SIGNALS_ADVOCACY = Topic(
+    "signals.advocacy",
+    key="member id",
+    purpose="signal.advocate.v1 and signal.champion_nominated.v1 for the CRM and the "
+    "ambassador programme.",
+    retention_ms=30 * 24 * 3600 * 1000,
+)
+
+DATA_TOPICS: tuple[Topic, ...] = (
+    MEMBER_ACTIVITY,
+    JOURNEY_TRANSITIONS,
+    MEMBER_LIFECYCLE,
+    SIGNALS_SUPPORT,
+    SIGNALS_SALES,
+    SIGNALS_SUCCESS,
+    SIGNALS_ADVOCACY,
+)
+
+# Every topic a service consumes gets a dead-letter twin, kept for 30 days.
+CONSUMED_TOPICS: tuple[Topic, ...] = (
+    MEMBER_ACTIVITY,
+    JOURNEY_TRANSITIONS,
+    MEMBER_LIFECYCLE,
+    SIGNALS_SUPPORT,
+)
+DLQ_TOPICS: tuple[Topic, ...] = tuple(
+    Topic(
+        t.dlq,
+        key="the original record's key",
+        purpose=f"Records of {t.name} that could not be applied, with the reason in headers.",
+        retention_ms=30 * 24 * 3600 * 1000,
+    )
+    for t in CONSUMED_TOPICS
+)
+
+ALL_TOPICS: tuple[Topic, ...] = DATA_TOPICS + DLQ_TOPICS
+
+
+def by_name(name: str) -> Topic:
+    for topic in ALL_TOPICS:
+        if topic.name == name:
+            return topic
+    raise KeyError(f"unknown topic {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")
