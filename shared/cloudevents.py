@@ -1,0 +1,168 @@
+"""CloudEvents 1.0 in the Kafka protocol binding, binary content mode.
+
+Attributes travel as `ce_*` headers, the data is the record value (JSON), and the record key
+is the member id, so that every event about one member lands on one partition, in order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.contracts import EVENT_TYPES, Contract, EventType
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+_ID_NAMESPACE = uuid.UUID("6f1c2d55-8a4b-4f0e-9a51-3c1d7e2b9f10")
+
+Headers = list[tuple[str, bytes]]
+
+
+def derive_event_id(*cause: str) -> str:
+    """An id computed from what caused the event, so a re-emission carries the same id and
+    any consumer can drop it as a duplicate."""
+    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(cause)))
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """A record ready for the producer (or for the outbox table)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: Headers
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded event plus where it was read from."""
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    data: Contract
+    key: str
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    headers: Headers = field(default_factory=list)
+
+    @property
+    def event_type(self) -> EventType:
+        return EVENT_TYPES[self.type]
+
+
+class DecodeError(Exception):
+    """A record that can never be applied, whatever we retry: it goes to the dead letters."""
+
+    def __init__(self, reason: str, detail: Any = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def encode(
+    event_type: EventType,
+    data: Contract,
+    *,
+    event_id: str,
+    source: str,
+    extra_headers: Iterable[tuple[str, bytes]] = (),
+) -> OutgoingRecord:
+    if not isinstance(data, event_type.model):
+        raise TypeError(f"{event_type.type} carries {event_type.model.__name__}, got {type(data)}")
+    occurred_at: datetime = data.occurred_at  # type: ignore[attr-defined]
+    key = event_type.key_of(data)
+    headers: Headers = [
+        ("ce_specversion", SPEC_VERSION.encode()),
+        ("ce_id", event_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", event_type.type.encode()),
+        ("ce_time", occurred_at.astimezone(UTC).isoformat().encode()),
+        ("ce_subject", key.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+    headers.extend(extra_headers)
+    return OutgoingRecord(
+        topic=event_type.topic.name,
+        key=key.encode(),
+        value=data.model_dump_json().encode(),
+        headers=headers,
+        event_id=event_id,
+    )
+
+
+def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for name, value in headers or ():
+        try:
+            result[name] = value.decode() if value is not None else ""
+        except UnicodeDecodeError:
+            result[name] = value.decode("utf-8", "replace")
+    return result
+
+
+def decode(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] | None,
+    max_value_bytes: int = 1_048_576,
+) -> Envelope:
+    """Turn one Kafka record into an Envelope, or say precisely why it cannot be one."""
+    attrs = header_map(headers)
+    if attrs.get("ce_specversion") != SPEC_VERSION:
+        raise DecodeError(
+            "not a CloudEvent 1.0: ce_specversion header is "
+            + repr(attrs.get("ce_specversion", "missing"))
+        )
+    missing = [h for h in ("ce_id", "ce_source", "ce_type") if not attrs.get(h)]
+    if missing:
+        raise DecodeError(f"missing CloudEvents header(s): {', '.join(missing)}")
+    type_name = attrs["ce_type"]
+    event_type = EVENT_TYPES.get(type_name)
+    if event_type is None:
+        raise DecodeError(
+            f"unknown event type {type_name!r}; this service knows {sorted(EVENT_TYPES)}"
+        )
+    if value is None:
+        raise DecodeError("record has no value (tombstone) where an event was expected")
+    if len(value) > max_value_bytes:
+        raise DecodeError(f"value of {len(value)} bytes exceeds the {max_value_bytes} limit")
+    try:
+        data = event_type.model.model_validate_json(value)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        first = errors[0] if errors else {"loc": "", "msg": str(exc)}
+        raise DecodeError(
+            f"{type_name} failed its schema: {first['loc'] or 'value'}: {first['msg']}"
+            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+            detail=errors,
+        ) from None
+    member_key = key.decode("utf-8", "replace") if key is not None else event_type.key_of(data)
+    return Envelope(
+        id=attrs["ce_id"],
+        type=type_name,
+        source=attrs["ce_source"],
+        time=data.occurred_at,  # type: ignore[attr-defined]
+        data=data,
+        key=member_key,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        headers=list(headers or ()),
+    )

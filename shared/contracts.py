@@ -1,0 +1,232 @@
+"""Versioned event contracts: the only thing services share.
+
+Each event type is a pydantic model registered with its CloudEvents `type` and the topic it
+travels on. A breaking change is a new type (`...v2`) published beside the old one, never an
+edit of an existing model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from shared import topics
+from shared.topics import Topic
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/+=\-]*$"),
+]
+Url = Annotated[str, Field(max_length=2000, pattern=r"^https?://\S+$")]
+
+
+class Contract(BaseModel):
+    """Strict about what comes in: unknown fields are rejected, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------------------------
+# community.activity.v1
+# --------------------------------------------------------------------------------------------
+
+KNOWN_KINDS: frozenset[str] = frozenset(
+    {
+        "page_view",  # discovery: a visitor (anonymous id) reads something
+        "signup",  # joins the community
+        "post",  # starts a thread (a question when properties.question is true)
+        "reply",  # answers in someone's thread
+        "reaction",  # likes, stars, emoji
+        "answer_accepted",  # the thread owner accepts someone's reply as the answer
+        "event_attended",
+        "event_talk",  # speaks at an event
+        "content_published",  # blog post, tutorial, video
+        "referral_invite",  # invites someone with a referral code
+        "purchase",  # from the product or CRM: becomes a customer
+        "trial_started",
+        "code_contribution",  # pull request, commit
+        "star",
+        "fork",
+    }
+)
+KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+Platform = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9_\-]*$")]
+
+
+class Actor(Contract):
+    member_id: Identifier = Field(description="Member id, or the anonymous id of a visitor.")
+    platform_user_id: str | None = Field(
+        default=None, max_length=200, description="The person's id on the source platform."
+    )
+    handle: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    anonymous: bool = Field(default=False, description="A visitor not yet signed up.")
+    is_team_member: bool = Field(default=False, description="Staff never count toward scores.")
+    is_bot: bool = Field(default=False, description="Bots never count toward scores.")
+
+
+class Target(Contract):
+    thread_id: str | None = Field(default=None, max_length=200)
+    thread_title: str | None = Field(default=None, max_length=500)
+    thread_author_member_id: str | None = Field(
+        default=None, max_length=200, description="Who started the thread (the asker)."
+    )
+    parent_id: str | None = Field(default=None, max_length=200)
+    parent_author_member_id: str | None = Field(default=None, max_length=200)
+    url: Url | None = None
+
+
+class ActivityV1(Contract):
+    activity_id: Identifier = Field(description="Unique per source; the dedup key.")
+    occurred_at: AwareDatetime = Field(description="Event time: when it happened, not when sent.")
+    source: Platform = Field(description="github, discourse, slack, web, product, crm, events, ...")
+    kind: str = Field(
+        min_length=1,
+        max_length=64,
+        description="One of KNOWN_KINDS, or a deployment's own kind (lower_snake_case).",
+    )
+    actor: Actor
+    target: Target | None = None
+    properties: dict[str, JsonValue] = Field(default_factory=dict, max_length=100)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_is_snake_case(cls, value: str) -> str:
+        if not KIND_PATTERN.match(value):
+            raise ValueError("must be lower_snake_case, starting with a letter")
+        return value
+
+
+# --------------------------------------------------------------------------------------------
+# journey.stage_changed.v1
+# --------------------------------------------------------------------------------------------
+
+Dimension = Literal["awareness", "engagement", "advocacy"]
+
+
+class StageChangedV1(Contract):
+    member_id: Identifier
+    dimension: Dimension = Field(description="The owning service: one stage per dimension.")
+    from_stage: str | None = Field(description="None for the member's first stage here.")
+    to_stage: str
+    reason: str = Field(max_length=500, description="Human-readable: which rule fired and why.")
+    score: float | None = None
+    occurred_at: AwareDatetime = Field(description="Event time of the activity that caused it.")
+    caused_by: list[str] = Field(default_factory=list, description="Ids of the activities.")
+
+
+# --------------------------------------------------------------------------------------------
+# member lifecycle and signals
+# --------------------------------------------------------------------------------------------
+
+
+class MemberAcquiredV1(Contract):
+    member_id: Identifier
+    via: Literal["referral"]
+    referrer_member_id: Identifier
+    occurred_at: AwareDatetime
+    activity_id: str
+
+
+class PeerHelpV1(Contract):
+    helper_member_id: Identifier
+    helped_member_id: Identifier
+    thread_id: str | None
+    url: str | None
+    accepted: bool
+    occurred_at: AwareDatetime
+    activity_id: str
+
+
+class ProspectIntentV1(Contract):
+    member_id: Identifier
+    thread_id: str | None
+    url: str | None
+    matched: list[str] = Field(description="The tags or phrases that showed intent.")
+    excerpt: str | None = Field(default=None, max_length=500)
+    occurred_at: AwareDatetime
+    activity_id: str
+
+
+class ChurnRiskV1(Contract):
+    member_id: Identifier
+    stage: str
+    last_active_at: AwareDatetime
+    score: float
+    occurred_at: AwareDatetime
+
+
+class AdvocateV1(Contract):
+    member_id: Identifier
+    score: float
+    evidence: dict[str, int] = Field(description="Counts per kind of contribution.")
+    links: list[str] = Field(default_factory=list)
+    occurred_at: AwareDatetime
+
+
+class ChampionNominatedV1(Contract):
+    member_id: Identifier
+    rank: int
+    score: float
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    evidence: dict[str, int]
+    links: list[str] = Field(default_factory=list)
+    occurred_at: AwareDatetime
+
+
+# --------------------------------------------------------------------------------------------
+# the registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventType:
+    type: str  # the CloudEvents `type`, versioned
+    model: type[Contract]
+    topic: Topic
+    key_path: str  # dotted path of the data field whose value is the record key
+
+    def key_of(self, data: Contract) -> str:
+        value: Any = data
+        for part in self.key_path.split("."):
+            value = getattr(value, part)
+        return str(value)
+
+
+ACTIVITY = EventType(
+    "community.activity.v1", ActivityV1, topics.MEMBER_ACTIVITY, "actor.member_id"
+)
+STAGE_CHANGED = EventType(
+    "journey.stage_changed.v1", StageChangedV1, topics.JOURNEY_TRANSITIONS, "member_id"
+)
+MEMBER_ACQUIRED = EventType(
+    "member.acquired.v1", MemberAcquiredV1, topics.MEMBER_LIFECYCLE, "member_id"
+)
+PEER_HELP = EventType("signal.peer_help.v1", PeerHelpV1, topics.SIGNALS_SUPPORT, "helper_member_id")
+PROSPECT_INTENT = EventType(
+    "signal.prospect_intent.v1", ProspectIntentV1, topics.SIGNALS_SALES, "member_id"
+)
+CHURN_RISK = EventType("signal.churn_risk.v1", ChurnRiskV1, topics.SIGNALS_SUCCESS, "member_id")
+ADVOCATE = EventType("signal.advocate.v1", AdvocateV1, topics.SIGNALS_ADVOCACY, "member_id")
+CHAMPION_NOMINATED = EventType(
+    "signal.champion_nominated.v1", ChampionNominatedV1, topics.SIGNALS_ADVOCACY, "member_id"
+)
+
+EVENT_TYPES: dict[str, EventType] = {
+    e.type: e
+    for e in (
+        ACTIVITY,
+        STAGE_CHANGED,
+        MEMBER_ACQUIRED,
+        PEER_HELP,
+        PROSPECT_INTENT,
+        CHURN_RISK,
+        ADVOCATE,
+        CHAMPION_NOMINATED,
+    )
+}

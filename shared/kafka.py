@@ -1,0 +1,85 @@
+"""Kafka plumbing: producer and consumer settings every service uses, and topic creation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.settings import Settings
+from shared.topics import ALL_TOPICS, Topic
+
+log = logging.getLogger(__name__)
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """Explicit on purpose: an event the broker has not fully replicated is not 'sent'."""
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": settings.producer_linger_ms,
+        "compression_type": None,
+        "request_timeout_ms": 30_000,
+    }
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """Batch consumption with commits only after the batch is durable (never auto-commit)."""
+    return {
+        "batch": True,
+        "max_records": settings.consumer_max_records,
+        "batch_timeout_ms": settings.consumer_batch_timeout_ms,
+        "auto_offset_reset": settings.consumer_auto_offset_reset,
+        "isolation_level": "read_committed",
+    }
+
+
+def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=client_id,
+        **producer_options(settings),
+    )
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    *,
+    partitions: int,
+    replication_factor: int,
+    topics: tuple[Topic, ...] = ALL_TOPICS,
+) -> list[str]:
+    """Create every registry topic that does not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="flywheel-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=t.name,
+                num_partitions=t.partitions or partitions,
+                replication_factor=replication_factor,
+                topic_configs=t.config(),
+            )
+            for t in topics
+            if t.name not in existing
+        ]
+        if not wanted:
+            return []
+        try:
+            response = await admin.create_topics(wanted)
+        except TopicAlreadyExistsError:
+            response = None  # created by a racing replica between list and create
+        for error in getattr(response, "topic_errors", None) or ():
+            name, code = error[0], error[1]
+            if code not in (0, TopicAlreadyExistsError.errno):
+                message = error[2] if len(error) > 2 else ""
+                raise RuntimeError(f"creating topic {name!r} failed: error {code} {message}")
+        created = [t.name for t in wanted]
+        log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()

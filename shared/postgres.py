@@ -1,0 +1,95 @@
+"""PostgreSQL plumbing: a pool that waits for the server, and ordered SQL migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+PLUMBING_MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Faults that go away by themselves: the server restarts, a connection drops, a lock times out.
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 5, wait_s: float = 60.0
+) -> asyncpg.Pool:
+    """Connect, retrying while the server is starting; a clear error if it never answers."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    delay = 0.2
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, command_timeout=60
+            )
+            assert pool is not None
+            return pool
+        except TRANSIENT_DB_ERRORS as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(
+                    f"PostgreSQL at {redact(url)} did not answer within {wait_s:.0f} s: {exc}"
+                ) from exc
+            log.warning("waiting for PostgreSQL at %s: %s", redact(url), exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def migrate(pool: asyncpg.Pool, directories: Sequence[Path]) -> list[str]:
+    """Apply every `*.sql` file not applied yet, in name order, each in its own transaction.
+
+    An advisory lock serialises replicas that start together.
+    """
+    applied_now: list[str] = []
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock(7277001)")
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+            for directory in directories:
+                for path in sorted(directory.glob("*.sql")):
+                    name = f"{directory.parent.name}/{path.name}"
+                    if name in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(path.read_text())
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (name) VALUES ($1)", name
+                        )
+                    applied_now.append(name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(7277001)")
+    if applied_now:
+        log.info("applied migrations: %s", ", ".join(applied_now))
+    return applied_now

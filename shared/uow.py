@@ -1,0 +1,75 @@
+"""The unit of work: one PostgreSQL transaction per batch holding the inbox check, the state
+change and the outbox rows. Either all of it is durable or none of it is."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from shared.cloudevents import Envelope, OutgoingRecord
+
+
+class UnitOfWork:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._outbox: list[OutgoingRecord] = []
+        self.duplicates = 0
+
+    async def claim(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        """Record the events in the inbox; return those not applied before, in order.
+
+        A duplicate inside the batch itself (same id twice) also counts as applied once.
+        """
+        if not envelopes:
+            return []
+        ids = [e.id for e in envelopes]
+        rows = await self.conn.fetch(
+            "INSERT INTO inbox (event_id) SELECT DISTINCT unnest($1::text[])"
+            " ON CONFLICT DO NOTHING RETURNING event_id",
+            ids,
+        )
+        fresh = {r["event_id"] for r in rows}
+        result: list[Envelope] = []
+        for envelope in envelopes:
+            if envelope.id in fresh:
+                fresh.discard(envelope.id)
+                result.append(envelope)
+        self.duplicates += len(envelopes) - len(result)
+        return result
+
+    def emit(self, record: OutgoingRecord) -> None:
+        self._outbox.append(record)
+
+    @property
+    def emitted(self) -> int:
+        return len(self._outbox)
+
+    async def flush(self) -> None:
+        if not self._outbox:
+            return
+        await self.conn.executemany(
+            "INSERT INTO outbox (event_id, topic, key, value, header_names, header_values)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [
+                (
+                    r.event_id,
+                    r.topic,
+                    r.key,
+                    r.value,
+                    [h[0] for h in r.headers],
+                    [h[1] for h in r.headers],
+                )
+                for r in self._outbox
+            ],
+        )
+        self._outbox.clear()
+
+
+@asynccontextmanager
+async def unit_of_work(pool: asyncpg.Pool) -> AsyncIterator[UnitOfWork]:
+    async with pool.acquire() as conn, conn.transaction():
+        uow = UnitOfWork(conn)
+        yield uow
+        await uow.flush()
