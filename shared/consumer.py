@@ -1,0 +1,196 @@
+"""Applying a batch of records: decode, dedupe, apply, emit, in one transaction.
+
+What can go wrong, and what happens:
+- a record that cannot be decoded or fails its schema: dead-lettered at once (it will never
+  get better), the rest of the batch is applied;
+- the database or broker is unreachable: the batch is retried with back-off, never
+  dead-lettered; offsets are not committed until it succeeds;
+- the handler raises for some record: the batch is split and each record retried on its own
+  up to `handler_max_attempts` times; a record that still fails is dead-lettered with the error.
+Dead letters are outbox rows, so they are as durable as the state change beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+
+from shared.cloudevents import DecodeError, Envelope, OutgoingRecord, decode, derive_event_id
+from shared.postgres import TRANSIENT_DB_ERRORS
+from shared.uow import UnitOfWork, unit_of_work
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[UnitOfWork, list[Envelope]], Awaitable[None]]
+
+
+class RawRecord(Protocol):
+    """What we read from an aiokafka ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass
+class BatchStats:
+    """Counters since start; the metrics and the operator CLI read them."""
+
+    batches: int = 0
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    transient_retries: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def dead_letter(record: RawRecord, reason: str, *, service: str, detail: str = "") -> OutgoingRecord:
+    """The original bytes and headers, plus where they came from and why they failed."""
+    headers = list(record.headers or ())
+    headers += [
+        ("dlq_reason", reason.encode()[:4000]),
+        ("dlq_service", service.encode()),
+        ("dlq_topic", record.topic.encode()),
+        ("dlq_partition", str(record.partition).encode()),
+        ("dlq_offset", str(record.offset).encode()),
+    ]
+    if detail:
+        headers.append(("dlq_detail", detail.encode()[:8000]))
+    return OutgoingRecord(
+        topic=f"{record.topic}.dlq",
+        key=record.key or b"",
+        value=record.value or b"",
+        headers=headers,
+        event_id=derive_event_id("dlq", service, record.topic, str(record.partition),
+                                 str(record.offset)),
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_DB_ERRORS)
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        *,
+        service: str,
+        pool: asyncpg.Pool,
+        handle_batch: BatchHandler,
+        max_attempts: int = 3,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 10.0,
+        max_value_bytes: int = 1_048_576,
+        on_committed: Callable[[], None] = lambda: None,
+        is_stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.service = service
+        self.pool = pool
+        self.handle_batch = handle_batch
+        self.max_attempts = max_attempts
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.max_value_bytes = max_value_bytes
+        self.on_committed = on_committed
+        self.is_stopping = is_stopping
+        self.stats = BatchStats()
+
+    def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Envelope], list[OutgoingRecord]]:
+        envelopes: list[Envelope] = []
+        poison: list[OutgoingRecord] = []
+        for record in records:
+            try:
+                envelopes.append(
+                    decode(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        key=record.key,
+                        value=record.value,
+                        headers=record.headers,
+                        max_value_bytes=self.max_value_bytes,
+                    )
+                )
+            except DecodeError as exc:
+                log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition,
+                            record.offset, exc.reason)
+                poison.append(dead_letter(record, exc.reason, service=self.service,
+                                          detail=repr(exc.detail) if exc.detail else ""))
+        return envelopes, poison
+
+    async def process(self, records: Sequence[RawRecord]) -> None:
+        """Returns only when every record is durably applied or dead-lettered."""
+        envelopes, poison = self._decode(records)
+        try:
+            await self._with_transient_retry(lambda: self._apply(envelopes, poison))
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch of %d failed (%s: %s); applying its records one by one",
+                        len(envelopes), type(exc).__name__, exc)
+            await self._with_transient_retry(lambda: self._apply([], poison))
+            for envelope in envelopes:
+                await self._apply_alone(envelope, records)
+        self.stats.batches += 1
+        self.stats.consumed += len(records)
+        self.on_committed()
+
+    async def _apply(self, envelopes: list[Envelope], poison: list[OutgoingRecord]) -> None:
+        async with unit_of_work(self.pool) as uow:
+            for record in poison:
+                uow.emit(record)
+            fresh = await uow.claim(envelopes)
+            if fresh:
+                await self.handle_batch(uow, fresh)
+        self.stats.dead_lettered += len(poison)
+        self.stats.duplicates += uow.duplicates
+        self.stats.applied += len(fresh)
+        for envelope in fresh:
+            self.stats.by_type[envelope.type] = self.stats.by_type.get(envelope.type, 0) + 1
+
+    async def _apply_alone(self, envelope: Envelope, records: Sequence[RawRecord]) -> None:
+        last_error: BaseException | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await self._with_transient_retry(lambda: self._apply([envelope], []))
+                return
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                last_error = exc
+                log.warning("event %s failed attempt %d/%d: %s", envelope.id, attempt,
+                            self.max_attempts, exc)
+        assert last_error is not None
+        record = next(r for r in records if r.offset == envelope.offset
+                      and r.partition == envelope.partition and r.topic == envelope.topic)
+        reason = f"handler failed {self.max_attempts} times: {type(last_error).__name__}: " \
+                 f"{last_error}"
+        detail = "".join(traceback.format_exception(last_error))[-8000:]
+        await self._with_transient_retry(
+            lambda: self._apply([], [dead_letter(record, reason, service=self.service,
+                                                 detail=detail)])
+        )
+
+    async def _with_transient_retry(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        delay = self.retry_initial_s
+        while True:
+            try:
+                return await work()
+            except Exception as exc:
+                if not is_transient(exc) or self.is_stopping():
+                    raise
+                self.stats.transient_retries += 1
+                log.warning("transient fault (%s: %s); retrying in %.1f s",
+                            type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)

@@ -1,0 +1,140 @@
+"""The outbox relay: publishes what a service's transactions wrote to its outbox table.
+
+One relay per database publishes at a time (a PostgreSQL advisory lock elects it), in outbox
+order, so events about one member keep their order per partition. Rows are deleted only once
+the broker has acknowledged them (acks=all), so a crash re-sends rather than loses; the
+re-sent events carry the same ids and consumers drop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Callable
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shared.postgres import TRANSIENT_DB_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        service: str,
+        database_url: str,
+        producer_factory: Callable[[], AIOKafkaProducer],
+        batch_size: int = 1000,
+        poll_interval_s: float = 0.05,
+        retry_max_s: float = 10.0,
+    ) -> None:
+        self.service = service
+        self._database_url = database_url
+        self._producer_factory = producer_factory
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._retry_max_s = retry_max_s
+        self._lock_key = zlib.crc32(f"outbox:{service}".encode())
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+        self.is_leader = False
+
+    def wake(self) -> None:
+        """Called after a transaction that wrote outbox rows commits: publish without waiting."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}")
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Publish what is pending (bounded by timeout_s), then stop."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
+            log.warning("outbox relay did not drain within %.1f s; rows stay for next start",
+                        timeout_s)
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while not self._stopping or self.is_leader:
+            try:
+                await self._lead()
+                return
+            except asyncio.CancelledError:
+                raise
+            except (*TRANSIENT_DB_ERRORS, KafkaError) as exc:
+                self.is_leader = False
+                if self._stopping:
+                    log.warning("outbox relay stopping with a transient fault: %s", exc)
+                    return
+                log.warning("outbox relay: %s; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max_s)
+
+    async def _lead(self) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(self._database_url)
+        producer: AIOKafkaProducer | None = None
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):
+                if self._stopping:
+                    return  # another replica's relay publishes our rows
+                await asyncio.sleep(1.0)
+            self.is_leader = True
+            producer = self._producer_factory()
+            await producer.start()
+            while True:
+                sent = await self._publish_once(conn, producer)
+                if sent:
+                    continue
+                if self._stopping:
+                    self.is_leader = False
+                    return
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                except TimeoutError:
+                    pass
+        finally:
+            if producer is not None:
+                await producer.stop()
+            await conn.close()
+
+    async def _publish_once(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        rows = await conn.fetch(
+            "SELECT seq, topic, key, value, header_names, header_values FROM outbox"
+            " ORDER BY seq LIMIT $1",
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        futures = [
+            await producer.send(
+                row["topic"],
+                value=row["value"],
+                key=row["key"],
+                headers=list(zip(row["header_names"], row["header_values"], strict=True)),
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
+        # By id, not by range: a transaction that took a lower seq may commit after we read.
+        await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])",
+                           [row["seq"] for row in rows])
+        self.published += len(rows)
+        return len(rows)

@@ -1,0 +1,171 @@
+"""What every consuming service is made of, written once.
+
+A service declares a `ServiceSpec` (its name, the topics it reads, its migrations and its batch
+handler); `ConsumingService` wires the rest: the FastStream broker and batch subscriber
+(offsets committed only after the batch's transaction commits), the PostgreSQL pool and
+migrations, the outbox relay, health endpoints and graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from shared.consumer import BatchHandler, BatchProcessor, RawRecord
+from shared.health import HealthServer
+from shared.kafka import consumer_options, make_producer, producer_options
+from shared.logs import configure_logging
+from shared.outbox import OutboxRelay
+from shared.postgres import PLUMBING_MIGRATIONS, create_pool, migrate, redact
+from shared.settings import Settings
+from shared.topics import Topic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    consumes: tuple[Topic, ...]
+    migrations: Path
+    handle_batch: BatchHandler
+    group_id: str = ""  # default: the service name
+    emits: bool = True  # False: no outbox relay (a pure read model)
+    extra_migrations: Sequence[Path] = field(default_factory=tuple)
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or self.name
+
+
+async def _no_decode(*_: Any) -> None:
+    """Records are decoded by BatchProcessor, record by record, so one bad record
+    cannot fail the batch."""
+    return None
+
+
+class ConsumingService:
+    def __init__(self, spec: ServiceSpec, settings: Settings | None = None) -> None:
+        self.spec = spec
+        self.settings = settings or Settings()
+        self.pool: asyncpg.Pool | None = None
+        self.processor: BatchProcessor | None = None
+        self.relay: OutboxRelay | None = None
+        self.health: HealthServer | None = None
+        self._stopping = False
+        s = self.settings
+        self.broker = KafkaBroker(
+            s.kafka_bootstrap_servers,
+            client_id=f"flywheel-{spec.name}",
+            graceful_timeout=s.shutdown_grace_s,
+            log_level=logging.DEBUG,  # one line per batch is noise at INFO
+            **producer_options(s),
+        )
+        self.subscriber = self.broker.subscriber(
+            *(t.name for t in spec.consumes),
+            group_id=spec.consumer_group,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_no_decode,
+            **consumer_options(s),
+        )
+        self.subscriber(self._on_batch)
+
+    async def _on_batch(self, msg: KafkaMessage) -> None:
+        assert self.processor is not None, "batch before start-up finished"
+        raw = msg.raw_message
+        records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
+        await self.processor.process(records)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start_resources(self) -> None:
+        """Database, migrations, relay, health: everything but the subscription."""
+        s = self.settings
+        log.info("%s starting: kafka=%s database=%s group=%s", self.spec.name,
+                 s.kafka_bootstrap_servers, redact(s.database_url), self.spec.consumer_group)
+        self.pool = await create_pool(s.database_url, max_size=4)
+        await migrate(self.pool, [PLUMBING_MIGRATIONS, *self.spec.extra_migrations,
+                                  self.spec.migrations])
+        if self.spec.emits:
+            self.relay = OutboxRelay(
+                service=self.spec.name,
+                database_url=s.database_url,
+                producer_factory=lambda: make_producer(s, f"flywheel-{self.spec.name}-outbox"),
+                batch_size=s.outbox_batch_size,
+                poll_interval_s=s.outbox_poll_interval_s,
+                retry_max_s=s.transient_retry_max_s,
+            )
+            self.relay.start()
+        self.processor = BatchProcessor(
+            service=self.spec.name,
+            pool=self.pool,
+            handle_batch=self.spec.handle_batch,
+            max_attempts=s.handler_max_attempts,
+            retry_initial_s=s.transient_retry_initial_s,
+            retry_max_s=s.transient_retry_max_s,
+            max_value_bytes=s.max_request_bytes,
+            on_committed=self.relay.wake if self.relay else (lambda: None),
+            is_stopping=lambda: self._stopping,
+        )
+        if s.health_port:
+            self.health = HealthServer(s.http_host, s.health_port, self.readiness)
+            await self.health.start()
+
+    async def stop_resources(self) -> None:
+        """After the broker stopped: flush the outbox, then close."""
+        self._stopping = True
+        if self.relay is not None:
+            await self.relay.stop(timeout_s=self.settings.shutdown_grace_s / 2)
+        if self.health is not None:
+            await self.health.stop()
+        if self.pool is not None:
+            await self.pool.close()
+        log.info("%s stopped", self.spec.name)
+
+    async def readiness(self) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        try:
+            assert self.pool is not None
+            async with asyncio.timeout(2):
+                await self.pool.fetchval("SELECT 1")
+        except Exception as exc:
+            problems["database"] = f"{type(exc).__name__}: {exc}"
+        try:
+            async with asyncio.timeout(2):
+                if not await self.broker.ping(timeout=2):
+                    problems["kafka"] = "broker did not answer"
+        except Exception as exc:
+            problems["kafka"] = f"{type(exc).__name__}: {exc}"
+        return problems
+
+    def app(self) -> FastStream:
+        app = FastStream(self.broker)
+        app.on_startup(self.start_resources)
+        app.after_shutdown(self.stop_resources)
+        return app
+
+    def on_shutdown_signal(self) -> None:
+        self._stopping = True
+
+
+def run(spec: ServiceSpec) -> None:
+    """Entry point of `python -m services.<name>`."""
+    settings = Settings()
+    configure_logging(spec.name, settings.log_level, settings.log_format)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        pass
+    service = ConsumingService(spec, settings)
+    asyncio.run(service.app().run())
