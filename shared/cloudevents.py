@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -21,6 +21,7 @@ CONTENT_TYPE = "application/json"
 _ID_NAMESPACE = uuid.UUID("6f1c2d55-8a4b-4f0e-9a51-3c1d7e2b9f10")
 
 Headers = list[tuple[str, bytes]]
+ContractT = TypeVar("ContractT", bound=Contract)
 
 
 def derive_event_id(*cause: str) -> str:
@@ -166,3 +167,8 @@ def decode(
         offset=offset,
         headers=list(headers or ()),
     )
+
+
+def payloads(events: Iterable[Envelope], model: type[ContractT]) -> list[ContractT]:
+    """The data of the events carrying `model`, in their order."""
+    return [e.data for e in events if isinstance(e.data, model)]

@@ -54,7 +54,9 @@ class BatchStats:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
-def dead_letter(record: RawRecord, reason: str, *, service: str, detail: str = "") -> OutgoingRecord:
+def dead_letter(
+    record: RawRecord, reason: str, *, service: str, detail: str = ""
+) -> OutgoingRecord:
     """The original bytes and headers, plus where they came from and why they failed."""
     headers = list(record.headers or ())
     headers += [
@@ -71,8 +73,9 @@ def dead_letter(record: RawRecord, reason: str, *, service: str, detail: str = "
         key=record.key or b"",
         value=record.value or b"",
         headers=headers,
-        event_id=derive_event_id("dlq", service, record.topic, str(record.partition),
-                                 str(record.offset)),
+        event_id=derive_event_id(
+            "dlq", service, record.topic, str(record.partition), str(record.offset)
+        ),
     )
 
 
@@ -122,10 +125,21 @@ class BatchProcessor:
                     )
                 )
             except DecodeError as exc:
-                log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition,
-                            record.offset, exc.reason)
-                poison.append(dead_letter(record, exc.reason, service=self.service,
-                                          detail=repr(exc.detail) if exc.detail else ""))
+                log.warning(
+                    "dead-lettering %s[%d]@%d: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc.reason,
+                )
+                poison.append(
+                    dead_letter(
+                        record,
+                        exc.reason,
+                        service=self.service,
+                        detail=repr(exc.detail) if exc.detail else "",
+                    )
+                )
         return envelopes, poison
 
     async def process(self, records: Sequence[RawRecord]) -> None:
@@ -136,8 +150,12 @@ class BatchProcessor:
         except Exception as exc:
             if is_transient(exc):
                 raise
-            log.warning("batch of %d failed (%s: %s); applying its records one by one",
-                        len(envelopes), type(exc).__name__, exc)
+            log.warning(
+                "batch of %d failed (%s: %s); applying its records one by one",
+                len(envelopes),
+                type(exc).__name__,
+                exc,
+            )
             await self._with_transient_retry(lambda: self._apply([], poison))
             for envelope in envelopes:
                 await self._apply_alone(envelope, records)
@@ -168,17 +186,29 @@ class BatchProcessor:
                 if is_transient(exc):
                     raise
                 last_error = exc
-                log.warning("event %s failed attempt %d/%d: %s", envelope.id, attempt,
-                            self.max_attempts, exc)
+                log.warning(
+                    "event %s failed attempt %d/%d: %s",
+                    envelope.id,
+                    attempt,
+                    self.max_attempts,
+                    exc,
+                )
         assert last_error is not None
-        record = next(r for r in records if r.offset == envelope.offset
-                      and r.partition == envelope.partition and r.topic == envelope.topic)
-        reason = f"handler failed {self.max_attempts} times: {type(last_error).__name__}: " \
-                 f"{last_error}"
+        record = next(
+            r
+            for r in records
+            if r.offset == envelope.offset
+            and r.partition == envelope.partition
+            and r.topic == envelope.topic
+        )
+        reason = (
+            f"handler failed {self.max_attempts} times: {type(last_error).__name__}: {last_error}"
+        )
         detail = "".join(traceback.format_exception(last_error))[-8000:]
         await self._with_transient_retry(
-            lambda: self._apply([], [dead_letter(record, reason, service=self.service,
-                                                 detail=detail)])
+            lambda: self._apply(
+                [], [dead_letter(record, reason, service=self.service, detail=detail)]
+            )
         )
 
     async def _with_transient_retry(self, work: Callable[[], Awaitable[Any]]) -> Any:
@@ -190,7 +220,8 @@ class BatchProcessor:
                 if not is_transient(exc) or self.is_stopping():
                     raise
                 self.stats.transient_retries += 1
-                log.warning("transient fault (%s: %s); retrying in %.1f s",
-                            type(exc).__name__, exc, delay)
+                log.warning(
+                    "transient fault (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)

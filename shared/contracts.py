@@ -7,6 +7,7 @@ edit of an existing model.
 
 from __future__ import annotations
 
+import builtins
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -187,7 +188,7 @@ class ChampionNominatedV1(Contract):
 @dataclass(frozen=True)
 class EventType:
     type: str  # the CloudEvents `type`, versioned
-    model: type[Contract]
+    model: builtins.type[Contract]
     topic: Topic
     key_path: str  # dotted path of the data field whose value is the record key
 
@@ -198,9 +199,7 @@ class EventType:
         return str(value)
 
 
-ACTIVITY = EventType(
-    "community.activity.v1", ActivityV1, topics.MEMBER_ACTIVITY, "actor.member_id"
-)
+ACTIVITY = EventType("community.activity.v1", ActivityV1, topics.MEMBER_ACTIVITY, "actor.member_id")
 STAGE_CHANGED = EventType(
     "journey.stage_changed.v1", StageChangedV1, topics.JOURNEY_TRANSITIONS, "member_id"
 )

@@ -18,9 +18,13 @@ ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, readiness: ReadinessCheck,
-                 extra_routes: dict[str, Callable[[], Awaitable[tuple[str, bytes]]]] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        readiness: ReadinessCheck,
+        extra_routes: dict[str, Callable[[], Awaitable[tuple[str, bytes]]]] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.readiness = readiness
@@ -48,7 +52,8 @@ class HealthServer:
             status, content_type, body = await self._route(path)
             writer.write(
                 f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -61,8 +66,9 @@ class HealthServer:
             return "200 OK", "application/json", b'{"status":"alive"}'
         if path == "/readyz":
             problems = await self.readiness()
-            body = json.dumps({"status": "not ready" if problems else "ready",
-                               "problems": problems}).encode()
+            body = json.dumps(
+                {"status": "not ready" if problems else "ready", "problems": problems}
+            ).encode()
             return ("503 Service Unavailable" if problems else "200 OK"), "application/json", body
         if path in self.extra_routes:
             content_type, body = await self.extra_routes[path]()

@@ -9,6 +9,7 @@ re-sent events carry the same ids and consumers drop them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
 from collections.abc import Callable
@@ -62,13 +63,12 @@ class OutboxRelay:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
         except TimeoutError:
-            log.warning("outbox relay did not drain within %.1f s; rows stay for next start",
-                        timeout_s)
+            log.warning(
+                "outbox relay did not drain within %.1f s; rows stay for next start", timeout_s
+            )
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     async def _run(self) -> None:
         delay = 0.2
@@ -106,10 +106,8 @@ class OutboxRelay:
                     self.is_leader = False
                     return
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
-                except TimeoutError:
-                    pass
         finally:
             if producer is not None:
                 await producer.stop()
@@ -134,7 +132,8 @@ class OutboxRelay:
         ]
         await asyncio.gather(*futures)
         # By id, not by range: a transaction that took a lower seq may commit after we read.
-        await conn.execute("DELETE FROM outbox WHERE seq = ANY($1::bigint[])",
-                           [row["seq"] for row in rows])
+        await conn.execute(
+            "DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [row["seq"] for row in rows]
+        )
         self.published += len(rows)
         return len(rows)

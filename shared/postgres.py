@@ -11,6 +11,9 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+"""A plain connection or one lent by a pool: the stores accept either."""
+
 PLUMBING_MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Faults that go away by themselves: the server restarts, a connection drops, a lock times out.
@@ -84,9 +87,7 @@ async def migrate(pool: asyncpg.Pool, directories: Sequence[Path]) -> list[str]:
                         continue
                     async with conn.transaction():
                         await conn.execute(path.read_text())
-                        await conn.execute(
-                            "INSERT INTO schema_migrations (name) VALUES ($1)", name
-                        )
+                        await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
                     applied_now.append(name)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(7277001)")

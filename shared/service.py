@@ -90,11 +90,17 @@ class ConsumingService:
     async def start_resources(self) -> None:
         """Database, migrations, relay, health: everything but the subscription."""
         s = self.settings
-        log.info("%s starting: kafka=%s database=%s group=%s", self.spec.name,
-                 s.kafka_bootstrap_servers, redact(s.database_url), self.spec.consumer_group)
+        log.info(
+            "%s starting: kafka=%s database=%s group=%s",
+            self.spec.name,
+            s.kafka_bootstrap_servers,
+            redact(s.database_url),
+            self.spec.consumer_group,
+        )
         self.pool = await create_pool(s.database_url, max_size=4)
-        await migrate(self.pool, [PLUMBING_MIGRATIONS, *self.spec.extra_migrations,
-                                  self.spec.migrations])
+        await migrate(
+            self.pool, [PLUMBING_MIGRATIONS, *self.spec.extra_migrations, self.spec.migrations]
+        )
         if self.spec.emits:
             self.relay = OutboxRelay(
                 service=self.spec.name,

@@ -19,7 +19,9 @@ class Settings(BaseSettings):
     # --- where things are -------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "FLYWHEEL_KAFKA_BOOTSTRAP_SERVERS"
+        ),
         description="Comma-separated host:port list of the Kafka brokers.",
     )
     database_url: str = Field(

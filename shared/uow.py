@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from shared.cloudevents import Envelope, OutgoingRecord
+from shared.postgres import Connection
 
 
 class UnitOfWork:
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._outbox: list[OutgoingRecord] = []
         self.duplicates = 0

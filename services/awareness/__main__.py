@@ -1,0 +1,17 @@
+"""`python -m services.awareness`: the awareness stage service."""
+
+from pathlib import Path
+
+from services.awareness.handlers import handle_batch
+from shared.service import ServiceSpec, run
+from shared.topics import MEMBER_ACTIVITY
+
+SPEC = ServiceSpec(
+    name="awareness",
+    consumes=(MEMBER_ACTIVITY,),
+    migrations=Path(__file__).with_name("migrations"),
+    handle_batch=handle_batch,
+)
+
+if __name__ == "__main__":
+    run(SPEC)

@@ -1,0 +1,19 @@
+"""Awareness batch handler: one unit of work per batch (the inbox already dropped duplicates)."""
+
+from __future__ import annotations
+
+from services.awareness import domain, store
+from shared.cloudevents import Envelope
+from shared.journey import fold_activities
+from shared.uow import UnitOfWork
+
+
+async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
+    await fold_activities(
+        uow,
+        events,
+        dimension="awareness",
+        load=store.load_people,
+        observe=domain.observe,
+        save=store.save_people,
+    )
