@@ -1,0 +1,41 @@
+"""Builders for test events, so each test states only what matters to it."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.contracts import ActivityV1, Actor, Target
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+_ids = itertools.count(1)
+
+
+def activity(
+    member_id: str,
+    kind: str,
+    *,
+    at: datetime | None = None,
+    day: float = 0,
+    source: str = "discourse",
+    activity_id: str | None = None,
+    anonymous: bool = False,
+    team: bool = False,
+    bot: bool = False,
+    thread_author: str | None = None,
+    thread_id: str | None = None,
+    properties: dict[str, Any] | None = None,
+) -> ActivityV1:
+    target = None
+    if thread_author is not None or thread_id is not None:
+        target = Target(thread_id=thread_id or "t-1", thread_author_member_id=thread_author)
+    return ActivityV1(
+        activity_id=activity_id or f"a-{next(_ids)}",
+        occurred_at=at or T0 + timedelta(days=day),
+        source=source,
+        kind=kind,
+        actor=Actor(member_id=member_id, anonymous=anonymous, is_team_member=team, is_bot=bot),
+        target=target,
+        properties=properties or {},
+    )
