@@ -55,7 +55,7 @@ class BatchStats:
 
 
 def dead_letter(
-    record: RawRecord, reason: str, *, service: str, detail: str = ""
+    record: RawRecord, reason: str, *, service: str, detail: str = "", topic_prefix: str = ""
 ) -> OutgoingRecord:
     """The original bytes and headers, plus where they came from and why they failed."""
     headers = list(record.headers or ())
@@ -69,7 +69,7 @@ def dead_letter(
     if detail:
         headers.append(("dlq_detail", detail.encode()[:8000]))
     return OutgoingRecord(
-        topic=f"{record.topic}.dlq",
+        topic=f"{record.topic.removeprefix(topic_prefix)}.dlq",  # the outbox holds logical names
         key=record.key or b"",
         value=record.value or b"",
         headers=headers,
@@ -96,6 +96,7 @@ class BatchProcessor:
         max_value_bytes: int = 1_048_576,
         on_committed: Callable[[], None] = lambda: None,
         is_stopping: Callable[[], bool] = lambda: False,
+        topic_prefix: str = "",
     ) -> None:
         self.service = service
         self.pool = pool
@@ -106,6 +107,7 @@ class BatchProcessor:
         self.max_value_bytes = max_value_bytes
         self.on_committed = on_committed
         self.is_stopping = is_stopping
+        self.topic_prefix = topic_prefix
         self.stats = BatchStats()
 
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Envelope], list[OutgoingRecord]]:
@@ -137,6 +139,7 @@ class BatchProcessor:
                         record,
                         exc.reason,
                         service=self.service,
+                        topic_prefix=self.topic_prefix,
                         detail=repr(exc.detail) if exc.detail else "",
                     )
                 )
@@ -207,7 +210,16 @@ class BatchProcessor:
         detail = "".join(traceback.format_exception(last_error))[-8000:]
         await self._with_transient_retry(
             lambda: self._apply(
-                [], [dead_letter(record, reason, service=self.service, detail=detail)]
+                [],
+                [
+                    dead_letter(
+                        record,
+                        reason,
+                        service=self.service,
+                        topic_prefix=self.topic_prefix,
+                        detail=detail,
+                    )
+                ],
             )
         )
 

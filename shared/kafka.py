@@ -51,6 +51,7 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int,
     topics: tuple[Topic, ...] = ALL_TOPICS,
+    prefix: str = "",
 ) -> list[str]:
     """Create every registry topic that does not exist yet; return the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="flywheel-admin")
@@ -59,13 +60,13 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
-                name=t.name,
+                name=prefix + t.name,
                 num_partitions=t.partitions or partitions,
                 replication_factor=replication_factor,
                 topic_configs=t.config(),
             )
             for t in topics
-            if t.name not in existing
+            if prefix + t.name not in existing
         ]
         if not wanted:
             return []

@@ -33,6 +33,7 @@ class OutboxRelay:
         batch_size: int = 1000,
         poll_interval_s: float = 0.05,
         retry_max_s: float = 10.0,
+        topic_prefix: str = "",
     ) -> None:
         self.service = service
         self._database_url = database_url
@@ -40,6 +41,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._retry_max_s = retry_max_s
+        self._topic_prefix = topic_prefix
         self._lock_key = zlib.crc32(f"outbox:{service}".encode())
         self._wake = asyncio.Event()
         self._stopping = False
@@ -123,7 +125,7 @@ class OutboxRelay:
             return 0
         futures = [
             await producer.send(
-                row["topic"],
+                self._topic_prefix + row["topic"],
                 value=row["value"],
                 key=row["key"],
                 headers=list(zip(row["header_names"], row["header_values"], strict=True)),

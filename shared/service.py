@@ -71,8 +71,8 @@ class ConsumingService:
             **producer_options(s),
         )
         self.subscriber = self.broker.subscriber(
-            *(t.name for t in spec.consumes),
-            group_id=spec.consumer_group,
+            *(s.topic(t.name) for t in spec.consumes),
+            group_id=s.topic_prefix + spec.consumer_group,
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=_no_decode,
             **consumer_options(s),
@@ -109,6 +109,7 @@ class ConsumingService:
                 batch_size=s.outbox_batch_size,
                 poll_interval_s=s.outbox_poll_interval_s,
                 retry_max_s=s.transient_retry_max_s,
+                topic_prefix=s.topic_prefix,
             )
             self.relay.start()
         self.processor = BatchProcessor(
@@ -121,6 +122,7 @@ class ConsumingService:
             max_value_bytes=s.max_request_bytes,
             on_committed=self.relay.wake if self.relay else (lambda: None),
             is_stopping=lambda: self._stopping,
+            topic_prefix=s.topic_prefix,
         )
         if s.health_port:
             self.health = HealthServer(s.http_host, s.health_port, self.readiness)

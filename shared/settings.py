@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(5, ge=0)
 
     # --- topics (used when the stack creates them) --------------------------------------------
+    topic_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._\-]*$",
+        description="Namespace for every topic name (e.g. `staging.`): lets several "
+        "deployments, or test runs, share one Kafka cluster. Consumer groups get it too.",
+    )
     topic_partitions: int = Field(6, ge=1, description="Partitions of each keyed topic.")
     topic_replication_factor: int = Field(1, ge=1)
 
@@ -69,3 +75,11 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    def topic(self, logical_name: str) -> str:
+        """The name of a registry topic on the broker."""
+        return f"{self.topic_prefix}{logical_name}"
+
+    def logical_topic(self, broker_name: str) -> str:
+        """The registry name of a topic read from the broker."""
+        return broker_name.removeprefix(self.topic_prefix)
