@@ -1,0 +1,200 @@
+"""Test fixtures: one real Kafka broker and one real PostgreSQL server per test session.
+
+Each integration test gets its own topic namespace (a prefix) and its own databases, so tests
+never see each other's events or state, and can run against a long-lived dev stack too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.cloudevents import Envelope, OutgoingRecord, decode, encode
+from shared.contracts import ACTIVITY, ActivityV1
+from shared.kafka import ensure_topics
+from shared.service import ConsumingService, ServiceSpec
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Stack:
+    """What the session's servers are, and the handle to restart them (crash tests)."""
+
+    kafka_bootstrap: str
+    postgres_admin_url: str
+    devstack: Any  # deploy.stack.DevStack, or None for an external stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    external_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    external_pg = os.environ.get("FLYWHEEL_POSTGRES_ADMIN_URL")
+    if external_kafka and external_pg:
+        yield Stack(external_kafka, external_pg, None)
+        return
+    from deploy.stack import DevStack
+
+    devstack = DevStack(tmp_path_factory.mktemp("stack"))
+    endpoints = devstack.start()
+    try:
+        yield Stack(endpoints.kafka_bootstrap, endpoints.postgres_admin_url, devstack)
+    finally:
+        devstack.stop()
+
+
+@dataclass
+class Namespace:
+    """One test's private world on the shared servers."""
+
+    stack: Stack
+    prefix: str
+
+    def settings(self, database_url: str = "", **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "kafka_bootstrap_servers": self.stack.kafka_bootstrap,
+            "topic_prefix": self.prefix,
+            "topic_partitions": 3,
+            "consumer_batch_timeout_ms": 50,
+            "transient_retry_initial_s": 0.05,
+            "shutdown_grace_s": 10.0,
+        }
+        if database_url:
+            values["database_url"] = database_url
+        values.update(overrides)
+        return Settings(**values)
+
+    def env(self, database_url: str, **extra: str) -> dict[str, str]:
+        """The environment of a service process living in this namespace."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.stack.kafka_bootstrap,
+                "FLYWHEEL_TOPIC_PREFIX": self.prefix,
+                "FLYWHEEL_DATABASE_URL": database_url,
+                "FLYWHEEL_CONSUMER_BATCH_TIMEOUT_MS": "50",
+            }
+        )
+        env.update(extra)
+        return env
+
+    async def create_database(self, name: str) -> str:
+        """A new empty database for one service of this test; returns its URL."""
+        db = f"{self.prefix.strip('.').replace('-', '_')}_{name}"
+        conn = await asyncpg.connect(self.stack.postgres_admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{db}"')
+        finally:
+            await conn.close()
+        return _with_database(self.stack.postgres_admin_url, db)
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+
+def _with_database(url: str, database: str) -> str:
+    """The same server and credentials, another database."""
+    head, _, tail = url.partition("?")
+    base = head.rsplit("/", 1)[0]
+    return f"{base}/{database}" + (f"?{tail}" if tail else "")
+
+
+@pytest.fixture
+async def namespace(stack: Stack) -> Namespace:
+    ns = Namespace(stack, f"t{uuid.uuid4().hex[:10]}.")
+    await ensure_topics(stack.kafka_bootstrap, partitions=3, replication_factor=1, prefix=ns.prefix)
+    return ns
+
+
+@asynccontextmanager
+async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[ConsumingService]:
+    """A service in this event loop: same code path as `python -m services.X`, minus signals."""
+    service = ConsumingService(spec, settings)
+    await service.start_resources()
+    await service.broker.start()
+    try:
+        yield service
+    finally:
+        await service.broker.stop()
+        await service.stop_resources()
+
+
+async def publish(namespace: Namespace, records: list[OutgoingRecord]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=namespace.stack.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(namespace.topic(r.topic), r.value, key=r.key, headers=r.headers)
+            for r in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def publish_activities(namespace: Namespace, activities: list[ActivityV1]) -> None:
+    await publish(
+        namespace,
+        [
+            encode(ACTIVITY, a, event_id=f"{a.source}:{a.activity_id}", source="/tests")
+            for a in activities
+        ],
+    )
+
+
+async def read_topic(
+    namespace: Namespace,
+    topic: str,
+    *,
+    until: int,
+    timeout_s: float = 30.0,
+) -> list[Any]:
+    """Every record of a namespaced topic from the beginning, waiting until `until` arrived."""
+    consumer = AIOKafkaConsumer(
+        namespace.topic(topic),
+        bootstrap_servers=namespace.stack.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(records) < until and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+        # anything beyond `until` that is already there counts too (duplicates show up)
+        for part in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(part)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def envelopes(records: list[Any]) -> list[Envelope]:
+    return [
+        decode(
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key,
+            value=r.value,
+            headers=r.headers,
+        )
+        for r in records
+    ]
