@@ -10,8 +10,9 @@ from tests.factories import T0, activity
 
 
 def _decode(record_value: bytes, headers: list[tuple[str, bytes]], key: bytes | None = b"m-1"):
-    return decode(topic="member-activity", partition=0, offset=7, key=key, value=record_value,
-                  headers=headers)
+    return decode(
+        topic="member-activity", partition=0, offset=7, key=key, value=record_value, headers=headers
+    )
 
 
 def test_activity_round_trips_in_binary_mode() -> None:
@@ -30,8 +31,15 @@ def test_activity_round_trips_in_binary_mode() -> None:
 
 
 def test_stage_changed_is_keyed_by_member() -> None:
-    data = StageChangedV1(member_id="m-9", dimension="engagement", from_stage=None,
-                          to_stage="engaged", reason="r", occurred_at=T0, caused_by=["a-1"])
+    data = StageChangedV1(
+        member_id="m-9",
+        dimension="engagement",
+        from_stage=None,
+        to_stage="engaged",
+        reason="r",
+        occurred_at=T0,
+        caused_by=["a-1"],
+    )
     record = encode(STAGE_CHANGED, data, event_id="e-2", source="/services/engagement")
     assert record.topic == "journey-transitions" and record.key == b"m-9"
 
@@ -46,14 +54,31 @@ def test_derived_ids_are_stable_and_distinct() -> None:
     [
         (b"{}", [], "not a CloudEvent 1.0"),
         (b"{}", [("ce_specversion", b"1.0"), ("ce_type", b"x")], "missing CloudEvents header"),
-        (b"{}", [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"),
-                 ("ce_type", b"community.activity.v9")], "unknown event type"),
-        (b"not json", [("ce_specversion", b"1.0"), ("ce_id", b"1"), ("ce_source", b"s"),
-                       ("ce_type", b"community.activity.v1")], "failed its schema"),
+        (
+            b"{}",
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"1"),
+                ("ce_source", b"s"),
+                ("ce_type", b"community.activity.v9"),
+            ],
+            "unknown event type",
+        ),
+        (
+            b"not json",
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"1"),
+                ("ce_source", b"s"),
+                ("ce_type", b"community.activity.v1"),
+            ],
+            "failed its schema",
+        ),
     ],
 )
-def test_undecodable_records_say_why(value: bytes, headers: list[tuple[str, bytes]],
-                                     reason: str) -> None:
+def test_undecodable_records_say_why(
+    value: bytes, headers: list[tuple[str, bytes]], reason: str
+) -> None:
     with pytest.raises(DecodeError, match=reason):
         _decode(value, headers)
 
@@ -68,7 +93,14 @@ def test_schema_failure_names_the_field() -> None:
 def test_oversized_and_tombstone_records_are_refused() -> None:
     good = encode(ACTIVITY, activity("m-1", "post"), event_id="e", source="/t")
     with pytest.raises(DecodeError, match="exceeds"):
-        decode(topic="t", partition=0, offset=0, key=b"k", value=good.value, headers=good.headers,
-               max_value_bytes=10)
+        decode(
+            topic="t",
+            partition=0,
+            offset=0,
+            key=b"k",
+            value=good.value,
+            headers=good.headers,
+            max_value_bytes=10,
+        )
     with pytest.raises(DecodeError, match="tombstone"):
         _decode(None, good.headers)  # type: ignore[arg-type]

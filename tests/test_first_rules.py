@@ -21,7 +21,9 @@ def test_visitor_then_signup_becomes_member() -> None:
 
 def test_signup_without_history_is_a_direct_member() -> None:
     _, ts = awareness.observe(None, activity("m-1", "signup"))
-    assert [(t.from_stage, t.to_stage, t.caused_by) for t in ts] == [(None, "member", ts[0].caused_by)]
+    assert [(t.from_stage, t.to_stage, t.caused_by) for t in ts] == [
+        (None, "member", ts[0].caused_by)
+    ]
 
 
 def test_first_post_or_reply_engages_once() -> None:
