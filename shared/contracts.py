@@ -180,6 +180,14 @@ class ChampionNominatedV1(Contract):
     occurred_at: AwareDatetime
 
 
+class ClockTickV1(Contract):
+    """Keeps event time moving when the community is quiet: stage services advance their
+    watermark on it (and only on event times, never on their own wall clock)."""
+
+    clock: str = Field(default="gateway", max_length=100)
+    occurred_at: AwareDatetime
+
+
 # --------------------------------------------------------------------------------------------
 # the registry
 # --------------------------------------------------------------------------------------------
@@ -216,6 +224,8 @@ CHAMPION_NOMINATED = EventType(
     "signal.champion_nominated.v1", ChampionNominatedV1, topics.SIGNALS_ADVOCACY, "member_id"
 )
 
+CLOCK_TICK = EventType("system.clock_tick.v1", ClockTickV1, topics.MEMBER_ACTIVITY, "clock")
+
 EVENT_TYPES: dict[str, EventType] = {
     e.type: e
     for e in (
@@ -227,5 +237,6 @@ EVENT_TYPES: dict[str, EventType] = {
         CHURN_RISK,
         ADVOCATE,
         CHAMPION_NOMINATED,
+        CLOCK_TICK,
     )
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,8 @@ class ServiceSpec:
     name: str
     consumes: tuple[Topic, ...]
     migrations: Path
-    handle_batch: BatchHandler
+    build_handler: Callable[[Settings], BatchHandler]
+    """Called once at start-up with the settings: loads the rules, returns the batch handler."""
     group_id: str = ""  # default: the service name
     emits: bool = True  # False: no outbox relay (a pure read model)
     extra_migrations: Sequence[Path] = field(default_factory=tuple)
@@ -115,7 +116,7 @@ class ConsumingService:
         self.processor = BatchProcessor(
             service=self.spec.name,
             pool=self.pool,
-            handle_batch=self.spec.handle_batch,
+            handle_batch=self.spec.build_handler(s),
             max_attempts=s.handler_max_attempts,
             retry_initial_s=s.transient_retry_initial_s,
             retry_max_s=s.transient_retry_max_s,

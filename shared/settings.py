@@ -7,6 +7,7 @@ the `FLYWHEEL_` prefix, except the Kafka bootstrap servers, which also honour th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -59,6 +60,19 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(6, ge=1, description="Partitions of each keyed topic.")
     topic_replication_factor: int = Field(1, ge=1)
+
+    # --- event time and rules -------------------------------------------------------------
+    allowed_lateness_s: float = Field(
+        3600.0,
+        ge=0,
+        description="How far behind the newest event time an event may arrive and still be "
+        "judged on time: the watermark is the newest event time minus this.",
+    )
+    rules_file: Path | None = Field(
+        None,
+        description="TOML file with [awareness], [engagement], [advocacy] sections overriding "
+        "the journey model's defaults (docs/JOURNEY-MODEL.md lists every key).",
+    )
 
     # --- HTTP ---------------------------------------------------------------------------------
     http_host: str = "127.0.0.1"

@@ -75,7 +75,7 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
                 assert stages == {"v-1": "member", "m-2": "member"}
         finally:
             await conn.close()
-    plumbing = {"inbox", "outbox", "schema_migrations"}
+    plumbing = {"inbox", "outbox", "schema_migrations", "watermark"}
     assert tables == {
         "awareness": plumbing | {"people"},
         "engagement": plumbing | {"participants"},

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.advocacy.handlers import handle_batch
+from services.advocacy.handlers import build_handler
 from shared.service import ServiceSpec, run
 from shared.topics import MEMBER_ACTIVITY
 
@@ -10,7 +10,7 @@ SPEC = ServiceSpec(
     name="advocacy",
     consumes=(MEMBER_ACTIVITY,),
     migrations=Path(__file__).with_name("migrations"),
-    handle_batch=handle_batch,
+    build_handler=build_handler,
 )
 
 if __name__ == "__main__":

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from services.awareness import domain, store
 from shared.cloudevents import Envelope
+from shared.consumer import BatchHandler
 from shared.journey import fold_activities
+from shared.settings import Settings
 from shared.uow import UnitOfWork
 
 
-async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
-    await fold_activities(
-        uow,
-        events,
-        dimension="awareness",
-        load=store.load_people,
-        observe=domain.observe,
-        save=store.save_people,
-    )
+def build_handler(settings: Settings) -> BatchHandler:
+    async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
+        await fold_activities(
+            uow,
+            events,
+            dimension="awareness",
+            load=store.load_people,
+            observe=domain.observe,
+            save=store.save_people,
+        )
+
+    return handle_batch

@@ -16,3 +16,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     header_values bytea[] NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+
+-- The service's event-time watermark: the newest event time seen. Inactivity and windows are
+-- judged against it (minus the allowed lateness), never against the wall clock, so a replay
+-- of the same log gives the same transitions.
+CREATE TABLE IF NOT EXISTS watermark (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    event_time timestamptz NOT NULL
+);
