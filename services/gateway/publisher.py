@@ -1,0 +1,78 @@
+"""Publishing accepted activities to Kafka through the service's FastStream broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka.errors import KafkaError
+from faststream.exceptions import IncorrectState
+from faststream.kafka import KafkaBroker
+
+from services.gateway.ports import Unavailable
+from shared.cloudevents import OutgoingRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PUBLISH_TIMEOUT_S = 10.0
+"""Bound on one request's wait for acks; aiokafka alone would wait request_timeout_ms (30 s)."""
+
+_BROKER_FAULTS: tuple[type[BaseException], ...] = (KafkaError, IncorrectState, OSError)
+
+
+class KafkaActivityPublisher:
+    """Sends a request's records concurrently and returns once every one is acknowledged.
+
+    The broker is built with `producer_options` (acks=all, idempotence), so an acknowledged
+    record is replicated; `topic_prefix` maps the registry's logical topic to the broker's.
+    """
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        *,
+        topic_prefix: str = "",
+        timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
+    ) -> None:
+        self.broker = broker
+        self.topic_prefix = topic_prefix
+        self.timeout_s = timeout_s
+
+    async def _send(self, record: OutgoingRecord) -> None:
+        await self.broker.publish(
+            record.value,
+            self.topic_prefix + record.topic,
+            key=record.key,
+            headers={name: value.decode() for name, value in record.headers},
+            correlation_id=record.event_id,
+        )
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                # return_exceptions: wait for every send, so none is left running unobserved.
+                results = await asyncio.gather(
+                    *(self._send(r) for r in records), return_exceptions=True
+                )
+        except TimeoutError:
+            log.warning(
+                "publishing %d records timed out after %.1f s", len(records), self.timeout_s
+            )
+            raise Unavailable(
+                "kafka", f"the broker did not acknowledge within {self.timeout_s:g} s"
+            ) from None
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if not failures:
+            return
+        first = failures[0]
+        if not isinstance(first, _BROKER_FAULTS):
+            raise first  # a bug, not an outage: let it surface as one
+        log.warning(
+            "%d of %d records not acknowledged: %s: %s",
+            len(failures),
+            len(records),
+            type(first).__name__,
+            first,
+        )
+        raise Unavailable("kafka", f"the broker did not take the events ({type(first).__name__})")
