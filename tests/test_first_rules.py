@@ -9,21 +9,20 @@ from tests.factories import activity
 
 
 def test_visitor_then_signup_becomes_member() -> None:
-    person, ts = awareness.observe(None, activity("anon-1", "page_view", anonymous=True))
-    assert person is not None and person.stage == "visitor"
-    assert [(t.from_stage, t.to_stage) for t in ts] == [(None, "visitor")]
-    person, ts = awareness.observe(person, activity("anon-1", "signup", day=1))
-    assert person is not None and person.stage == "member"
-    assert [(t.from_stage, t.to_stage) for t in ts] == [("visitor", "member")]
-    again, ts = awareness.observe(person, activity("anon-1", "signup", day=2))
-    assert again == person and ts == []
+    rules = awareness.Rules()
+    out = awareness.observe(None, activity("anon-1", "page_view", anonymous=True), rules)
+    assert out.person is not None and out.person.stage == "visitor"
+    assert [(t.from_stage, t.to_stage) for t in out.transitions] == [(None, "visitor")]
+    out = awareness.observe(out.person, activity("anon-1", "signup", day=1), rules)
+    assert out.person is not None and out.person.stage == "member"
+    assert [(t.from_stage, t.to_stage) for t in out.transitions] == [("visitor", "member")]
+    again = awareness.observe(out.person, activity("anon-1", "signup", day=2), rules)
+    assert again.person == out.person and again.transitions == []
 
 
 def test_signup_without_history_is_a_direct_member() -> None:
-    _, ts = awareness.observe(None, activity("m-1", "signup"))
-    assert [(t.from_stage, t.to_stage, t.caused_by) for t in ts] == [
-        (None, "member", ts[0].caused_by)
-    ]
+    out = awareness.observe(None, activity("m-1", "signup"), awareness.Rules())
+    assert [(t.from_stage, t.to_stage) for t in out.transitions] == [(None, "member")]
 
 
 def test_first_post_or_reply_engages_once() -> None:
@@ -38,7 +37,9 @@ def test_first_post_or_reply_engages_once() -> None:
 def test_bots_and_team_never_move_stages() -> None:
     for kw in ({"bot": True}, {"team": True}):
         assert engagement.observe(None, activity("b", "post", **kw)) == (None, [])
-        assert awareness.observe(None, activity("b", "signup", **kw)) == (None, [])
+        assert (
+            awareness.observe(None, activity("b", "signup", **kw), awareness.Rules()).person is None
+        )
 
 
 def test_accepted_answer_on_someone_elses_question_makes_an_advocate() -> None:

@@ -1,14 +1,105 @@
-"""Awareness rules: discovery, first touch and joining. Pure functions, no I/O."""
+"""Awareness rules: discovery, first touch, joining and conversion. Pure functions, no I/O.
+
+Stages: visitor -> member -> customer. Every outcome depends only on the activity and the
+state of the person it is keyed by, so a replay of the log gives the same transitions; the one
+cross-key fact (a visitor's anonymous history joining the member at sign-up) is merged with
+`min`, which gives the same result in any order.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from urllib.parse import urlparse
 
-from shared.contracts import ActivityV1
+from pydantic.dataclasses import dataclass as rules_dataclass
+
+from shared.contracts import ActivityV1, MemberAcquiredV1, ProspectIntentV1
 from shared.journey import Transition
 
-VISITOR, MEMBER = "visitor", "member"
+VISITOR, MEMBER, CUSTOMER = "visitor", "member", "customer"
+STAGE_ORDER = {VISITOR: 0, MEMBER: 1, CUSTOMER: 2}
+LEGAL_MOVES = {
+    (None, VISITOR),
+    (None, MEMBER),
+    (None, CUSTOMER),
+    (VISITOR, MEMBER),
+    (VISITOR, CUSTOMER),
+    (MEMBER, CUSTOMER),
+}
+
+
+@rules_dataclass(frozen=True)
+class Rules:
+    """Defaults are documented in docs/JOURNEY-MODEL.md; override in the [awareness] section."""
+
+    search_hosts: tuple[str, ...] = (
+        "google.",
+        "bing.",
+        "duckduckgo.",
+        "yahoo.",
+        "baidu.",
+        "yandex.",
+        "ecosia.",
+        "kagi.",
+    )
+    social_hosts: tuple[str, ...] = (
+        "twitter.com",
+        "x.com",
+        "linkedin.com",
+        "facebook.com",
+        "reddit.com",
+        "news.ycombinator.com",
+        "youtube.com",
+        "bsky.app",
+        "mastodon.",
+    )
+    community_sources: tuple[str, ...] = ("discourse", "github", "slack", "discord", "forum")
+    community_hosts: tuple[str, ...] = ()
+    customer_kinds: tuple[str, ...] = ("purchase", "trial_started")
+    customer_sources: tuple[str, ...] = ("product", "crm", "billing", "api")
+    intent_kinds: tuple[str, ...] = ("post", "reply")
+    intent_tags: tuple[str, ...] = (
+        "pricing",
+        "enterprise",
+        "sso",
+        "billing",
+        "integration",
+        "license",
+        "quote",
+        "procurement",
+    )
+    intent_phrases: tuple[str, ...] = (
+        "pricing",
+        "how much",
+        "enterprise plan",
+        "sso",
+        "saml",
+        "integrate with",
+        "integration with",
+        "volume discount",
+        "quote",
+        "purchase order",
+        "license",
+    )
+    touchpoints_kept: int = 20
+    team_member_ids: tuple[str, ...] = ()
+    bot_member_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Touch:
+    """How a person came: search, social, community, campaign, referral or direct."""
+
+    channel: str
+    detail: str | None
+    at: datetime
+    activity_id: str
+
+    def earlier(self, other: Touch | None) -> Touch:
+        if other is None:
+            return self
+        return min(self, other, key=lambda t: (t.at, t.activity_id))
 
 
 @dataclass(frozen=True)
@@ -16,39 +107,213 @@ class Person:
     member_id: str
     stage: str
     first_seen_at: datetime
+    first_touch: Touch | None = None
     joined_at: datetime | None = None
+    referred_by: str | None = None
+    customer_at: datetime | None = None
+    touchpoint_ids: tuple[str, ...] = ()  # latest community activities before conversion
+    touchpoints: int = 0
 
 
-def counts(activity: ActivityV1) -> bool:
+@dataclass(frozen=True)
+class Outcome:
+    person: Person | None
+    transitions: list[Transition] = field(default_factory=list)
+    acquired: MemberAcquiredV1 | None = None
+    intent: ProspectIntentV1 | None = None
+    merge_from: str | None = None  # an anonymous id whose history joins this member
+
+
+def counts(activity: ActivityV1, rules: Rules) -> bool:
     """Team members and bots never move anyone's stage."""
-    return not (activity.actor.is_team_member or activity.actor.is_bot)
+    actor = activity.actor
+    return not (
+        actor.is_team_member
+        or actor.is_bot
+        or actor.member_id in rules.team_member_ids
+        or actor.member_id in rules.bot_member_ids
+    )
 
 
-def observe(person: Person | None, activity: ActivityV1) -> tuple[Person | None, list[Transition]]:
-    """Fold one activity into a person's awareness state."""
-    if not counts(activity):
-        return person, []
-    at = activity.occurred_at
-    cause = (activity.activity_id,)
+def _host(url: object) -> str:
+    return (urlparse(url).hostname or "").lower() if isinstance(url, str) else ""
 
-    def move(to: str, reason: str) -> Transition:
-        return Transition(
-            activity.actor.member_id, person.stage if person else None, to, reason, at, cause
+
+def classify_touch(activity: ActivityV1, rules: Rules) -> Touch:
+    """First-touch channel of an activity, from its properties (referrer URL, UTM tags,
+    referral) and its source."""
+    props = activity.properties
+    at, aid = activity.occurred_at, activity.activity_id
+    referred_by = props.get("referred_by")
+    if isinstance(referred_by, str) and referred_by and referred_by != activity.actor.member_id:
+        return Touch("referral", referred_by, at, aid)
+    utm = props.get("utm_campaign") or props.get("utm_source")
+    if isinstance(utm, str) and utm:
+        return Touch("campaign", utm, at, aid)
+    host = _host(props.get("referrer"))
+    if host and any(h in host for h in rules.search_hosts):
+        return Touch("search", host, at, aid)
+    if host and any(
+        host == h or host.endswith("." + h) or (h.endswith(".") and h in host)
+        for h in rules.social_hosts
+    ):
+        return Touch("social", host, at, aid)
+    if activity.source in rules.community_sources or (
+        host and any(host.endswith(h) for h in rules.community_hosts)
+    ):
+        detail = activity.target.url if activity.target and activity.target.url else None
+        return Touch("community", detail or activity.source, at, aid)
+    return Touch("direct", None, at, aid)
+
+
+def referrer_of(activity: ActivityV1) -> str | None:
+    value = activity.properties.get("referred_by")
+    if isinstance(value, str) and value and value != activity.actor.member_id:
+        return value
+    return None
+
+
+def prospect_intent(activity: ActivityV1, person: Person | None, rules: Rules) -> list[str]:
+    """What in a non-customer's question shows buying intent (empty: none)."""
+    if activity.kind not in rules.intent_kinds or (person and person.stage == CUSTOMER):
+        return []
+    tags = activity.properties.get("tags")
+    matched = (
+        [t for t in tags if isinstance(t, str) and t.lower() in rules.intent_tags]
+        if isinstance(tags, list)
+        else []
+    )
+    text = " ".join(
+        s
+        for s in (
+            activity.properties.get("text"),
+            activity.target.thread_title if activity.target else None,
+        )
+        if isinstance(s, str)
+    ).lower()
+    matched += [p for p in rules.intent_phrases if p in text]
+    return sorted(set(matched))
+
+
+def merge_history(member: Person, visitor: Person) -> Person:
+    """A visitor's anonymous history joins the member: earliest first touch and first sight."""
+    touch = (
+        visitor.first_touch.earlier(member.first_touch)
+        if visitor.first_touch
+        else member.first_touch
+    )
+    return replace(
+        member, first_touch=touch, first_seen_at=min(member.first_seen_at, visitor.first_seen_at)
+    )
+
+
+def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcome:
+    """Fold one activity into the awareness state of the person it is keyed by."""
+    if not counts(activity, rules):
+        return Outcome(person)
+    at, aid = activity.occurred_at, activity.activity_id
+    member_id = activity.actor.member_id
+    touch = classify_touch(activity, rules)
+    transitions: list[Transition] = []
+    converts = activity.kind in rules.customer_kinds and activity.source in rules.customer_sources
+
+    def move(
+        current: Person | None, to: str, reason: str, caused_by: tuple[str, ...] = (aid,)
+    ) -> None:
+        transitions.append(
+            Transition(member_id, current.stage if current else None, to, reason, at, caused_by)
         )
 
-    if activity.kind == "signup":
-        if person is not None and person.stage != VISITOR:
-            return person, []
-        t = move(MEMBER, f"signed up on {activity.source}")
-        if person is None:
-            return Person(t.member_id, MEMBER, first_seen_at=at, joined_at=at), [t]
-        return replace(person, stage=MEMBER, joined_at=at), [t]
+    if person is None:
+        person = Person(
+            member_id,
+            VISITOR if activity.actor.anonymous else MEMBER,
+            first_seen_at=at,
+            first_touch=touch,
+            joined_at=None if activity.actor.anonymous else at,
+        )
+        if activity.kind != "signup" and not converts:
+            if activity.actor.anonymous:
+                move(
+                    None,
+                    VISITOR,
+                    f"first touch: {activity.kind} on {activity.source} ({touch.channel})",
+                )
+            else:
+                move(None, MEMBER, f"first seen as a member ({activity.kind} on {activity.source})")
+        created = True
+    else:
+        person = replace(
+            person,
+            first_touch=touch.earlier(person.first_touch),
+            first_seen_at=min(person.first_seen_at, at),
+        )
+        created = False
 
-    if person is not None:
-        return person, []
-    if activity.actor.anonymous:
-        t = move(VISITOR, f"first touch: {activity.kind} on {activity.source}")
-        return Person(t.member_id, VISITOR, first_seen_at=at), [t]
-    # A known member whose sign-up predates the log (an import): a member all the same.
-    t = move(MEMBER, f"first seen as a member ({activity.kind} on {activity.source})")
-    return Person(t.member_id, MEMBER, first_seen_at=at, joined_at=at), [t]
+    acquired = None
+    merge_from = None
+    if activity.kind == "signup" and (created or person.stage == VISITOR):
+        anonymous_id = activity.properties.get("anonymous_id")
+        merge_from = (
+            anonymous_id
+            if isinstance(anonymous_id, str) and anonymous_id and anonymous_id != member_id
+            else None
+        )
+        referrer = referrer_of(activity)
+        came_from = f", referred by {referrer}" if referrer else ""
+        was_visitor = merge_from is not None or not created
+        move(
+            replace(person, stage=VISITOR) if was_visitor else None,
+            MEMBER,
+            f"signed up on {activity.source}{came_from}",
+        )
+        person = replace(person, stage=MEMBER, joined_at=at, referred_by=referrer)
+        if referrer:
+            acquired = MemberAcquiredV1(
+                member_id=member_id,
+                via="referral",
+                referrer_member_id=referrer,
+                occurred_at=at,
+                activity_id=aid,
+            )
+
+    elif converts and person.stage != CUSTOMER:
+        influence = (
+            f"after {person.touchpoints} community touchpoints (community-influenced)"
+            if person.touchpoints
+            else "with no community touchpoint before it"
+        )
+        move(
+            None if created else person,
+            CUSTOMER,
+            f"{activity.kind.replace('_', ' ')} from {activity.source} {influence}",
+            caused_by=(aid, *person.touchpoint_ids),
+        )
+        person = replace(person, stage=CUSTOMER, customer_at=at)
+
+    elif (
+        activity.source in rules.community_sources
+        and activity.kind != "signup"
+        and person.stage != CUSTOMER
+    ):
+        person = replace(
+            person,
+            touchpoints=person.touchpoints + 1,
+            touchpoint_ids=(*person.touchpoint_ids, aid)[-rules.touchpoints_kept :],
+        )
+
+    intent = None
+    matched = prospect_intent(activity, person, rules)
+    if matched:
+        target = activity.target
+        text = activity.properties.get("text")
+        intent = ProspectIntentV1(
+            member_id=member_id,
+            thread_id=target.thread_id if target else None,
+            url=target.url if target else None,
+            matched=matched,
+            excerpt=text[:500] if isinstance(text, str) else None,
+            occurred_at=at,
+            activity_id=aid,
+        )
+    return Outcome(person, transitions, acquired, intent, merge_from)

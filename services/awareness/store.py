@@ -2,35 +2,105 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from services.awareness.domain import Person
+from services.awareness.domain import Person, Touch
 from shared.postgres import Connection
+
+_COLUMNS = (
+    "member_id, stage, first_seen_at, first_touch_channel, first_touch_detail, first_touch_at,"
+    " first_touch_activity, joined_at, referred_by, customer_at, touchpoint_ids, touchpoints"
+)
 
 
 async def load_people(conn: Connection, member_ids: Iterable[str]) -> dict[str, Person]:
     rows = await conn.fetch(
-        "SELECT member_id, stage, first_seen_at, joined_at FROM people"
-        " WHERE member_id = ANY($1::text[])",
-        list(member_ids),
+        f"SELECT {_COLUMNS} FROM people WHERE member_id = ANY($1::text[])", list(member_ids)
     )
-    return {r["member_id"]: Person(**dict(r)) for r in rows}
+    people = {}
+    for r in rows:
+        touch = (
+            Touch(
+                r["first_touch_channel"],
+                r["first_touch_detail"],
+                r["first_touch_at"],
+                r["first_touch_activity"],
+            )
+            if r["first_touch_channel"]
+            else None
+        )
+        people[r["member_id"]] = Person(
+            member_id=r["member_id"],
+            stage=r["stage"],
+            first_seen_at=r["first_seen_at"],
+            first_touch=touch,
+            joined_at=r["joined_at"],
+            referred_by=r["referred_by"],
+            customer_at=r["customer_at"],
+            touchpoint_ids=tuple(r["touchpoint_ids"]),
+            touchpoints=r["touchpoints"],
+        )
+    return people
 
 
 async def save_people(conn: Connection, people: Iterable[Person]) -> None:
     people = list(people)
     if not people:
         return
+    touch = [p.first_touch for p in people]
     await conn.execute(
-        """
-        INSERT INTO people (member_id, stage, first_seen_at, joined_at)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])
-        ON CONFLICT (member_id) DO UPDATE
-            SET stage = EXCLUDED.stage, first_seen_at = EXCLUDED.first_seen_at,
-                joined_at = EXCLUDED.joined_at
+        f"""
+        INSERT INTO people ({_COLUMNS})
+        SELECT m, s, fs, tc, td, ta, tact, j, r, c,
+               coalesce(
+                   (SELECT array_agg(x) FROM unnest(string_to_array(tp, chr(31))) AS x
+                    WHERE x <> ''),
+                   '{{}}'),
+               n
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                    $6::timestamptz[], $7::text[], $8::timestamptz[], $9::text[],
+                    $10::timestamptz[], $11::text[], $12::int[])
+             AS u(m, s, fs, tc, td, ta, tact, j, r, c, tp, n)
+        ON CONFLICT (member_id) DO UPDATE SET
+            stage = EXCLUDED.stage, first_seen_at = EXCLUDED.first_seen_at,
+            first_touch_channel = EXCLUDED.first_touch_channel,
+            first_touch_detail = EXCLUDED.first_touch_detail,
+            first_touch_at = EXCLUDED.first_touch_at,
+            first_touch_activity = EXCLUDED.first_touch_activity,
+            joined_at = EXCLUDED.joined_at, referred_by = EXCLUDED.referred_by,
+            customer_at = EXCLUDED.customer_at, touchpoint_ids = EXCLUDED.touchpoint_ids,
+            touchpoints = EXCLUDED.touchpoints
         """,
         [p.member_id for p in people],
         [p.stage for p in people],
         [p.first_seen_at for p in people],
+        [t.channel if t else None for t in touch],
+        [t.detail if t else None for t in touch],
+        [t.at if t else None for t in touch],
+        [t.activity_id if t else None for t in touch],
         [p.joined_at for p in people],
+        [p.referred_by for p in people],
+        [p.customer_at for p in people],
+        # arrays of arrays must be rectangular in PostgreSQL: ship each list as one string
+        ["\x1f".join(p.touchpoint_ids) for p in people],
+        [p.touchpoints for p in people],
+    )
+
+
+async def load_aliases(conn: Connection, anonymous_ids: Iterable[str]) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT anonymous_id, member_id FROM aliases WHERE anonymous_id = ANY($1::text[])",
+        list(anonymous_ids),
+    )
+    return {r["anonymous_id"]: r["member_id"] for r in rows}
+
+
+async def save_aliases(conn: Connection, aliases: Mapping[str, str]) -> None:
+    if not aliases:
+        return
+    await conn.execute(
+        "INSERT INTO aliases (anonymous_id, member_id) SELECT * FROM unnest($1::text[], $2::text[])"
+        " ON CONFLICT (anonymous_id) DO NOTHING",
+        list(aliases),
+        list(aliases.values()),
     )
