@@ -81,3 +81,60 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
     assert all(own.values()), "every service keeps state of its own"
     assert not (own["awareness"] & own["engagement"] or own["awareness"] & own["advocacy"]
                 or own["engagement"] & own["advocacy"]), "no service holds another's tables"
+
+
+async def test_redelivered_activity_is_applied_once(namespace: Namespace) -> None:
+    url = await namespace.create_database("engagement")
+    post = activity("m-1", "post")
+    async with running(ENGAGEMENT, namespace.settings(url)) as service:
+        await publish_activities(namespace, [post, post])
+        await publish_activities(namespace, [post])
+        records = await read_topic(namespace, "journey-transitions", until=1)
+        for _ in range(100):
+            if service.processor and service.processor.stats.consumed >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert service.processor is not None
+        assert service.processor.stats.duplicates == 2
+    assert len(records) == 1
+
+
+async def test_poison_records_are_dead_lettered_and_the_stream_moves_on(
+    namespace: Namespace,
+) -> None:
+    from shared.cloudevents import OutgoingRecord, encode
+    from shared.contracts import ACTIVITY
+
+    url = await namespace.create_database("engagement")
+    good = encode(ACTIVITY, activity("m-5", "post"), event_id="good-1", source="/t")
+    poison = [
+        OutgoingRecord("member-activity", b"m-6", b"{not json", good.headers, "p1"),
+        OutgoingRecord(
+            "member-activity",
+            b"m-6",
+            good.value,
+            [(k, b"community.activity.v7" if k == "ce_type" else v) for k, v in good.headers],
+            "p2",
+        ),
+        OutgoingRecord(
+            "member-activity",
+            b"m-6",
+            good.value.replace(b'"kind":"post",', b""),
+            good.headers,
+            "p3",
+        ),
+    ]
+    async with running(ENGAGEMENT, namespace.settings(url)):
+        await publish(namespace, [*poison, good])
+        dead = await read_topic(namespace, "member-activity.dlq", until=3)
+        transitions = await read_topic(namespace, "journey-transitions", until=1)
+    reasons = sorted(dict(r.headers)["dlq_reason"].decode() for r in dead)
+    assert len(reasons) == 3
+    assert any("failed its schema" in r and "kind" in r for r in reasons)
+    assert any("unknown event type 'community.activity.v7'" in r for r in reasons)
+    assert any("Invalid JSON" in r or "json" in r.lower() for r in reasons)
+    assert {r.value for r in dead} >= {b"{not json"}  # the original bytes are kept
+    assert all(
+        dict(r.headers)["dlq_topic"] == namespace.topic("member-activity").encode() for r in dead
+    )
+    assert [e.data.member_id for e in envelopes(transitions)] == ["m-5"]  # type: ignore[union-attr]
