@@ -393,7 +393,8 @@ def test_an_unavailable_broker_is_a_503_to_retry(
 
 
 class FakeBroker:
-    """Stands in for FastStream's KafkaBroker.publish."""
+    """Stands in for FastStream's KafkaBroker.publish(..., no_confirm=True): enqueues the
+    record and returns the future of its acknowledgement."""
 
     def __init__(self, fail_on: set[bytes] | None = None, delay_s: float = 0.0) -> None:
         self.fail_on = fail_on or set()
@@ -408,11 +409,16 @@ class FakeBroker:
         key: bytes,
         headers: dict[str, str],
         correlation_id: str,
-    ) -> None:
+        no_confirm: bool,
+    ) -> asyncio.Future[None]:
+        assert no_confirm, "records are enqueued in order, then acknowledged together"
+        self.sent.append((message, topic, key, headers))
+        return asyncio.ensure_future(self._ack(key))
+
+    async def _ack(self, key: bytes) -> None:
         await asyncio.sleep(self.delay_s)
         if key in self.fail_on:
             raise KafkaConnectionError("no broker")
-        self.sent.append((message, topic, key, headers))
 
 
 def _records(*members: str) -> list[OutgoingRecord]:
@@ -428,7 +434,7 @@ async def test_the_kafka_publisher_sends_every_record_to_the_prefixed_topic() ->
     publisher = KafkaActivityPublisher(broker, topic_prefix="staging.")  # type: ignore[arg-type]
     await publisher.publish(_records("m-1", "m-2"))
 
-    assert sorted(key for _, _, key, _ in broker.sent) == [b"m-1", b"m-2"]
+    assert [key for _, _, key, _ in broker.sent] == [b"m-1", b"m-2"]  # in request order
     assert {topic for _, topic, _, _ in broker.sent} == {"staging.member-activity"}
     assert all(h["ce_type"] == "community.activity.v1" for *_, h in broker.sent)
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
@@ -22,10 +23,13 @@ _BROKER_FAULTS: tuple[type[BaseException], ...] = (KafkaError, IncorrectState, O
 
 
 class KafkaActivityPublisher:
-    """Sends a request's records concurrently and returns once every one is acknowledged.
+    """Sends a request's records and returns once every one is acknowledged.
 
-    The broker is built with `producer_options` (acks=all, idempotence), so an acknowledged
-    record is replicated; `topic_prefix` maps the registry's logical topic to the broker's.
+    Records are handed to the producer one after the other (which keeps a member's activities
+    in request order on its partition, idempotence keeping it through retries), and their
+    acknowledgements are awaited together, so a batch costs one round trip, not one per record.
+    The broker is built with `producer_options` (acks=all), so an acknowledged record is
+    replicated; `topic_prefix` maps the registry's logical topic to the broker's.
     """
 
     def __init__(
@@ -39,23 +43,31 @@ class KafkaActivityPublisher:
         self.topic_prefix = topic_prefix
         self.timeout_s = timeout_s
 
-    async def _send(self, record: OutgoingRecord) -> None:
-        await self.broker.publish(
+    async def _enqueue(self, record: OutgoingRecord) -> asyncio.Future[RecordMetadata]:
+        return await self.broker.publish(
             record.value,
             self.topic_prefix + record.topic,
             key=record.key,
             headers={name: value.decode() for name, value in record.headers},
             correlation_id=record.event_id,
+            no_confirm=True,
         )
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        pending: list[asyncio.Future[RecordMetadata]] = []
+        failure: BaseException | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
-                # return_exceptions: wait for every send, so none is left running unobserved.
-                results = await asyncio.gather(
-                    *(self._send(r) for r in records), return_exceptions=True
-                )
+                try:
+                    for record in records:
+                        pending.append(await self._enqueue(record))
+                except _BROKER_FAULTS as exc:
+                    failure = exc
+                # return_exceptions: wait for every ack, so none is left unobserved.
+                results = await asyncio.gather(*pending, return_exceptions=True)
         except TimeoutError:
+            for future in pending:
+                future.add_done_callback(_observe)  # its outcome no longer matters to anyone
             log.warning(
                 "publishing %d records timed out after %.1f s", len(records), self.timeout_s
             )
@@ -63,16 +75,24 @@ class KafkaActivityPublisher:
                 "kafka", f"the broker did not acknowledge within {self.timeout_s:g} s"
             ) from None
         failures = [r for r in results if isinstance(r, BaseException)]
+        if failure is not None:
+            failures.insert(0, failure)
         if not failures:
             return
         first = failures[0]
         if not isinstance(first, _BROKER_FAULTS):
             raise first  # a bug, not an outage: let it surface as one
+        acknowledged = sum(1 for r in results if not isinstance(r, BaseException))
         log.warning(
             "%d of %d records not acknowledged: %s: %s",
-            len(failures),
+            len(records) - acknowledged,
             len(records),
             type(first).__name__,
             first,
         )
         raise Unavailable("kafka", f"the broker did not take the events ({type(first).__name__})")
+
+
+def _observe(future: asyncio.Future[RecordMetadata]) -> None:
+    if not future.cancelled():
+        future.exception()
