@@ -175,6 +175,7 @@ def create_app(
         response_model=MemberJourney,
         responses={
             404: _problem_content("No transition is known for this member."),
+            422: _problem_content("The member id is not a valid path parameter."),
             503: _problem_content("The read model's database is unreachable."),
         },
     )
