@@ -204,15 +204,33 @@ def stop_process_group(
     whole group (e.g. a JVM's helpers, uvicorn workers) goes together. Returns the exit code
     when it is known (only for our own children).
     """
-    proc = record.process()
-    if proc is None:
-        return popen.poll() if popen is not None else None
+    return stop_process_groups([(record, popen)], timeout_s=timeout_s, kill=kill)[record.pid]
+
+
+def stop_process_groups(
+    targets: list[tuple[PidRecord, subprocess.Popen[bytes] | None]],
+    *,
+    timeout_s: float,
+    kill: bool = False,
+) -> dict[int, int | None]:
+    """`stop_process_group` for several at once: signal all first, so they shut down together."""
     first = signal.SIGKILL if kill else signal.SIGTERM
-    _signal_group(record.pid, first)
-    if not _wait_gone(proc, popen, timeout_s):
-        _signal_group(record.pid, signal.SIGKILL)
-        _wait_gone(proc, popen, 10.0)
-    return popen.returncode if popen is not None else None
+    live: list[tuple[PidRecord, psutil.Process, subprocess.Popen[bytes] | None]] = []
+    codes: dict[int, int | None] = {}
+    for record, popen in targets:
+        proc = record.process()
+        if proc is None:
+            codes[record.pid] = popen.poll() if popen is not None else None
+            continue
+        _signal_group(record.pid, first)
+        live.append((record, proc, popen))
+    deadline = time.monotonic() + timeout_s
+    for record, proc, popen in live:
+        if not _wait_gone(proc, popen, max(0.0, deadline - time.monotonic())):
+            _signal_group(record.pid, signal.SIGKILL)
+            _wait_gone(proc, popen, 10.0)
+        codes[record.pid] = popen.returncode if popen is not None else None
+    return codes
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -228,17 +246,27 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 def _wait_gone(
     proc: psutil.Process, popen: subprocess.Popen[bytes] | None, timeout_s: float
 ) -> bool:
-    """Wait for exit; through Popen when we have it, so our child is reaped, not a zombie."""
-    try:
-        if popen is not None:
+    """Wait for exit; through Popen when we have it, so our child is reaped, not a zombie.
+
+    Another process's child (what `down` stops) counts as gone once it is a zombie: its new
+    parent (init, or a container's pid 1) may take its time to reap it.
+    """
+    if popen is not None:
+        try:
             popen.wait(timeout_s)
-        else:
-            proc.wait(timeout_s)
-    except (subprocess.TimeoutExpired, psutil.TimeoutExpired):
-        return False
-    except psutil.NoSuchProcess:
-        pass
-    return True
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 # --- misc -------------------------------------------------------------------------------------

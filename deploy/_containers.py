@@ -50,7 +50,9 @@ class Containers:
         self.detach = detach
         self._kafka: Any = None
         self._postgres: Any = None
-        if detach:
+
+    def _prepare(self) -> None:
+        if self.detach:
             # Ryuk removes containers when this process exits; `up` must leave them running,
             # and `down` removes them by the ids in containers.json instead.
             from testcontainers.core.config import testcontainers_config
@@ -61,6 +63,7 @@ class Containers:
         from testcontainers.core.container import DockerContainer
         from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
+        self._prepare()
         container = DockerContainer(KAFKA_IMAGE)
         host = container.get_docker_client().host()
         env = {
@@ -94,6 +97,7 @@ class Containers:
     def start_postgres(self, host_port: int, password: str) -> str:
         from testcontainers.community.postgres import PostgresContainer
 
+        self._prepare()
         container = PostgresContainer(
             POSTGRES_IMAGE, username="postgres", password=password, dbname="postgres", driver=None
         )

@@ -11,9 +11,11 @@ unprivileged user under root are reused.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import importlib.util
-import json
 import os
 import pwd
 import secrets
@@ -23,9 +25,10 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
+import psutil  # type: ignore[import-untyped,unused-ignore]
 
 from deploy._common import Progress, StackError, tail
 
@@ -72,17 +75,18 @@ class LocalPostgres:
         return f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{self.port}/postgres"
 
     def running_pid(self) -> int | None:
-        """The postmaster's pid if this data directory's server runs."""
+        """The postmaster's pid if this data directory's server runs.
+
+        A crashed postmaster leaves postmaster.pid behind; its pid may be a zombie not yet
+        reaped by init, or reused by an unrelated process, and neither counts.
+        """
         try:
             pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
+            proc = psutil.Process(pid)
+            if proc.status() == psutil.STATUS_ZOMBIE or "postgres" not in proc.name():
+                return None
+        except (OSError, ValueError, IndexError, psutil.Error):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
         return pid
 
     def start(self, *, timeout_s: float = 60.0) -> None:
@@ -132,9 +136,7 @@ class LocalPostgres:
 
     def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
         self.progress(f"initializing PostgreSQL cluster in {self.data_dir} ...")
-        password = secrets.token_urlsafe(18)
-        self._password_file.write_text(password + "\n")
-        self._password_file.chmod(0o600)
+        password = state_secret(self._password_file)
         pwfile = self.dir / ".initdb-pwfile"
         pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
@@ -240,23 +242,40 @@ class LocalPostgres:
 # --- provisioning (any server) ----------------------------------------------------------------
 
 
-def load_passwords(path: Path, services: Iterable[str]) -> dict[str, str]:
-    """Per-service passwords, generated once per state dir and kept there (mode 0600)."""
-    passwords: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        passwords = {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
-    changed = False
-    for service in services:
-        if service not in passwords:
-            passwords[service] = secrets.token_urlsafe(18)
-            changed = True
-    if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(passwords, indent=2) + "\n")
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return passwords
+def state_secret(path: Path) -> str:
+    """A random secret generated once and kept in the state dir (mode 0600)."""
+    with contextlib.suppress(OSError):
+        if value := path.read_text().strip():
+            return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(18)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(value + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return value
+
+
+def service_passwords(
+    admin_url: str, services: Iterable[str], fallback_secret: Path
+) -> dict[str, str]:
+    """Each service role's password, derived from the superuser's credentials.
+
+    Deterministic on purpose: two stacks (two checkouts, parallel test workers) provisioning on
+    one shared server compute the same passwords, so neither breaks the other's connections
+    when it re-applies them. Only a password-less admin URL falls back to a per-state-dir key.
+    """
+    parts = urlsplit(admin_url)
+    if parts.password:
+        key = f"{unquote(parts.username or '')}:{unquote(parts.password)}".encode()
+    else:
+        key = state_secret(fallback_secret).encode()
+    return {
+        service: base64.urlsafe_b64encode(
+            hmac.new(key, f"flywheel:{role_name(service)}".encode(), hashlib.sha256).digest()
+        ).decode()[:24]
+        for service in services
+    }
 
 
 def service_url(admin_url: str, service: str, password: str) -> str:
@@ -298,13 +317,15 @@ async def provision(admin_url: str, passwords: dict[str, str], *, timeout_s: flo
     """Create (or align) one login role and one database per service, idempotently.
 
     Each database is owned by its role and closed to PUBLIC, so a service can reach its own
-    database and no other. An existing role gets its password reset to the state dir's.
+    database and no other. Passwords are derived (see service_passwords), so re-applying them
+    to an existing role changes nothing for other stacks sharing the server.
     """
     conn = await connect_admin(admin_url, timeout_s)
     try:
         for service, password in passwords.items():
             name = role_name(service)
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+            # Re-applying the password is harmless: it is derived, so always the same.
             verb = "ALTER" if exists else "CREATE"
             with contextlib.suppress(asyncpg.DuplicateObjectError):
                 await conn.execute(

@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Literal
 
 from deploy._common import (
+    PidRecord,
     PortInUseError,
     Progress,
     StackAlreadyRunningError,
@@ -49,13 +50,19 @@ from deploy._common import (
     read_pidfile,
     remove_pidfile,
     run_async,
-    stop_process_group,
+    stop_process_groups,
     tail,
     write_pidfile,
 )
 from deploy._containers import Containers, docker_available
 from deploy._kafka_local import LocalKafka, wait_external_kafka, wait_topics_online
-from deploy._postgres import LocalPostgres, load_passwords, provision, service_url
+from deploy._postgres import (
+    LocalPostgres,
+    provision,
+    service_passwords,
+    service_url,
+    state_secret,
+)
 
 __all__ = [
     "SERVICES",
@@ -231,18 +238,19 @@ class DevStack:
         Works from the pidfiles, so a fresh DevStack on the same state dir (the CLI's `down`)
         stops what an earlier `up` started. Never touches external servers.
         """
-        for name in SERVICES:
-            self.stop_service(name)
+        self._stop_services(list(SERVICES))
         kafka = self._kafka or LocalKafka(
             self.state_dir, port=0, controller_port=0, partitions=1, progress=self.progress
         )
-        kafka.stop()
         postgres = self._postgres or LocalPostgres(self.state_dir, port=0, progress=self.progress)
-        if postgres.running_pid() is not None:
-            postgres.stop()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            stopped = [pool.submit(kafka.stop), pool.submit(postgres.stop)]
         containers = self._containers or Containers(self.state_dir, detach=self.detach)
         if self._containers is not None or containers.recorded():
             containers.stop()
+        for future in stopped:
+            if (error := future.exception()) is not None:
+                raise error
         (self.state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
         self._endpoints = None
         if self._atexit_registered:
@@ -333,19 +341,28 @@ class DevStack:
     def stop_service(self, name: str, *, kill: bool = False) -> int | None:
         """SIGTERM the service (SIGKILL if `kill`), wait, SIGKILL; its exit code if known."""
         self._check_service(name)
-        popen = self._services.pop(name, None)
-        record = read_pidfile(self.state_dir, name)
-        code: int | None = None
-        if record is not None:
-            own = popen if popen is not None and popen.pid == record.pid else None
-            code = stop_process_group(
-                record, timeout_s=SERVICE_STOP_TIMEOUT_S, popen=own, kill=kill
-            )
-            remove_pidfile(self.state_dir, name)
-        elif popen is not None and popen.poll() is None:
-            popen.kill()
-            code = popen.wait()
-        return code
+        return self._stop_services([name], kill=kill).get(name)
+
+    def _stop_services(self, names: list[str], *, kill: bool = False) -> dict[str, int | None]:
+        """Signal all, then wait: services shut down in parallel (each may take seconds)."""
+        targets: list[tuple[PidRecord, subprocess.Popen[bytes] | None]] = []
+        by_pid: dict[int, str] = {}
+        codes: dict[str, int | None] = {}
+        for name in names:
+            popen = self._services.pop(name, None)
+            record = read_pidfile(self.state_dir, name)
+            if record is not None:
+                own = popen if popen is not None and popen.pid == record.pid else None
+                targets.append((record, own))
+                by_pid[record.pid] = name
+            elif popen is not None and popen.poll() is None:
+                popen.kill()
+                codes[name] = popen.wait()
+        results = stop_process_groups(targets, timeout_s=SERVICE_STOP_TIMEOUT_S, kill=kill)
+        for pid, code in results.items():
+            codes[by_pid[pid]] = code
+            remove_pidfile(self.state_dir, by_pid[pid])
+        return codes
 
     def restart_kafka(self, *, hard: bool = False) -> None:
         """Stop the broker (SIGKILL if `hard`) and start it on the same ports and data."""
@@ -521,8 +538,8 @@ class DevStack:
         elif self._postgres_source == "container":
             assert self._containers is not None and self._postgres_port is not None
             self.progress("starting PostgreSQL container (postgres:17) ...")
-            password = load_passwords(self.state_dir / "postgres" / "passwords.json", ["postgres"])
-            admin_url = self._containers.start_postgres(self._postgres_port, password["postgres"])
+            password = state_secret(self.state_dir / "postgres" / "superuser.password")
+            admin_url = self._containers.start_postgres(self._postgres_port, password)
         else:
             assert self._postgres_port is not None
             self._postgres = LocalPostgres(
@@ -561,11 +578,12 @@ class DevStack:
             self.progress("topics already exist")
 
     def _provision(self, admin_url: str) -> dict[str, str]:
-        passwords = load_passwords(self.state_dir / "postgres" / "passwords.json", SERVICES)
-        service_passwords = {s: passwords[s] for s in SERVICES}
-        run_async(provision(admin_url, service_passwords))
+        passwords = service_passwords(
+            admin_url, SERVICES, self.state_dir / "postgres" / "service-key.secret"
+        )
+        run_async(provision(admin_url, passwords))
         self.progress(f"databases ready: {', '.join(f'flywheel_{s}' for s in SERVICES)}")
-        return {s: service_url(admin_url, s, service_passwords[s]) for s in SERVICES}
+        return {s: service_url(admin_url, s, passwords[s]) for s in SERVICES}
 
     def _start_all_services(self) -> None:
         """Launch all services first, then wait: they warm up in parallel."""
