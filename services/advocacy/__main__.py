@@ -1,14 +1,18 @@
-"""`python -m services.advocacy`: the advocacy stage service."""
+"""`python -m services.advocacy`: the advocacy stage service.
+
+It reads community activity, engagement's peer-help signals and awareness's member-acquired
+events: every source of credit for helping the community grow.
+"""
 
 from pathlib import Path
 
 from services.advocacy.handlers import build_handler
 from shared.service import ServiceSpec, run
-from shared.topics import MEMBER_ACTIVITY
+from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
 
 SPEC = ServiceSpec(
     name="advocacy",
-    consumes=(MEMBER_ACTIVITY,),
+    consumes=(MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
 )

@@ -1,54 +1,562 @@
-"""Advocacy rules: helping others. Pure functions, no I/O."""
+"""Advocacy rules: who gives back to the community, and who leads it right now.
+
+Pure functions and frozen dataclasses, no I/O: the handler loads a snapshot, `run_batch` decides,
+the handler saves. docs/journey-advocacy.md explains every rule and default.
+
+- Each incoming event becomes zero or more `Contribution`s credited to one member
+  (`contributions_of`); each kind carries a weight (`Weights`).
+- The lifetime advocacy score is the sum of the weights credited; reaching
+  `advocate_threshold` makes the member an advocate at once, for good.
+- Every `champion_period_days` of event time (boundaries at multiples of the period since the
+  Unix epoch) a review ranks the advocates by the score of their contributions in the last
+  `champion_window_days`: the top `champion_top_n` are champions until the next review.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, ClassVar, Literal, get_args
 
-from shared.contracts import ActivityV1
+from pydantic import ConfigDict, Field
+
+from shared.contracts import (
+    ActivityV1,
+    AdvocateV1,
+    ChampionNominatedV1,
+    Contract,
+    MemberAcquiredV1,
+    PeerHelpV1,
+)
 from shared.journey import Transition
 
 ADVOCATE = "advocate"
+CHAMPION = "champion"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+ContributionKind = Literal[
+    "peer_help",
+    "answer_accepted",
+    "content_published",
+    "content_engaged",
+    "event_talk",
+    "referral_joined",
+]
+KINDS: tuple[ContributionKind, ...] = get_args(ContributionKind)
+
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+# --------------------------------------------------------------------------------------------
+# rules
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Advocate:
+class Weights:
+    """Points per contribution. The more a contribution costs its author and the more it helps
+    someone else, the more it weighs."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    peer_help: Weight = 2.0
+    """A reply in someone else's thread (engagement's signal.peer_help.v1, accepted false)."""
+    answer_accepted: Weight = 5.0
+    """The asker accepted the member's answer (signal.peer_help.v1, accepted true)."""
+    content_published: Weight = 3.0
+    """A blog post, tutorial or video (activity content_published)."""
+    content_engaged: Weight = 1.0
+    """Someone else reacted to or replied on the member's post (capped per piece)."""
+    event_talk: Weight = 8.0
+    """A talk at an event (activity event_talk)."""
+    referral_joined: Weight = 10.0
+    """Someone the member referred became a member (member.acquired.v1)."""
+
+    def of(self, kind: ContributionKind) -> float:
+        weight: float = getattr(self, kind)
+        return weight
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Advocacy's rules; a deployment overrides any of them in the [advocacy] section of its
+    rules file (FLYWHEEL_RULES_FILE). Unknown keys are errors, not silently ignored."""
+
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    weights: Weights = field(default_factory=Weights)
+    advocate_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 12.0
+    """Lifetime score that makes an advocate: no single contribution reaches it alone."""
+    champion_top_n: Annotated[int, Field(ge=0)] = 3
+    """How many champions each review names (0: no champions)."""
+    champion_window_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    """The rolling window a review ranks by: the last quarter."""
+    champion_period_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    """Days between reviews: champions hold the title at least this long."""
+    content_engagement_cap: Annotated[int, Field(ge=0)] = 5
+    """Most credited engagements per piece of content (one per engaging member)."""
+    engagement_kinds: frozenset[str] = frozenset({"reaction", "reply"})
+    """Activity kinds that count as someone engaging with a member's content."""
+    team_member_ids: frozenset[str] = frozenset()
+    """Staff: never credited, and their activity never credits anyone."""
+    bot_member_ids: frozenset[str] = frozenset()
+    """Bots: never credited, and their activity never credits anyone."""
+    evidence_links: Annotated[int, Field(ge=0, le=100)] = 10
+    """Most links carried as evidence in a signal (the most recent ones)."""
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(days=self.champion_window_days)
+
+    @property
+    def period(self) -> timedelta:
+        return timedelta(days=self.champion_period_days)
+
+    def excluded(self, member_id: str | None) -> bool:
+        """Configured staff and bots (the actor flags cover the rest)."""
+        return member_id in self.team_member_ids or member_id in self.bot_member_ids
+
+
+# --------------------------------------------------------------------------------------------
+# contributions: one pure function per incoming event type
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One creditable act, kept in the log as the evidence behind every score."""
+
     member_id: str
-    stage: str | None
-    accepted_answers: int
+    kind: ContributionKind
+    weight: float
+    occurred_at: datetime
+    cause_id: str
+    """Id of the event it came from."""
+    key: str
+    """What makes it one act: the same key is credited once, whatever event repeats it."""
+    link: str | None = None
+    content_id: str | None = None
+    """The piece of content engaged with (content_engaged only): the cap counts per piece."""
 
 
-def counts(activity: ActivityV1) -> bool:
-    return not (activity.actor.is_team_member or activity.actor.is_bot or activity.actor.anonymous)
-
-
-def accepted_for_someone_else(activity: ActivityV1) -> bool:
-    """`answer_accepted` is credited to its actor, the answer's author; helping oneself
-    does not count."""
-    asker = activity.target.thread_author_member_id if activity.target else None
-    return (
-        activity.kind == "answer_accepted"
-        and asker is not None
-        and asker != activity.actor.member_id
+def _contribution(
+    rules: Rules,
+    member_id: str,
+    kind: ContributionKind,
+    key: str,
+    occurred_at: datetime,
+    cause_id: str,
+    link: str | None = None,
+    content_id: str | None = None,
+) -> Contribution:
+    return Contribution(
+        member_id=member_id,
+        kind=kind,
+        weight=rules.weights.of(kind),
+        occurred_at=occurred_at,
+        cause_id=cause_id,
+        key=f"{kind}:{key}",
+        link=link,
+        content_id=content_id,
     )
 
 
-def observe(
-    member: Advocate | None, activity: ActivityV1
-) -> tuple[Advocate | None, list[Transition]]:
-    if not counts(activity) or not accepted_for_someone_else(activity):
-        return member, []
-    if member is None:
-        member = Advocate(activity.actor.member_id, None, 0)
-    member = replace(member, accepted_answers=member.accepted_answers + 1)
-    if member.stage is None:
-        t = Transition(
-            member.member_id,
-            None,
-            ADVOCATE,
-            "an answer accepted on someone else's question",
-            activity.occurred_at,
-            (activity.activity_id,),
-            score=float(member.accepted_answers),
+def _actor_counts(activity: ActivityV1, rules: Rules) -> bool:
+    """Visitors, staff and bots neither earn credit nor give it: an anonymous or automated
+    reaction is too cheap to fake, and staff are paid to help."""
+    a = activity.actor
+    return not (a.anonymous or a.is_team_member or a.is_bot or rules.excluded(a.member_id))
+
+
+def from_activity(activity: ActivityV1, event_id: str, rules: Rules) -> list[Contribution]:
+    """Publishing, talks, and engagement others give to a member's content.
+
+    `answer_accepted` is deliberately not credited here: engagement's signal.peer_help.v1
+    (accepted true) is the one source of that credit, so it is never counted twice.
+    """
+    if not _actor_counts(activity, rules):
+        return []
+    actor = activity.actor.member_id
+    target = activity.target
+    link = target.url if target else None
+    at = activity.occurred_at
+    if activity.kind in ("content_published", "event_talk"):
+        kind: ContributionKind = (
+            "content_published" if activity.kind == "content_published" else "event_talk"
         )
-        return replace(member, stage=ADVOCATE), [t]
-    return member, []
+        key = f"{activity.source}:{activity.activity_id}"
+        return [_contribution(rules, actor, kind, key, at, event_id, link)]
+    if activity.kind in rules.engagement_kinds and target is not None:
+        author = target.parent_author_member_id
+        piece = target.parent_id or target.thread_id
+        if author is None or piece is None or author == actor or rules.excluded(author):
+            return []  # nobody else to credit, or no piece of content to cap by
+        content_id = f"{activity.source}:{piece}"
+        return [
+            _contribution(
+                rules,
+                author,
+                "content_engaged",
+                f"{content_id}:{actor}",
+                at,
+                event_id,
+                link,
+                content_id,
+            )
+        ]
+    return []
+
+
+def from_peer_help(signal: PeerHelpV1, event_id: str, rules: Rules) -> list[Contribution]:
+    """Help given to a peer; an accepted answer weighs more. Once per helper and thread:
+    more replies in one thread are one act of help."""
+    helper, helped = signal.helper_member_id, signal.helped_member_id
+    if helper == helped or rules.excluded(helper) or rules.excluded(helped):
+        return []  # helping yourself, or staff and bots (who are not peers)
+    kind: ContributionKind = "answer_accepted" if signal.accepted else "peer_help"
+    where = signal.thread_id if signal.thread_id else f"activity:{signal.activity_id}"
+    return [
+        _contribution(
+            rules, helper, kind, f"{helper}:{where}", signal.occurred_at, event_id, signal.url
+        )
+    ]
+
+
+def from_member_acquired(
+    acquired: MemberAcquiredV1, event_id: str, rules: Rules
+) -> list[Contribution]:
+    """A referral that became a member credits the referrer, once per new member."""
+    referrer = acquired.referrer_member_id
+    if (
+        acquired.via != "referral"
+        or referrer == acquired.member_id
+        or rules.excluded(referrer)
+        or rules.excluded(acquired.member_id)
+    ):
+        return []
+    return [
+        _contribution(
+            rules, referrer, "referral_joined", acquired.member_id, acquired.occurred_at, event_id
+        )
+    ]
+
+
+def contributions_of(data: Contract, event_id: str, rules: Rules) -> list[Contribution]:
+    """Dispatch by event type; clock ticks and anything else credit nobody."""
+    if isinstance(data, ActivityV1):
+        return from_activity(data, event_id, rules)
+    if isinstance(data, PeerHelpV1):
+        return from_peer_help(data, event_id, rules)
+    if isinstance(data, MemberAcquiredV1):
+        return from_member_acquired(data, event_id, rules)
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# members and scores
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member's advocacy state: lifetime score, counts per kind, the latest links."""
+
+    member_id: str
+    stage: str | None = None
+    score: float = 0.0
+    counts: Mapping[str, int] = field(default_factory=dict)
+    links: tuple[str, ...] = ()
+
+
+def _recent_links(links: Iterable[str], limit: int) -> tuple[str, ...]:
+    """The newest `limit` distinct links, newest first."""
+    result: list[str] = []
+    for link in links:
+        if link not in result:
+            result.append(link)
+        if len(result) == limit:
+            break
+    return tuple(result)
+
+
+def credit(member: Member, c: Contribution, rules: Rules) -> Member:
+    counts = dict(member.counts)
+    counts[c.kind] = counts.get(c.kind, 0) + 1
+    links = (c.link, *member.links) if c.link else member.links
+    return replace(
+        member,
+        score=member.score + c.weight,
+        counts=counts,
+        links=_recent_links(links, rules.evidence_links),
+    )
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A signal to emit, with what caused it (its event id is derived from that)."""
+
+    payload: AdvocateV1 | ChampionNominatedV1
+    cause: tuple[str, ...]
+
+
+def _describe(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def maybe_advocate(
+    member: Member, c: Contribution, rules: Rules
+) -> tuple[Member, list[Transition], list[Signal]]:
+    """(none) -> advocate the moment the lifetime score reaches the threshold."""
+    if member.stage is not None or member.score < rules.advocate_threshold:
+        return member, [], []
+    t = Transition(
+        member.member_id,
+        None,
+        ADVOCATE,
+        f"advocacy score {member.score:g} reached {rules.advocate_threshold:g} "
+        f"({_describe(member.counts)})",
+        c.occurred_at,
+        (c.cause_id,),
+        score=member.score,
+    )
+    signal = AdvocateV1(
+        member_id=member.member_id,
+        score=member.score,
+        evidence=dict(member.counts),
+        links=list(member.links),
+        occurred_at=c.occurred_at,
+    )
+    return replace(member, stage=ADVOCATE), [t], [Signal(signal, (member.member_id, c.cause_id))]
+
+
+# --------------------------------------------------------------------------------------------
+# champion reviews, in event time
+# --------------------------------------------------------------------------------------------
+
+
+def boundary_at_or_before(t: datetime, period: timedelta) -> datetime:
+    """The review boundary at or before `t`: boundaries are multiples of the period since the
+    Unix epoch, so every replica and every replay agrees on them."""
+    return EPOCH + ((t - EPOCH) // period) * period
+
+
+def reviews_due(
+    last_boundary: datetime | None,
+    newest_before: datetime | None,
+    event_times: Sequence[datetime],
+    lateness: timedelta,
+    period: timedelta,
+) -> tuple[datetime | None, list[tuple[int, datetime]]]:
+    """Which boundaries the watermark passes during this batch, and after which event.
+
+    Returns the new last reviewed boundary and (index, boundary) pairs: the review for the
+    boundary runs after the event at `index` is applied. Done event by event, so where the
+    batches happen to be cut never changes what a review sees. The very first event sets the
+    starting point (no member can be an advocate before it).
+    """
+    if last_boundary is None:
+        if not event_times:
+            return None, []
+        last_boundary = boundary_at_or_before(event_times[0], period)
+    due: list[tuple[int, datetime]] = []
+    newest = newest_before
+    for i, t in enumerate(event_times):
+        newest = t if newest is None else max(newest, t)
+        watermark = newest - lateness
+        while last_boundary + period <= watermark:
+            last_boundary += period
+            due.append((i, last_boundary))
+    return last_boundary, due
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """A member's contributions inside one review window."""
+
+    score: float
+    counts: Mapping[str, int]
+    links: tuple[str, ...]
+    causes: tuple[str, ...]
+
+
+def window_scores(
+    log: Iterable[Contribution], start: datetime, end: datetime, rules: Rules
+) -> dict[str, WindowScore]:
+    """Scores over start < occurred_at <= end, summed in (occurred_at, key) order so the total
+    does not depend on the order the log was read in."""
+    inside = sorted(
+        (c for c in log if start < c.occurred_at <= end), key=lambda c: (c.occurred_at, c.key)
+    )
+    by_member: dict[str, list[Contribution]] = {}
+    for c in inside:
+        by_member.setdefault(c.member_id, []).append(c)
+    result: dict[str, WindowScore] = {}
+    for member_id, cs in by_member.items():
+        counts: dict[str, int] = {}
+        for c in cs:
+            counts[c.kind] = counts.get(c.kind, 0) + 1
+        newest_first = list(reversed(cs))
+        result[member_id] = WindowScore(
+            score=sum(c.weight for c in cs),
+            counts=counts,
+            links=_recent_links((c.link for c in newest_first if c.link), rules.evidence_links),
+            causes=tuple(dict.fromkeys(c.cause_id for c in newest_first))[:20],
+        )
+    return result
+
+
+def review(
+    boundary: datetime,
+    members: Mapping[str, Member],
+    log: Iterable[Contribution],
+    rules: Rules,
+) -> tuple[dict[str, Member], list[Transition], list[Signal]]:
+    """The champion review at `boundary`: the top N advocates by window score become (or stay)
+    champions; champions out of the top N go back to advocate. Only advocates and champions
+    with a positive window score rank; ties go to the higher lifetime score, then member id.
+    Returns the members whose stage changed."""
+    start = boundary - rules.window
+    scores = window_scores(log, start, boundary, rules)
+    ranked = sorted(
+        (
+            m
+            for m in members.values()
+            if m.stage in (ADVOCATE, CHAMPION)
+            and m.member_id in scores
+            and scores[m.member_id].score > 0
+        ),
+        key=lambda m: (-scores[m.member_id].score, -m.score, m.member_id),
+    )[: rules.champion_top_n]
+    top = {m.member_id for m in ranked}
+    changed: dict[str, Member] = {}
+    transitions: list[Transition] = []
+    signals: list[Signal] = []
+    window_text = f"the {rules.champion_window_days} days to {boundary:%Y-%m-%d}"
+    for rank, m in enumerate(ranked, start=1):
+        if m.stage == CHAMPION:
+            continue  # still in the top N: no news
+        s = scores[m.member_id]
+        transitions.append(
+            Transition(
+                m.member_id,
+                ADVOCATE,
+                CHAMPION,
+                f"rank {rank} of the top {rules.champion_top_n} advocates by score {s.score:g} "
+                f"in {window_text} ({_describe(s.counts)})",
+                boundary,
+                s.causes,
+                score=s.score,
+            )
+        )
+        signals.append(
+            Signal(
+                ChampionNominatedV1(
+                    member_id=m.member_id,
+                    rank=rank,
+                    score=s.score,
+                    window_start=start,
+                    window_end=boundary,
+                    evidence=dict(s.counts),
+                    links=list(s.links),
+                    occurred_at=boundary,
+                ),
+                (m.member_id, boundary.isoformat()),
+            )
+        )
+        changed[m.member_id] = replace(m, stage=CHAMPION)
+    for m in sorted(members.values(), key=lambda m: m.member_id):
+        if m.stage != CHAMPION or m.member_id in top:
+            continue
+        s = scores.get(m.member_id, WindowScore(0.0, {}, (), ()))
+        transitions.append(
+            Transition(
+                m.member_id,
+                CHAMPION,
+                ADVOCATE,
+                f"not in the top {rules.champion_top_n} by score in {window_text} "
+                f"(window score {s.score:g})",
+                boundary,
+                s.causes,
+                score=s.score,
+            )
+        )
+        changed[m.member_id] = replace(m, stage=ADVOCATE)
+    return changed, transitions, signals
+
+
+# --------------------------------------------------------------------------------------------
+# a batch, start to end
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the store holds that this batch needs (a superset is fine)."""
+
+    members: Mapping[str, Member]
+    """Every member credited in the batch, and every stored advocate or champion that can rank
+    in one of the batch's reviews."""
+    seen_keys: frozenset[str]
+    """Keys of the batch's contributions already in the log."""
+    engaged: Mapping[str, int]
+    """Credited engagements so far per piece of content the batch engages with."""
+    log: tuple[Contribution, ...] = ()
+    """Stored contributions of those members inside the batch's review windows."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One event of the batch: its candidate contributions, and the reviews due after it."""
+
+    contributions: tuple[Contribution, ...]
+    reviews: tuple[datetime, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    credited: tuple[Contribution, ...]
+    members: Mapping[str, Member]
+    """Members that changed, in their final state."""
+    transitions: tuple[Transition, ...]
+    signals: tuple[Signal, ...]
+
+
+def run_batch(snapshot: Snapshot, steps: Sequence[Step], rules: Rules) -> BatchResult:
+    """Apply the batch in log order: credit each contribution not credited before (and within
+    the content cap), promote to advocate on the spot, run each review when it falls due."""
+    members = dict(snapshot.members)
+    seen = set(snapshot.seen_keys)
+    engaged = dict(snapshot.engaged)
+    credited: list[Contribution] = []
+    changed: set[str] = set()
+    transitions: list[Transition] = []
+    signals: list[Signal] = []
+    for step in steps:
+        for c in step.contributions:
+            if c.key in seen:
+                continue
+            if c.content_id is not None:
+                if engaged.get(c.content_id, 0) >= rules.content_engagement_cap:
+                    continue
+                engaged[c.content_id] = engaged.get(c.content_id, 0) + 1
+            seen.add(c.key)
+            credited.append(c)
+            member = credit(members.get(c.member_id) or Member(c.member_id), c, rules)
+            member, ts, ss = maybe_advocate(member, c, rules)
+            members[c.member_id] = member
+            changed.add(c.member_id)
+            transitions += ts
+            signals += ss
+        for boundary in step.reviews:
+            moved, ts, ss = review(boundary, members, (*snapshot.log, *credited), rules)
+            members.update(moved)
+            changed.update(moved)
+            transitions += ts
+            signals += ss
+    return BatchResult(
+        credited=tuple(credited),
+        members={m: members[m] for m in sorted(changed)},
+        transitions=tuple(transitions),
+        signals=tuple(signals),
+    )

@@ -1,34 +1,168 @@
-"""Advocacy SQL: set-based, one round trip per statement per batch."""
+"""Advocacy SQL: set-based, one statement per kind of read or write per batch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from services.advocacy.domain import Advocate
+from services.advocacy.domain import BatchResult, Contribution, ContributionKind, Member, Snapshot
+from shared.cloudevents import Envelope
+from shared.eventtime import advance_watermark
 from shared.postgres import Connection
 
+_CONTRIBUTION_COLUMNS = "key, member_id, kind, weight, occurred_at, link, content_id, cause_id"
 
-async def load(conn: Connection, member_ids: Iterable[str]) -> dict[str, Advocate]:
-    rows = await conn.fetch(
-        "SELECT member_id, stage, accepted_answers FROM advocates"
-        " WHERE member_id = ANY($1::text[])",
-        list(member_ids),
+
+def _member(row: Any) -> Member:
+    evidence = json.loads(row["evidence"])
+    return Member(
+        member_id=row["member_id"],
+        stage=row["stage"],
+        score=row["score"],
+        counts=evidence["counts"],
+        links=tuple(evidence["links"]),
     )
-    return {r["member_id"]: Advocate(**dict(r)) for r in rows}
 
 
-async def save(conn: Connection, members: Iterable[Advocate]) -> None:
-    members = list(members)
-    if not members:
-        return
-    await conn.execute(
-        """
-        INSERT INTO advocates (member_id, stage, accepted_answers)
-        SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
-        ON CONFLICT (member_id) DO UPDATE
-            SET stage = EXCLUDED.stage, accepted_answers = EXCLUDED.accepted_answers
-        """,
-        [m.member_id for m in members],
-        [m.stage for m in members],
-        [m.accepted_answers for m in members],
+def _contribution(row: Any) -> Contribution:
+    return Contribution(
+        member_id=row["member_id"],
+        kind=cast(ContributionKind, row["kind"]),
+        weight=row["weight"],
+        occurred_at=row["occurred_at"],
+        cause_id=row["cause_id"],
+        key=row["key"],
+        link=row["link"],
+        content_id=row["content_id"],
     )
+
+
+class PgStore:
+    """The advocacy database, inside the batch's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def clock(self) -> tuple[datetime | None, datetime | None]:
+        """(last review boundary passed, newest event time seen before this batch)."""
+        row = await self.conn.fetchrow(
+            "SELECT (SELECT last_boundary FROM review_clock) AS last_boundary,"
+            " (SELECT event_time FROM watermark) AS newest"
+        )
+        assert row is not None
+        return row["last_boundary"], row["newest"]
+
+    async def advance_watermark(self, events: Sequence[Envelope], lateness: timedelta) -> None:
+        await advance_watermark(self.conn, events, lateness)
+
+    async def snapshot(
+        self,
+        member_ids: Collection[str],
+        keys: Collection[str],
+        content_ids: Collection[str],
+        window: tuple[datetime, datetime] | None,
+    ) -> Snapshot:
+        """The batch's members, plus (when reviews are due) every champion and every advocate
+        with contributions in the review windows, and those members' contributions there."""
+        start, end = window if window else (None, None)
+        rows = await self.conn.fetch(
+            """
+            SELECT member_id, stage, score, evidence::text AS evidence FROM members m
+            WHERE m.member_id = ANY($1::text[])
+               OR ($2::timestamptz IS NOT NULL AND (
+                    m.stage = 'champion'
+                    OR (m.stage IS NOT NULL AND EXISTS (
+                        SELECT 1 FROM contributions c
+                        WHERE c.member_id = m.member_id
+                          AND c.occurred_at > $2 AND c.occurred_at <= $3))))
+            """,
+            list(member_ids),
+            start,
+            end,
+        )
+        members = {r["member_id"]: _member(r) for r in rows}
+        seen: frozenset[str] = frozenset()
+        if keys:
+            seen = frozenset(
+                r["key"]
+                for r in await self.conn.fetch(
+                    "SELECT key FROM contributions WHERE key = ANY($1::text[])", list(keys)
+                )
+            )
+        engaged: dict[str, int] = {}
+        if content_ids:
+            engaged = {
+                r["content_id"]: r["n"]
+                for r in await self.conn.fetch(
+                    "SELECT content_id, count(*)::int AS n FROM contributions"
+                    " WHERE content_id = ANY($1::text[]) GROUP BY content_id",
+                    list(content_ids),
+                )
+            }
+        log: tuple[Contribution, ...] = ()
+        if window:
+            log = tuple(
+                _contribution(r)
+                for r in await self.conn.fetch(
+                    f"SELECT {_CONTRIBUTION_COLUMNS} FROM contributions"
+                    " WHERE member_id = ANY($1::text[]) AND occurred_at > $2 AND occurred_at <= $3",
+                    sorted({*member_ids, *members}),
+                    start,
+                    end,
+                )
+            )
+        return Snapshot(members=members, seen_keys=seen, engaged=engaged, log=log)
+
+    async def save(self, result: BatchResult, last_boundary: datetime | None) -> None:
+        """The new contributions, the changed members, and the review clock if it moved."""
+        await self._insert_contributions(result.credited)
+        await self._upsert_members(result.members.values())
+        if last_boundary is not None:
+            await self.conn.execute(
+                "INSERT INTO review_clock (last_boundary) VALUES ($1)"
+                " ON CONFLICT (singleton) DO UPDATE SET last_boundary = EXCLUDED.last_boundary",
+                last_boundary,
+            )
+
+    async def _insert_contributions(self, credited: Sequence[Contribution]) -> None:
+        if not credited:
+            return
+        await self.conn.execute(
+            f"""
+            INSERT INTO contributions ({_CONTRIBUTION_COLUMNS})
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[],
+                                 $5::timestamptz[], $6::text[], $7::text[], $8::text[])
+            ON CONFLICT (key) DO NOTHING
+            """,
+            [c.key for c in credited],
+            [c.member_id for c in credited],
+            [c.kind for c in credited],
+            [c.weight for c in credited],
+            [c.occurred_at for c in credited],
+            [c.link for c in credited],
+            [c.content_id for c in credited],
+            [c.cause_id for c in credited],
+        )
+
+    async def _upsert_members(self, members: Iterable[Member]) -> None:
+        members = list(members)
+        if not members:
+            return
+        await self.conn.execute(
+            """
+            INSERT INTO members (member_id, stage, score, evidence)
+            SELECT m, s, sc, e::jsonb
+            FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[]) AS u(m, s, sc, e)
+            ON CONFLICT (member_id) DO UPDATE
+                SET stage = EXCLUDED.stage, score = EXCLUDED.score, evidence = EXCLUDED.evidence
+            """,
+            [m.member_id for m in members],
+            [m.stage for m in members],
+            [m.score for m in members],
+            [
+                json.dumps({"counts": dict(sorted(m.counts.items())), "links": list(m.links)})
+                for m in members
+            ],
+        )
