@@ -25,18 +25,26 @@ def test_signup_without_history_is_a_direct_member() -> None:
     assert [(t.from_stage, t.to_stage) for t in out.transitions] == [(None, "member")]
 
 
-def test_first_post_or_reply_engages_once() -> None:
-    m, ts = engagement.observe(None, activity("m-1", "reaction"))
+def test_engaged_once_the_activity_score_reaches_the_threshold() -> None:
+    # The full model (tests/test_engagement_rules.py): one post or reply is no longer enough,
+    # a decayed score of weighted activities must reach 8 (post 3, reply 4, reaction 0.5).
+    rules = engagement.Rules()
+    m, ts = engagement.observe(None, activity("m-1", "reaction"), rules)
     assert ts == [] and m is not None and m.stage is None
-    m, ts = engagement.observe(m, activity("m-1", "reply", day=1))
+    m, ts = engagement.observe(m, activity("m-1", "reply"), rules)
+    assert ts == [] and m is not None and m.stage is None
+    m, ts = engagement.observe(m, activity("m-1", "post"), rules)
+    assert ts == [] and m is not None and m.score == 7.5
+    m, ts = engagement.observe(m, activity("m-1", "reaction"), rules)
     assert [t.to_stage for t in ts] == ["engaged"] and m is not None
-    _, ts = engagement.observe(m, activity("m-1", "post", day=2))
+    _, ts = engagement.observe(m, activity("m-1", "post", day=2), rules)
     assert ts == []
 
 
 def test_bots_and_team_never_move_stages() -> None:
     for kw in ({"bot": True}, {"team": True}):
-        assert engagement.observe(None, activity("b", "post", **kw)) == (None, [])
+        talk = activity("b", "event_talk", **kw)  # would engage anyone else at once
+        assert engagement.observe(None, talk, engagement.Rules()) == (None, [])
         assert (
             awareness.observe(None, activity("b", "signup", **kw), awareness.Rules()).person is None
         )

@@ -1,52 +1,520 @@
-"""Engagement rules: participation. Pure functions, no I/O."""
+"""Engagement rules: how much a member takes part, and when they drift away. Pure, no I/O.
+
+Stages (docs/journey-engagement.md gives every formula and default):
+
+    (none) --score reaches engaged_threshold--> engaged
+    engaged | reactivated --quiet for at_risk_after_days + review_window_days--> at_risk
+    at_risk --quiet for dormant_after_days + review_window_days--> dormant
+    at_risk | dormant --any counted activity--> reactivated
+
+Only event time is used, never the wall clock: a demotion happens at an exact deadline
+computed from the member's last activity, whether it is found by a watermark sweep
+(`advance`) or by the member's own next activity (`observe`). So the same log gives the same
+transitions however it is cut into batches, live or replayed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from datetime import datetime
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
 
-from shared.contracts import ActivityV1
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.dataclasses import dataclass as rules_dataclass
+
+from shared.cloudevents import derive_event_id
+from shared.contracts import (
+    CHURN_RISK,
+    KIND_PATTERN,
+    PEER_HELP,
+    ActivityV1,
+    ChurnRiskV1,
+    Contract,
+    EventType,
+    PeerHelpV1,
+)
 from shared.journey import Transition
 
-ENGAGED = "engaged"
-PARTICIPATION_KINDS = frozenset({"post", "reply"})
+ENGAGED, AT_RISK, DORMANT, REACTIVATED = "engaged", "at_risk", "dormant", "reactivated"
+STAGES = (ENGAGED, AT_RISK, DORMANT, REACTIVATED)
+ACTIVE_STAGES = frozenset({ENGAGED, REACTIVATED})
+"""Stages whose members count as taking part now (the pool for core/regular cohorts)."""
+
+LEGAL_MOVES: frozenset[tuple[str | None, str]] = frozenset(
+    {
+        (None, ENGAGED),
+        (ENGAGED, AT_RISK),
+        (REACTIVATED, AT_RISK),
+        (AT_RISK, DORMANT),
+        (AT_RISK, REACTIVATED),
+        (DORMANT, REACTIVATED),
+    }
+)
+"""Every (from, to) the engagement dimension may emit; anything else is a bug."""
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "page_view": 0.1,  # reading: a sign of life, barely participation
+    "signup": 1.0,
+    "reaction": 0.5,
+    "star": 0.5,
+    "fork": 1.0,
+    "referral_invite": 2.0,
+    "post": 3.0,  # asking or starting a discussion
+    "reply": 4.0,  # answering someone: more than asking
+    "event_attended": 5.0,
+    "answer_accepted": 6.0,  # credited to the answer's author
+    "code_contribution": 6.0,
+    "event_talk": 8.0,  # one talk or article is enough to count as engaged
+    "content_published": 8.0,
+    "purchase": 0.0,  # commercial, not community participation (awareness tracks customers)
+    "trial_started": 0.0,
+}
+
+SOURCE = "/services/engagement"
+
+Cohort = Literal["newcomer", "core", "at_risk", "regular"]
+COHORTS: tuple[Cohort, ...] = ("newcomer", "core", "at_risk", "regular")
+
+
+# --------------------------------------------------------------------------------------------
+# rules
+# --------------------------------------------------------------------------------------------
+
+
+@rules_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+class Rules:
+    """Engagement's tunables; a deployment overrides any of them in the [engagement] section
+    of FLYWHEEL_RULES_FILE. An unknown key is an error (a typo must not pass silently)."""
+
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    """Score per activity kind. Default: DEFAULT_WEIGHTS. A rules file's table is merged onto
+    the defaults (it changes the kinds it names, keeps the rest). 0 means "not counted"."""
+    default_weight: Annotated[float, Field(ge=0)] = 1.0
+    """Weight of a kind missing from `weights` (a deployment's custom kinds). Default 1.0."""
+    source_weights: dict[str, float] = field(default_factory=dict)
+    """Per "source:kind" overrides, e.g. {"github:star" = 0.2}; they win over `weights`.
+    Default: none."""
+    half_life_days: Annotated[float, Field(gt=0)] = 30.0
+    """Days for a score to halve without new activity. Default 30."""
+    engaged_threshold: Annotated[float, Field(gt=0)] = 8.0
+    """Score (decayed, at the moment of the activity) that promotes to engaged. Default 8.0."""
+    at_risk_after_days: Annotated[float, Field(gt=0)] = 14.0
+    """Days without counted activity before an engaged/reactivated member is at risk.
+    Default 14."""
+    dormant_after_days: Annotated[float, Field(gt=0)] = 45.0
+    """Days without counted activity before an at-risk member is dormant. Default 45."""
+    review_window_days: Annotated[float, Field(ge=0)] = 7.0
+    """How long an inactivity condition must already hold before its demotion fires, so a
+    short holiday does not flap a member: at_risk at last_active + 14 + 7 = 21 days, dormant at
+    last_active + 45 + 7 = 52 days. Default 7."""
+    team_member_ids: tuple[str, ...] = ()
+    """Staff ids never counted, in addition to the actor's is_team_member flag. Default ()."""
+    bot_member_ids: tuple[str, ...] = ()
+    """Bot ids never counted, in addition to the actor's is_bot flag. Default ()."""
+    newcomer_days: Annotated[float, Field(gt=0)] = 30.0
+    """A member first seen less than this many days before the cohort time is a newcomer.
+    Default 30."""
+    core_top_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """Share of engaged/reactivated members (by current decayed score, rounded up) who form
+    the core cohort. Default 0.1."""
+
+    @field_validator("weights", mode="after")
+    @classmethod
+    def _merge_onto_defaults(cls, value: dict[str, float]) -> dict[str, float]:
+        for kind, weight in value.items():
+            if not KIND_PATTERN.match(kind):
+                raise ValueError(f"{kind!r} is not an activity kind (lower_snake_case)")
+            if weight < 0:
+                raise ValueError(f"weight of {kind!r} must be >= 0, got {weight}")
+        return {**DEFAULT_WEIGHTS, **value}
+
+    @field_validator("source_weights", mode="after")
+    @classmethod
+    def _source_kind_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, weight in value.items():
+            source, _, kind = key.partition(":")
+            if not source or not KIND_PATTERN.match(kind):
+                raise ValueError(f"{key!r} must be 'source:kind', e.g. 'github:star'")
+            if weight < 0:
+                raise ValueError(f"weight of {key!r} must be >= 0, got {weight}")
+        return value
+
+    @model_validator(mode="after")
+    def _dormant_after_at_risk(self) -> Rules:
+        if self.dormant_after_days <= self.at_risk_after_days:
+            raise ValueError(
+                f"dormant_after_days ({self.dormant_after_days}) must be greater than "
+                f"at_risk_after_days ({self.at_risk_after_days})"
+            )
+        return self
+
+    @property
+    def at_risk_after(self) -> timedelta:
+        """Quiet time from the last activity to at_risk, review window included."""
+        return timedelta(days=self.at_risk_after_days + self.review_window_days)
+
+    @property
+    def dormant_after(self) -> timedelta:
+        """Quiet time from the last activity to dormant, review window included."""
+        return timedelta(days=self.dormant_after_days + self.review_window_days)
+
+
+# --------------------------------------------------------------------------------------------
+# state
+# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Participant:
+    """One member's engagement state: all a rule needs, and exactly what the store keeps."""
+
     member_id: str
-    stage: str | None
-    contributions: int
-    last_active_at: datetime
+    stage: str | None  # None: counted activity, never engaged
+    score: float  # as of score_at; decays from there
+    score_at: datetime  # time of the newest counted activity folded into `score`
+    first_seen_at: datetime  # oldest counted activity (the newcomer cohort)
+    last_active_at: datetime  # the inactivity clock starts here
+    stage_since: datetime | None  # time of the last transition
+    activities: int  # counted activities
 
 
-def counts(activity: ActivityV1) -> bool:
-    return not (activity.actor.is_team_member or activity.actor.is_bot or activity.actor.anonymous)
+@dataclass(frozen=True)
+class Signal:
+    """A signal event the service emits, with an id derived from what caused it."""
+
+    event_type: EventType
+    data: Contract
+    event_id: str
 
 
-def observe(
-    member: Participant | None, activity: ActivityV1
-) -> tuple[Participant | None, list[Transition]]:
-    if not counts(activity):
-        return member, []
-    at = activity.occurred_at
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What folding one batch produced: the members that changed, in a stable order."""
+
+    changed: dict[str, Participant]
+    transitions: list[Transition]
+    signals: list[Signal]
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------
+
+
+def utc(at: datetime) -> datetime:
+    """One representation per instant, so ids and stored rows match whatever the input zone."""
+    return at.astimezone(UTC)
+
+
+def counts(activity: ActivityV1, rules: Rules) -> bool:
+    """Visitors, staff and bots never move anyone's engagement."""
+    actor = activity.actor
+    return not (
+        actor.anonymous
+        or actor.is_team_member
+        or actor.is_bot
+        or actor.member_id in rules.team_member_ids
+        or actor.member_id in rules.bot_member_ids
+    )
+
+
+def weight_of(activity: ActivityV1, rules: Rules) -> float:
+    """The "source:kind" override first, then the kind's weight, then the default weight."""
+    key = f"{activity.source}:{activity.kind}"
+    if key in rules.source_weights:
+        return rules.source_weights[key]
+    return rules.weights.get(activity.kind, rules.default_weight)
+
+
+def decay_factor(elapsed: timedelta, rules: Rules) -> float:
+    """2^(-elapsed / half_life): what is left of one point after `elapsed`."""
+    return float(2.0 ** (-elapsed.total_seconds() / (rules.half_life_days * 86400.0)))
+
+
+def add_weight(
+    score: float, score_at: datetime, weight: float, at: datetime, rules: Rules
+) -> tuple[float, datetime]:
+    """Fold one weight into (score, score_at). In order: decay to `at`, then add. Late (`at`
+    before score_at): add the weight as already decayed to score_at. Either way the result is
+    sum(w_i * 2^(-(score_at - t_i)/half_life)), whatever the batch boundaries."""
+    if at >= score_at:
+        return score * decay_factor(at - score_at, rules) + weight, at
+    return score + weight * decay_factor(score_at - at, rules), score_at
+
+
+def decayed_score(member: Participant, at: datetime, rules: Rules) -> float:
+    """The member's decayed score at `at` (no earlier than score_at: we cannot un-know)."""
+    if at <= member.score_at:
+        return member.score
+    return member.score * decay_factor(at - member.score_at, rules)
+
+
+# --------------------------------------------------------------------------------------------
+# stages
+# --------------------------------------------------------------------------------------------
+
+
+def next_deadline(member: Participant | None, rules: Rules) -> datetime | None:
+    """When the member's next demotion falls due if nothing happens (None: never). Stored,
+    indexed, so a batch finds the members its watermark has passed in one query."""
     if member is None:
-        member = Participant(activity.actor.member_id, None, 0, at)
-    participated = activity.kind in PARTICIPATION_KINDS
+        return None
+    if member.stage in ACTIVE_STAGES:
+        return member.last_active_at + rules.at_risk_after
+    if member.stage == AT_RISK:
+        return member.last_active_at + rules.dormant_after
+    return None
+
+
+def _days(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 86400:g}"
+
+
+def advance(
+    member: Participant, to_time: datetime, rules: Rules
+) -> tuple[Participant, list[Transition]]:
+    """Every demotion due up to and including `to_time`, each at its exact deadline (never at
+    `to_time`), so finding it late changes nothing. Returns `member` itself if none is due."""
+    transitions: list[Transition] = []
+    while (deadline := next_deadline(member, rules)) is not None and deadline <= to_time:
+        if member.stage in ACTIVE_STAGES:
+            to_stage = AT_RISK
+            reason = (
+                f"no counted activity since {member.last_active_at.isoformat()}: "
+                f"{_days(rules.at_risk_after)} days = {rules.at_risk_after_days:g} quiet "
+                f"+ {rules.review_window_days:g} review"
+            )
+        else:
+            to_stage = DORMANT
+            reason = (
+                f"no counted activity since {member.last_active_at.isoformat()}: "
+                f"{_days(rules.dormant_after)} days = {rules.dormant_after_days:g} quiet "
+                f"+ {rules.review_window_days:g} review"
+            )
+        transitions.append(
+            Transition(
+                member.member_id,
+                member.stage,
+                to_stage,
+                reason,
+                deadline,
+                (),
+                score=decayed_score(member, deadline, rules),
+            )
+        )
+        member = replace(member, stage=to_stage, stage_since=deadline)
+    return member, transitions
+
+
+def apply(
+    member: Participant | None, activity: ActivityV1, rules: Rules
+) -> tuple[Participant | None, list[Transition]]:
+    """Fold one activity into a member already advanced to its time."""
+    weight = weight_of(activity, rules)
+    if not counts(activity, rules) or weight <= 0:
+        return member, []
+    at = utc(activity.occurred_at)
+    if member is None:
+        member = Participant(activity.actor.member_id, None, 0.0, at, at, at, None, 0)
+    new_score, new_score_at = add_weight(member.score, member.score_at, weight, at, rules)
+    before = member
     member = replace(
         member,
-        contributions=member.contributions + participated,
+        score=new_score,
+        score_at=new_score_at,
+        first_seen_at=min(member.first_seen_at, at),
         last_active_at=max(member.last_active_at, at),
+        activities=member.activities + 1,
     )
-    if participated and member.stage is None:
+    cause = (activity.activity_id,)
+    what = f"{activity.kind} on {activity.source}"
+
+    if member.stage is None and member.score >= rules.engaged_threshold:
+        # Judged at score_at: an out-of-order activity completes the sum as of the newest one.
+        when = member.score_at
         t = Transition(
             member.member_id,
             None,
             ENGAGED,
-            f"first {activity.kind} on {activity.source}",
-            at,
-            (activity.activity_id,),
-            score=float(member.contributions),
+            f"engagement score {member.score:.2f} reached {rules.engaged_threshold:g} ({what})",
+            when,
+            cause,
+            score=member.score,
         )
-        return replace(member, stage=ENGAGED), [t]
+        return replace(member, stage=ENGAGED, stage_since=when), [t]
+
+    if member.stage in (AT_RISK, DORMANT):
+        # An activity older than the demotion it would have prevented arrived after it (later
+        # than the allowed lateness): the demotion is out, so reactivate at its time. A member's
+        # timeline never runs backwards, and the inactivity clock restarts there.
+        assert member.stage_since is not None
+        when = max(at, member.stage_since)
+        quiet = when - before.last_active_at
+        t = Transition(
+            member.member_id,
+            member.stage,
+            REACTIVATED,
+            f"{what} after {_days(quiet)} days without counted activity",
+            when,
+            cause,
+            score=decayed_score(member, when, rules),
+        )
+        member = replace(
+            member,
+            stage=REACTIVATED,
+            stage_since=when,
+            last_active_at=max(member.last_active_at, when),
+        )
+        return member, [t]
     return member, []
+
+
+def observe(
+    member: Participant | None, activity: ActivityV1, rules: Rules
+) -> tuple[Participant | None, list[Transition]]:
+    """Advance the member to the activity's time (demotions first), then apply it. Together
+    with sweeps by `advance`, the same activities give the same transitions in any batching."""
+    transitions: list[Transition] = []
+    if member is not None:
+        member, transitions = advance(member, utc(activity.occurred_at), rules)
+    member, applied = apply(member, activity, rules)
+    return member, transitions + applied
+
+
+# --------------------------------------------------------------------------------------------
+# signals
+# --------------------------------------------------------------------------------------------
+
+
+def peer_help(activity: ActivityV1, rules: Rules) -> Signal | None:
+    """A member helping another: a reply in someone else's thread, or an answer of theirs
+    accepted (its actor is the answer's author). Self-help, staff and bots do not count."""
+    if activity.kind not in ("reply", "answer_accepted") or not counts(activity, rules):
+        return None
+    target = activity.target
+    helped = target.thread_author_member_id if target else None
+    helper = activity.actor.member_id
+    if (
+        target is None
+        or not helped
+        or helped == helper
+        or helped in rules.team_member_ids
+        or helped in rules.bot_member_ids
+    ):
+        return None
+    data = PeerHelpV1(
+        helper_member_id=helper,
+        helped_member_id=helped,
+        thread_id=target.thread_id,
+        url=target.url,
+        accepted=activity.kind == "answer_accepted",
+        occurred_at=utc(activity.occurred_at),
+        activity_id=activity.activity_id,
+    )
+    event_id = derive_event_id(PEER_HELP.type, activity.source, activity.activity_id)
+    return Signal(PEER_HELP, data, event_id)
+
+
+def churn_risk(t: Transition, rules: Rules) -> Signal | None:
+    """Entering at_risk tells customer success. at_risk fires exactly at_risk_after (review
+    included) after the last activity, so that time is recovered from the deadline."""
+    if t.to_stage != AT_RISK:
+        return None
+    data = ChurnRiskV1(
+        member_id=t.member_id,
+        stage=AT_RISK,
+        last_active_at=t.occurred_at - rules.at_risk_after,
+        score=t.score or 0.0,
+        occurred_at=t.occurred_at,
+    )
+    event_id = derive_event_id(CHURN_RISK.type, t.member_id, t.occurred_at.isoformat())
+    return Signal(CHURN_RISK, data, event_id)
+
+
+# --------------------------------------------------------------------------------------------
+# one batch
+# --------------------------------------------------------------------------------------------
+
+
+def fold_batch(
+    members: Mapping[str, Participant],
+    activities: Sequence[ActivityV1],
+    watermark: datetime | None,
+    rules: Rules,
+) -> BatchOutcome:
+    """Apply a batch's activities in log order, then sweep every member whose deadline the
+    watermark has passed. `members` must hold the actors' states and every member due by the
+    watermark; the result names only the members that changed."""
+    state = dict(members)
+    changed: dict[str, Participant] = {}
+    transitions: list[Transition] = []
+    signals: list[Signal] = []
+
+    for activity in activities:
+        member_id = activity.actor.member_id
+        before = state.get(member_id)
+        after, ts = observe(before, activity, rules)
+        if after is not None and after != before:
+            state[member_id] = changed[member_id] = after
+        transitions.extend(ts)
+        if (help_signal := peer_help(activity, rules)) is not None:
+            signals.append(help_signal)
+
+    if watermark is not None:
+        for member_id in sorted(state):
+            after, ts = advance(state[member_id], watermark, rules)
+            if ts:
+                state[member_id] = changed[member_id] = after
+                transitions.extend(ts)
+
+    signals.extend(s for t in transitions if (s := churn_risk(t, rules)) is not None)
+    return BatchOutcome(changed, transitions, signals)
+
+
+# --------------------------------------------------------------------------------------------
+# cohorts
+# --------------------------------------------------------------------------------------------
+
+
+def core_members(members: Iterable[Participant], at: datetime, rules: Rules) -> frozenset[str]:
+    """The top core_top_fraction (rounded up) of engaged/reactivated members by decayed score
+    at `at`; ties broken by member id so the answer is stable."""
+    pool = sorted(
+        ((decayed_score(m, at, rules), m.member_id) for m in members if m.stage in ACTIVE_STAGES),
+        key=lambda pair: (-pair[0], pair[1]),
+    )
+    size = math.ceil(len(pool) * rules.core_top_fraction)
+    return frozenset(member_id for _, member_id in pool[:size])
+
+
+def cohort_of(
+    member: Participant, at: datetime, rules: Rules, core: frozenset[str]
+) -> Cohort | None:
+    """One cohort per member, first match wins: newcomer (first seen less than newcomer_days
+    before `at`), core (in `core`), at_risk, regular (other engaged/reactivated); dormant and
+    never-engaged old members belong to none."""
+    if member.first_seen_at > at:
+        return None  # not seen yet at `at`
+    if at - member.first_seen_at < timedelta(days=rules.newcomer_days):
+        return "newcomer"
+    if member.member_id in core:
+        return "core"
+    if member.stage == AT_RISK:
+        return "at_risk"
+    if member.stage in ACTIVE_STAGES:
+        return "regular"
+    return None
+
+
+def cohorts(members: Iterable[Participant], at: datetime, rules: Rules) -> dict[Cohort, list[str]]:
+    """Members per cohort at `at`, each list by decayed score (highest first), then id."""
+    members = list(members)
+    core = core_members(members, at, rules)
+    ranked = sorted(members, key=lambda m: (-decayed_score(m, at, rules), m.member_id))
+    result: dict[Cohort, list[str]] = {c: [] for c in COHORTS}
+    for m in ranked:
+        if (cohort := cohort_of(m, at, rules, core)) is not None:
+            result[cohort].append(m.member_id)
+    return result

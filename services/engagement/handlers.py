@@ -1,24 +1,52 @@
-"""Engagement batch handler: one unit of work per batch (the inbox already dropped duplicates)."""
+"""Engagement batch handler: one unit of work per batch (the inbox already dropped duplicates).
+
+Per batch: move the event-time watermark, load the actors and every member due by the
+watermark in one query, fold the batch through the pure rules, save what changed in one
+statement, and put transitions and signals in the outbox.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
+
 from services.engagement import domain, store
-from shared.cloudevents import Envelope
+from shared.cloudevents import Envelope, encode, payloads
 from shared.consumer import BatchHandler
-from shared.journey import fold_activities
+from shared.contracts import ActivityV1
+from shared.eventtime import advance_watermark
+from shared.journey import transition_record
+from shared.rules import load_rules
 from shared.settings import Settings
 from shared.uow import UnitOfWork
 
+log = logging.getLogger(__name__)
+
 
 def build_handler(settings: Settings) -> BatchHandler:
+    """Rules are read once at start-up: a bad rules file stops the service before it reads."""
+    rules = load_rules(domain.Rules, "engagement", settings)
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+
     async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
-        await fold_activities(
-            uow,
-            events,
-            dimension="engagement",
-            load=store.load,
-            observe=domain.observe,
-            save=store.save,
+        # Clock ticks (and every other event) only move the watermark.
+        watermark = await advance_watermark(uow.conn, events, lateness)
+        activities = payloads(events, ActivityV1)
+        members = await store.load(
+            uow.conn, {a.actor.member_id for a in activities}, due_by=watermark
         )
+        outcome = domain.fold_batch(members, activities, watermark, rules)
+        await store.save(uow.conn, outcome.changed.values(), rules)
+        for t in outcome.transitions:
+            uow.emit(transition_record("engagement", t))
+        for s in outcome.signals:
+            uow.emit(encode(s.event_type, s.data, event_id=s.event_id, source=domain.SOURCE))
+        if outcome.transitions:
+            log.debug(
+                "engagement: %d transitions, %d signals, watermark %s",
+                len(outcome.transitions),
+                len(outcome.signals),
+                watermark,
+            )
 
     return handle_batch
