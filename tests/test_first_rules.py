@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from services.advocacy import domain as advocacy
 from services.awareness import domain as awareness
 from services.engagement import domain as engagement
-from tests.factories import activity
+from shared.contracts import PeerHelpV1
+from tests.factories import T0, activity
 
 
 def test_visitor_then_signup_becomes_member() -> None:
@@ -50,8 +53,31 @@ def test_bots_and_team_never_move_stages() -> None:
         )
 
 
-def test_accepted_answer_on_someone_elses_question_makes_an_advocate() -> None:
-    m, ts = advocacy.observe(None, activity("m-1", "answer_accepted", thread_author="m-1"))
-    assert ts == [] and m is None  # answering yourself does not count
-    m, ts = advocacy.observe(None, activity("m-1", "answer_accepted", thread_author="m-2"))
-    assert m is not None and m.stage == "advocate" and [t.to_stage for t in ts] == ["advocate"]
+def test_accepted_answers_for_others_make_an_advocate() -> None:
+    """Advocacy credits engagement's peer-help signal, not the answer_accepted activity itself
+    (so one answer counts once); three accepted answers for others (3 x 5) reach the
+    threshold of 12, an answer to yourself counts nothing."""
+    rules = advocacy.Rules()
+    accepted = activity("m-1", "answer_accepted", thread_author="m-2")
+    assert advocacy.contributions_of(accepted, "ev-0", rules) == []
+
+    def accepted_answer(helped: str, n: int) -> PeerHelpV1:
+        return PeerHelpV1(
+            helper_member_id="m-1",
+            helped_member_id=helped,
+            thread_id=f"q-{n}",
+            url=None,
+            accepted=True,
+            occurred_at=T0 + timedelta(days=n),
+            activity_id=f"a-{n}",
+        )
+
+    steps = [
+        advocacy.Step(tuple(advocacy.contributions_of(accepted_answer(h, n), f"ev-{n}", rules)))
+        for n, h in enumerate(["m-1", "m-2", "m-3", "m-4"])
+    ]
+    result = advocacy.run_batch(advocacy.Snapshot({}, frozenset(), {}), steps, rules)
+    assert result.members["m-1"].score == 15.0  # the first one was m-1's own question
+    assert [(t.from_stage, t.to_stage, t.caused_by) for t in result.transitions] == [
+        (None, "advocate", ("ev-3",))
+    ]
