@@ -84,3 +84,37 @@ async def ensure_topics(
         return created
     finally:
         await admin.close()
+
+
+async def consumer_lag(bootstrap_servers: str, group_id: str, topics: list[str]) -> dict[str, int]:
+    """Records not yet committed by a consumer group, per "topic[partition]".
+
+    A partition the group never committed counts from the log start, so a group that has
+    not started yet shows its whole backlog.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="flywheel-lag")
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await admin.start()
+    await probe.start()
+    try:
+        described = await admin.describe_topics(topics)
+        partitions = [
+            TopicPartition(d["topic"], p["partition"])
+            for d in described
+            if d["error_code"] == 0
+            for p in sorted(d["partitions"], key=lambda p: int(p["partition"]))
+        ]
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=partitions)
+        ends = await probe.end_offsets(partitions)
+        starts = await probe.beginning_offsets(partitions)
+        lag = {}
+        for tp in partitions:
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+            lag[f"{tp.topic}[{tp.partition}]"] = max(0, ends[tp] - position)
+        return lag
+    finally:
+        await probe.stop()
+        await admin.close()

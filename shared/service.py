@@ -40,7 +40,6 @@ class ServiceSpec:
     build_handler: Callable[[Settings], BatchHandler]
     """Called once at start-up with the settings: loads the rules, returns the batch handler."""
     group_id: str = ""  # default: the service name
-    emits: bool = True  # False: no outbox relay (a pure read model)
     extra_migrations: Sequence[Path] = field(default_factory=tuple)
 
     @property
@@ -102,17 +101,17 @@ class ConsumingService:
         await migrate(
             self.pool, [PLUMBING_MIGRATIONS, *self.spec.extra_migrations, self.spec.migrations]
         )
-        if self.spec.emits:
-            self.relay = OutboxRelay(
-                service=self.spec.name,
-                database_url=s.database_url,
-                producer_factory=lambda: make_producer(s, f"flywheel-{self.spec.name}-outbox"),
-                batch_size=s.outbox_batch_size,
-                poll_interval_s=s.outbox_poll_interval_s,
-                retry_max_s=s.transient_retry_max_s,
-                topic_prefix=s.topic_prefix,
-            )
-            self.relay.start()
+        # Every service runs one, even a pure read model: dead letters go through the outbox.
+        self.relay = OutboxRelay(
+            service=self.spec.name,
+            database_url=s.database_url,
+            producer_factory=lambda: make_producer(s, f"flywheel-{self.spec.name}-outbox"),
+            batch_size=s.outbox_batch_size,
+            poll_interval_s=s.outbox_poll_interval_s,
+            retry_max_s=s.transient_retry_max_s,
+            topic_prefix=s.topic_prefix,
+        )
+        self.relay.start()
         self.processor = BatchProcessor(
             service=self.spec.name,
             pool=self.pool,
@@ -121,7 +120,7 @@ class ConsumingService:
             retry_initial_s=s.transient_retry_initial_s,
             retry_max_s=s.transient_retry_max_s,
             max_value_bytes=s.max_request_bytes,
-            on_committed=self.relay.wake if self.relay else (lambda: None),
+            on_committed=self.relay.wake,
             is_stopping=lambda: self._stopping,
             topic_prefix=s.topic_prefix,
         )

@@ -23,10 +23,6 @@ SPEC = ServiceSpec(
     consumes=(JOURNEY_TRANSITIONS,),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=lambda _settings: handle_batch,  # the projection has no tunable rules
-    # The gateway emits no event of its own through the outbox, but BatchProcessor writes
-    # dead letters (undecodable transitions) there: without the relay they would never reach
-    # journey-transitions.dlq.
-    emits=True,
 )
 
 

@@ -1,0 +1,228 @@
+"""The main job: the whole stack plus a simulated community, end to end.
+
+    python -m deploy.demo [--people 300] [--weeks 20] [--seed 7] [--keep-running]
+
+Starts Kafka, PostgreSQL and the four services, grows the community through the gateway's
+HTTP API, waits until every consumer group has caught up, prints the stage counts and a few
+journeys (one of them a closed flywheel loop), and stops everything unless --keep-running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from deploy.community import simulate
+from deploy.stack import DevStack, StackError, default_state_dir
+from shared.kafka import consumer_lag
+
+console = Console()
+
+
+def consumer_groups() -> dict[str, list[str]]:
+    """Which consumer group reads which topics, from the services' own declarations: when
+    all of them are at lag 0, the flow is done."""
+    from services.advocacy.__main__ import SPEC as ADVOCACY
+    from services.awareness.__main__ import SPEC as AWARENESS
+    from services.engagement.__main__ import SPEC as ENGAGEMENT
+    from services.gateway.runtime import SPEC as GATEWAY
+
+    return {
+        spec.consumer_group: [t.name for t in spec.consumes]
+        for spec in (AWARENESS, ENGAGEMENT, ADVOCACY, GATEWAY)
+    }
+
+
+def post_activities(gateway: str, activities: list[dict[str, Any]], batch: int = 250) -> None:
+    with (
+        httpx.Client(base_url=gateway, timeout=30) as client,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task("posting community activity", total=len(activities))
+        for i in range(0, len(activities), batch):
+            chunk = activities[i : i + batch]
+            for attempt in range(10):
+                response = client.post("/v1/activities", json={"activities": chunk})
+                if response.status_code != 503:
+                    break
+                time.sleep(float(response.headers.get("retry-after", "1")) * (attempt + 1))
+            if response.status_code != 202:
+                raise SystemExit(
+                    f"the gateway refused a batch: {response.status_code} {response.text[:500]}"
+                )
+            progress.advance(task, len(chunk))
+
+
+async def _total_lag(bootstrap: str) -> int:
+    total = 0
+    for group, topics in consumer_groups().items():
+        total += sum((await consumer_lag(bootstrap, group, topics)).values())
+    return total
+
+
+def wait_until_caught_up(bootstrap: str, timeout_s: float = 300) -> float:
+    """Every group at lag 0 twice in a row (the second look lets the outboxes flush)."""
+    started = time.monotonic()
+    quiet = 0
+    with console.status("waiting for every service to catch up...") as status:
+        while quiet < 2:
+            lag = asyncio.run(_total_lag(bootstrap))
+            status.update(f"waiting for every service to catch up... {lag} records behind")
+            quiet = quiet + 1 if lag == 0 else 0
+            if time.monotonic() - started > timeout_s:
+                raise SystemExit(
+                    f"the services did not catch up within {timeout_s:.0f} s "
+                    f"({lag} records behind); see the logs in the state dir"
+                )
+            time.sleep(1.0)
+    return time.monotonic() - started
+
+
+def show_results(gateway: str, activities: list[dict[str, Any]]) -> dict[str, Any]:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        counts = client.get("/v1/stages").json()
+        table = Table(title=f"Stage counts ({counts['members']} people with a stage)")
+        table.add_column("dimension")
+        table.add_column("stage")
+        table.add_column("members", justify="right")
+        for dimension, stages in counts["dimensions"].items():
+            for stage, n in sorted(stages.items(), key=lambda kv: -kv[1]):
+                table.add_row(dimension, stage, str(n))
+        console.print(table)
+
+        referrals = [
+            (a["properties"]["referred_by"], a["actor"]["member_id"])
+            for a in activities
+            if a["kind"] == "signup" and "referred_by" in a["properties"]
+        ]
+        loop = _closed_loop(client, referrals)
+        kinds = Counter(a["kind"] for a in activities)
+        console.print(
+            f"\n{len(activities)} activities, {kinds['signup']} sign-ups, "
+            f"{len(referrals)} of them through a member's referral."
+        )
+        if loop is not None:
+            referrer, referee = loop
+            console.print(
+                f"\n[bold]The flywheel loop[/bold]: {referrer} referred {referee}, "
+                f"who joined and took part; advocacy credited {referrer}."
+            )
+            for member in (referrer, referee):
+                _print_journey(client, member)
+        busiest = Counter(
+            a["actor"]["member_id"] for a in activities if a["kind"] == "reply"
+        ).most_common(1)
+        if busiest and (loop is None or busiest[0][0] not in loop):
+            _print_journey(client, busiest[0][0])
+        return {"counts": counts, "loop": loop}
+
+
+def _closed_loop(client: httpx.Client, referrals: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """A referral whose referee engaged and whose referrer is an advocate."""
+    for referrer, referee in referrals:
+        a = client.get(f"/v1/members/{referrer}/journey")
+        b = client.get(f"/v1/members/{referee}/journey")
+        if (
+            a.status_code == b.status_code == 200
+            and "advocacy" in a.json()["stages"]
+            and "engagement" in b.json()["stages"]
+        ):
+            return referrer, referee
+    return None
+
+
+def _print_journey(client: httpx.Client, member_id: str) -> None:
+    journey = client.get(f"/v1/members/{member_id}/journey").json()
+    table = Table(title=f"Journey of {member_id}", title_justify="left")
+    for column in ("when", "dimension", "move", "why"):
+        table.add_column(column)
+    for t in journey.get("timeline", []):
+        table.add_row(
+            t["occurred_at"][:10],
+            t["dimension"],
+            f"{t['from_stage'] or '-'} -> {t['to_stage']}",
+            t["reason"],
+        )
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--people", type=int, default=300)
+    parser.add_argument("--weeks", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the stack up; stop it with `python -m deploy.stack down --state-dir <dir>`",
+    )
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir() / "demo")
+    args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout, `kill`) stops the stack like Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    activities = simulate(people=args.people, weeks=args.weeks, seed=args.seed)
+    console.print(
+        f"simulated {len(activities)} activities of {args.people} people over "
+        f"{args.weeks} weeks (seed {args.seed})"
+    )
+    stack = DevStack(
+        args.state_dir,
+        with_services=True,
+        detach=args.keep_running,
+        progress=lambda m: console.print(f"[dim]stack:[/dim] {m}"),
+    )
+    try:
+        if args.state_dir.exists():
+            stack.stop()  # a previous demo left behind: stop it and start from empty
+            shutil.rmtree(args.state_dir)
+        endpoints = stack.start()
+    except StackError as exc:
+        console.print(f"[red]cannot start the stack:[/red] {exc}")
+        return 2
+    try:
+        assert endpoints.gateway_url is not None
+        started = time.monotonic()
+        post_activities(endpoints.gateway_url, activities)
+        posted = time.monotonic() - started
+        drained = wait_until_caught_up(endpoints.kafka_bootstrap)
+        console.print(f"posted in {posted:.1f} s; every service caught up {drained:.1f} s later")
+        show_results(endpoints.gateway_url, activities)
+        if args.keep_running:
+            console.print(
+                f"\nstill running: gateway {endpoints.gateway_url} "
+                f"(OpenAPI at /docs), Kafka {endpoints.kafka_bootstrap}; "
+                f"stop with `python -m deploy.stack down --state-dir {args.state_dir}`"
+            )
+        return 0
+    finally:
+        if not args.keep_running:
+            with console.status("stopping the stack..."):
+                stack.stop()
+            console.print("stopped cleanly")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
