@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import sys
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--state-dir", type=Path, default=default_state_dir() / "demo")
     args = parser.parse_args(argv)
+    # The community lives on simulated time: wall-clock ticks would age it to today.
+    os.environ["FLYWHEEL_CLOCK_TICK_INTERVAL_S"] = "0"
     # SIGTERM (a CI timeout, `kill`) stops the stack like Ctrl-C does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 

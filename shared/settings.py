@@ -82,6 +82,16 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted HTTP body.")
     max_batch_items: int = Field(1000, ge=1, description="Most activities in one POST.")
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a request waits for the broker's acks before a 503."
+    )
+    clock_tick_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="How often the gateway publishes a clock tick (wall-clock event time) so "
+        "inactivity is judged while the community is quiet; 0 turns it off (replays, demos "
+        "on simulated time).",
+    )
 
     # --- process ------------------------------------------------------------------------------
     shutdown_grace_s: float = Field(

@@ -3,19 +3,27 @@ subscriber and the activity producer), the read model's PostgreSQL pool, their l
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from services.gateway.api import create_app
+from services.gateway.ports import Unavailable
 from services.gateway.publisher import KafkaActivityPublisher
 from services.gateway.readmodel import handle_batch
 from services.gateway.store import PgJourneyStore
+from shared.cloudevents import derive_event_id, encode
+from shared.contracts import CLOCK_TICK, ClockTickV1
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
 from shared.topics import JOURNEY_TRANSITIONS
+
+log = logging.getLogger(__name__)
 
 SPEC = ServiceSpec(
     name="gateway",
@@ -26,20 +34,45 @@ SPEC = ServiceSpec(
 )
 
 
+async def tick_clock(publisher: KafkaActivityPublisher, interval_s: float) -> None:
+    """Publish the wall clock as event time, so a quiet community still ages."""
+    while True:
+        await asyncio.sleep(interval_s)
+        now = datetime.now(UTC).replace(microsecond=0)
+        tick = ClockTickV1(clock="gateway", occurred_at=now)
+        record = encode(
+            CLOCK_TICK,
+            tick,
+            source="/gateway",
+            event_id=derive_event_id(CLOCK_TICK.type, "gateway", now.isoformat()),
+        )
+        try:
+            await publisher.publish([record])
+        except Unavailable as exc:
+            log.warning("clock tick not published (next one will be): %s", exc)
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # /healthz and /readyz are served by the API itself, on http_port.
     service = ConsumingService(SPEC, settings.model_copy(update={"health_port": 0}))
-    publisher = KafkaActivityPublisher(service.broker, topic_prefix=settings.topic_prefix)
+    publisher = KafkaActivityPublisher(
+        service.broker, topic_prefix=settings.topic_prefix, timeout_s=settings.publish_timeout_s
+    )
     journey = PgJourneyStore(lambda: service.pool)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start_resources()
+        ticker: asyncio.Task[None] | None = None
         try:
             await service.broker.start()
+            if settings.clock_tick_interval_s > 0:
+                ticker = asyncio.create_task(tick_clock(publisher, settings.clock_tick_interval_s))
             yield
         finally:
+            if ticker is not None:
+                ticker.cancel()
             service.on_shutdown_signal()
             await service.broker.stop()
             await service.stop_resources()
