@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from shared import topics
 from shared.topics import Topic
@@ -88,12 +88,19 @@ class ActivityV1(Contract):
     kind: str = Field(
         min_length=1,
         max_length=64,
-        pattern=KIND_PATTERN.pattern,
+        json_schema_extra={"pattern": KIND_PATTERN.pattern},
         description="One of KNOWN_KINDS, or a deployment's own kind (lower_snake_case).",
     )
     actor: Actor
     target: Target | None = None
     properties: dict[str, JsonValue] = Field(default_factory=dict, max_length=100)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_is_snake_case(cls, value: str) -> str:
+        if not KIND_PATTERN.match(value):
+            raise ValueError("must be lower_snake_case, starting with a letter")
+        return value
 
 
 # --------------------------------------------------------------------------------------------
