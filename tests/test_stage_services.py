@@ -79,8 +79,11 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
     own = {name: names - plumbing for name, names in tables.items()}
     assert all(names >= plumbing for names in tables.values())
     assert all(own.values()), "every service keeps state of its own"
-    assert not (own["awareness"] & own["engagement"] or own["awareness"] & own["advocacy"]
-                or own["engagement"] & own["advocacy"]), "no service holds another's tables"
+    assert not (
+        own["awareness"] & own["engagement"]
+        or own["awareness"] & own["advocacy"]
+        or own["engagement"] & own["advocacy"]
+    ), "no service holds another's tables"
 
 
 async def test_redelivered_activity_is_applied_once(namespace: Namespace) -> None:
