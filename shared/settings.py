@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     consumer_batch_timeout_ms: int = Field(
         100, ge=1, description="Longest wait for a batch to fill before it is processed."
     )
-    consumer_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    consumer_auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new consumer group starts: the whole log, or its end."
+    )
     handler_max_attempts: int = Field(
         3, ge=1, description="Tries of a record whose handler fails before it is dead-lettered."
     )
@@ -49,7 +51,9 @@ class Settings(BaseSettings):
         0.05, gt=0, description="How often the outbox relay looks for unsent rows when idle."
     )
     outbox_batch_size: int = Field(1000, ge=1, description="Outbox rows published per round.")
-    producer_linger_ms: int = Field(5, ge=0)
+    producer_linger_ms: int = Field(
+        5, ge=0, description="How long the producer waits to fill a batch (latency for throughput)."
+    )
 
     # --- topics (used when the stack creates them) --------------------------------------------
     topic_prefix: str = Field(
@@ -59,7 +63,9 @@ class Settings(BaseSettings):
         "deployments, or test runs, share one Kafka cluster. Consumer groups get it too.",
     )
     topic_partitions: int = Field(6, ge=1, description="Partitions of each keyed topic.")
-    topic_replication_factor: int = Field(1, ge=1)
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Replicas of each topic the stack creates (3 in production)."
+    )
 
     # --- event time and rules -------------------------------------------------------------
     allowed_lateness_s: float = Field(
@@ -75,7 +81,7 @@ class Settings(BaseSettings):
     )
 
     # --- HTTP ---------------------------------------------------------------------------------
-    http_host: str = "127.0.0.1"
+    http_host: str = Field("127.0.0.1", description="Interface the HTTP endpoints listen on.")
     http_port: int = Field(8080, description="Gateway API port.")
     health_port: int = Field(
         0, ge=0, description="Port of a stage service's /healthz, /readyz (0: not served)."
@@ -97,8 +103,10 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         15.0, gt=0, description="Bound on finishing the batch in hand and flushing at SIGTERM."
     )
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json` for one JSON object per line (production), `text` to read."
+    )
 
     def topic(self, logical_name: str) -> str:
         """The name of a registry topic on the broker."""
@@ -107,3 +115,23 @@ class Settings(BaseSettings):
     def logical_topic(self, broker_name: str) -> str:
         """The registry name of a topic read from the broker."""
         return broker_name.removeprefix(self.topic_prefix)
+
+
+def markdown_table() -> str:
+    """The configuration table of README.md, generated so that it cannot drift from the code:
+    `python -m shared.settings`."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        variable = (
+            " or ".join(f"`{a}`" for a in alias.choices)  # type: ignore[union-attr]
+            if alias is not None
+            else f"`FLYWHEEL_{name.upper()}`"
+        )
+        default = field.default if field.default not in ("", None) else "-"
+        rows.append(f"| {variable} | `{default}` | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,15 @@
+"""The docs stay true to the code where the code can say so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.settings import markdown_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_configuration_table_matches_the_settings_class() -> None:
+    assert markdown_table() in (REPO / "README.md").read_text(), (
+        "README's configuration table is stale: paste `python -m shared.settings` into it"
+    )
