@@ -1,0 +1,193 @@
+"""Advocacy on the real broker and PostgreSQL: peer-help signals, referrals and activities in,
+advocate and champion transitions and signals out, and a replay that gives the same result.
+
+Every record goes to partition 0 of its topic, so a replay reads each topic in the order it was
+written. The topics' relative order is not fixed (the consumer interleaves them as it likes),
+so the scenario is built for that: each member's credit comes from one topic, and the members
+whose credit comes from the signal topics never rank in a review. docs/journey-advocacy.md
+("Determinism and replay") says why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.advocacy.__main__ import SPEC as ADVOCACY
+from services.advocacy.domain import ADVOCATE, CHAMPION, Rules, boundary_at_or_before
+from shared.cloudevents import OutgoingRecord
+from shared.contracts import AdvocateV1, ChampionNominatedV1, ClockTickV1, StageChangedV1
+from tests.conftest import Namespace, envelopes, read_topic, running
+from tests.test_advocacy_rules import T0, acquired, act, peer_help, record
+
+pytestmark = pytest.mark.integration
+
+RULES = Rules()  # the defaults: threshold 12, top 3, 90-day window, reviews every 30 days
+B1 = boundary_at_or_before(T0, RULES.period) + RULES.period
+B2 = B1 + RULES.period
+LATENESS = timedelta(hours=1)  # Settings.allowed_lateness_s default
+
+
+def day(t: datetime) -> float:
+    """`t` as the builders' day offset from T0."""
+    return (t - T0) / timedelta(days=1)
+
+
+async def publish_in_order(namespace: Namespace, records: Sequence[OutgoingRecord]) -> None:
+    """Like conftest.publish, but onto partition 0 of each topic, one record after another."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=namespace.stack.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send_and_wait(
+                namespace.topic(r.topic), r.value, key=r.key, headers=r.headers, partition=0
+            )
+    finally:
+        await producer.stop()
+
+
+def first_period() -> list[OutgoingRecord]:
+    """Five advocates before B1; erin, dave and bob (27, 24, 22) outrank carol (20) and
+    alice (12) in the review at B1."""
+    fans = [
+        act(f"fan-{i}", "reaction", day=-11 + i * 0.1, parent_author="dave", parent_id="p-d1")
+        for i in range(7)  # 7 reactions, 5 credited: the cap
+    ]
+    return [
+        # signals.support: alice helps, then two of her answers are accepted (2 + 5 + 5)
+        record(peer_help("alice", "m-9", day=-10, thread_id="q-1", url="https://f.example/q-1")),
+        record(peer_help("alice", "m-9", accepted=True, day=-9, thread_id="q-2")),
+        record(peer_help("alice", "m-8", accepted=True, day=-8, thread_id="q-3")),
+        # member-lifecycle: two people carol referred joined (10 + 10)
+        record(acquired("new-1", "carol", day=-7)),
+        record(acquired("new-2", "carol", day=-6)),
+        # member-activity
+        record(act("alice", "answer_accepted", day=-9, thread_id="q-2", parent_author="m-9")),
+        record(act("bob", "event_talk", day=-15, url="https://events.example/bob-1")),
+        record(act("bob", "event_talk", day=-14)),
+        record(act("bob", "content_published", day=-13)),
+        record(act("bob", "content_published", day=-12)),
+        record(act("dave", "content_published", day=-12, url="https://blog.example/dave")),
+        *map(record, fans),
+        record(act("dave", "event_talk", day=-5)),
+        record(act("dave", "event_talk", day=-4)),
+        *(record(act("erin", "event_talk", day=d)) for d in (-3, -2, -1)),
+        record(act("erin", "content_published", day=1)),
+        record(ClockTickV1(occurred_at=B1 + 2 * LATENESS)),
+    ]
+
+
+def second_period() -> list[OutgoingRecord]:
+    """frank (32) rises in the review at B2; bob (22) is fourth and goes back to advocate."""
+    return [
+        *(record(act("frank", "event_talk", day=day(B1) + d)) for d in (5, 6, 7, 8)),
+        record(ClockTickV1(occurred_at=B2 + 2 * LATENESS)),
+    ]
+
+
+async def state(url: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        return {
+            "members": [
+                tuple(r)
+                for r in await conn.fetch(
+                    "SELECT member_id, stage, score, evidence::text FROM members ORDER BY 1"
+                )
+            ],
+            "contributions": [
+                tuple(r) for r in await conn.fetch("SELECT * FROM contributions ORDER BY key")
+            ],
+            "clock": await conn.fetchval("SELECT last_boundary FROM review_clock"),
+        }
+    finally:
+        await conn.close()
+
+
+async def test_advocates_champions_signals_and_a_deterministic_replay(
+    namespace: Namespace,
+) -> None:
+    url = await namespace.create_database("advocacy")
+    async with running(ADVOCACY, namespace.settings(url)):
+        await publish_in_order(namespace, first_period())
+        await read_topic(namespace, "journey-transitions", until=8)
+        await publish_in_order(namespace, second_period())
+        transition_records = await read_topic(namespace, "journey-transitions", until=11)
+        signal_records = await read_topic(namespace, "signals.advocacy", until=10)
+
+    changes = [e.data for e in envelopes(transition_records)]
+    assert all(isinstance(c, StageChangedV1) for c in changes)
+    moves = {(c.member_id, c.from_stage, c.to_stage, c.occurred_at) for c in changes}  # type: ignore[union-attr]
+    at = {name: T0 + timedelta(days=d) for name, d in [("alice", -8), ("carol", -6)]}
+    assert moves == {
+        ("alice", None, ADVOCATE, at["alice"]),  # 2 + 5 + 5: the second accepted answer
+        ("carol", None, ADVOCATE, at["carol"]),  # 10 + 10: the second referral
+        ("bob", None, ADVOCATE, T0 + timedelta(days=-14)),  # 8 + 8
+        ("dave", None, ADVOCATE, T0 + timedelta(days=-5)),  # 3 + 5 (capped) + 8
+        ("erin", None, ADVOCATE, T0 + timedelta(days=-2)),  # 8 + 8
+        ("erin", ADVOCATE, CHAMPION, B1),
+        ("dave", ADVOCATE, CHAMPION, B1),
+        ("bob", ADVOCATE, CHAMPION, B1),
+        ("frank", None, ADVOCATE, B1 + timedelta(days=6)),
+        ("frank", ADVOCATE, CHAMPION, B2),
+        ("bob", CHAMPION, ADVOCATE, B2),
+    }
+    assert len(changes) == len(moves), "a transition was emitted twice"
+
+    signals = [e.data for e in envelopes(signal_records)]
+    advocates = {s.member_id: s for s in signals if isinstance(s, AdvocateV1)}
+    nominations = sorted(
+        (s for s in signals if isinstance(s, ChampionNominatedV1)),
+        key=lambda n: (n.window_end, n.rank),
+    )
+    assert sorted(advocates) == ["alice", "bob", "carol", "dave", "erin", "frank"]
+    assert advocates["alice"].evidence == {"peer_help": 1, "answer_accepted": 2}
+    assert advocates["alice"].links == ["https://f.example/q-1"]
+    assert advocates["dave"].evidence == {
+        "content_published": 1,
+        "content_engaged": 5,
+        "event_talk": 1,
+    }
+    assert advocates["carol"].evidence == {"referral_joined": 2}
+    assert [(n.member_id, n.rank, n.score, n.window_end) for n in nominations] == [
+        ("erin", 1, 27.0, B1),
+        ("dave", 2, 24.0, B1),
+        ("bob", 3, 22.0, B1),
+        ("frank", 1, 32.0, B2),
+    ]
+    assert nominations[0].window_start == B1 - timedelta(days=90)
+    assert nominations[2].links == ["https://events.example/bob-1"]
+    assert len(signals) == 10
+
+    original = await state(url)
+    stages = {m[0]: (m[1], m[2]) for m in original["members"]}
+    assert stages == {
+        "alice": (ADVOCATE, 12.0),  # the answer_accepted activity added nothing
+        "carol": (ADVOCATE, 20.0),
+        "bob": (ADVOCATE, 22.0),
+        "dave": (CHAMPION, 24.0),
+        "erin": (CHAMPION, 27.0),
+        "frank": (CHAMPION, 32.0),
+    }
+    assert original["clock"] == B2
+
+    # replay: a fresh database, a new consumer group, every topic from offset 0
+    replay_url = await namespace.create_database("advocacy2")
+    replay_spec = dataclasses.replace(ADVOCACY, group_id="replay")
+    async with running(replay_spec, namespace.settings(replay_url)):
+        transition_records = await read_topic(namespace, "journey-transitions", until=22)
+        signal_records = await read_topic(namespace, "signals.advocacy", until=20)
+    for records in (transition_records, signal_records):
+        ids = Counter(e.id for e in envelopes(records))
+        assert set(ids.values()) == {2}, "the replay emitted other events than the original"
+        assert len(records) == 2 * len(ids)
+    assert await state(replay_url) == original
