@@ -53,8 +53,8 @@ MEMBER_LIFECYCLE = Topic(
 SIGNALS_SUPPORT = Topic(
     "signals.support",
     key="member id of the helper",
-    purpose="signal.peer_help.v1 for support tools.",
-    retention_ms=30 * 24 * 3600 * 1000,
+    purpose="signal.peer_help.v1 for support tools. Advocacy builds its state from it, so it "
+    "is kept as long as member-activity: a replay must find every signal again.",
 )
 SIGNALS_SALES = Topic(
     "signals.sales",
@@ -111,3 +111,23 @@ def by_name(name: str) -> Topic:
         if topic.name == name:
             return topic
     raise KeyError(f"unknown topic {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")
+
+
+def markdown_table() -> str:
+    """The topic table of docs/ARCHITECTURE.md: `python -m shared.topics`."""
+    rows = ["| topic | key | retention | purpose |", "| --- | --- | --- | --- |"]
+    for t in DATA_TOPICS:
+        retention = (
+            "forever" if t.retention_ms == FOREVER else f"{t.retention_ms // 86_400_000} days"
+        )
+        if t.compacted:
+            retention += ", compacted"
+        rows.append(f"| `{t.name}` | {t.key} | {retention} | {t.purpose} |")
+    rows.append(
+        "| `<topic>.dlq` | the original key | 30 days | dead letters of each consumed topic |"
+    )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

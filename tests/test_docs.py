@@ -13,3 +13,11 @@ def test_readme_configuration_table_matches_the_settings_class() -> None:
     assert markdown_table() in (REPO / "README.md").read_text(), (
         "README's configuration table is stale: paste `python -m shared.settings` into it"
     )
+
+
+def test_architecture_topic_table_matches_the_registry() -> None:
+    from shared.topics import markdown_table as topics_table
+
+    assert topics_table() in (REPO / "docs" / "ARCHITECTURE.md").read_text(), (
+        "ARCHITECTURE.md's topic table is stale: paste `python -m shared.topics` into it"
+    )
