@@ -435,3 +435,30 @@ async def wait_topics_online(bootstrap: str, topics: list[str], timeout_s: float
     finally:
         await asyncio.sleep(0)  # let the consumer's tasks start, or stop() raises CancelledError
         await consumer.stop()
+
+
+async def warm_group_coordinator(bootstrap: str, timeout_s: float) -> None:
+    """Have the broker create `__consumer_offsets` now rather than at the first group join.
+
+    The first FindCoordinator creates that topic; until its partitions have leaders every
+    consumer gets GroupCoordinatorNotAvailable and retries, which would land in the first test
+    (or the first service start) as a slow, noisy join.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    deadline = time.monotonic() + timeout_s
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        while True:
+            try:
+                await admin.find_coordinator("flywheel-devstack-warmup")
+                return
+            except Exception as exc:
+                if time.monotonic() >= deadline:
+                    raise StackError(
+                        f"the group coordinator did not come up within {timeout_s:.0f} s: {exc}"
+                    ) from exc
+                await asyncio.sleep(0.05)
+    finally:
+        await admin.close()

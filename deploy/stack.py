@@ -29,6 +29,7 @@ FLYWHEEL_KAFKA_HEAP_OPTS (default -Xmx512m). State (data, logs, pidfiles, endpoi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import concurrent.futures
 import contextlib
@@ -65,7 +66,12 @@ from deploy._common import (
     write_pidfile,
 )
 from deploy._containers import Containers, docker_available
-from deploy._kafka_local import LocalKafka, wait_external_kafka, wait_topics_online
+from deploy._kafka_local import (
+    LocalKafka,
+    wait_external_kafka,
+    wait_topics_online,
+    warm_group_coordinator,
+)
 from deploy._postgres import (
     LocalPostgres,
     provision,
@@ -593,7 +599,7 @@ class DevStack:
             )
         )
         names = [settings.topic(t.name) for t in ALL_TOPICS]
-        run_async(wait_topics_online(bootstrap, names, self.kafka_timeout_s))
+        run_async(self._settle_kafka(bootstrap, names))
         took = time.monotonic() - started
         if created:
             self.progress(f"created {len(created)} topics in {took:.1f} s")
@@ -623,6 +629,13 @@ class DevStack:
         from shared.settings import Settings
 
         return Settings().topic_partitions
+
+    async def _settle_kafka(self, bootstrap: str, topics: list[str]) -> None:
+        """Leaders for every topic and a group coordinator, so first uses are not slowed."""
+        await asyncio.gather(
+            wait_topics_online(bootstrap, topics, self.kafka_timeout_s),
+            warm_group_coordinator(bootstrap, self.kafka_timeout_s),
+        )
 
     def _wait_topics_online(self) -> None:
         from shared.settings import Settings
