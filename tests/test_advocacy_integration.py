@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.advocacy.domain import ADVOCATE, CHAMPION, Rules, boundary_at_or_before
-from shared.cloudevents import OutgoingRecord
+from shared.cloudevents import OutgoingRecord, payloads
 from shared.contracts import AdvocateV1, ChampionNominatedV1, ClockTickV1, StageChangedV1
 from tests.conftest import Namespace, envelopes, read_topic, running
 from tests.test_advocacy_rules import T0, acquired, act, peer_help, record
@@ -124,9 +124,9 @@ async def test_advocates_champions_signals_and_a_deterministic_replay(
         transition_records = await read_topic(namespace, "journey-transitions", until=11)
         signal_records = await read_topic(namespace, "signals.advocacy", until=10)
 
-    changes = [e.data for e in envelopes(transition_records)]
-    assert all(isinstance(c, StageChangedV1) for c in changes)
-    moves = {(c.member_id, c.from_stage, c.to_stage, c.occurred_at) for c in changes}  # type: ignore[union-attr]
+    changes = payloads(envelopes(transition_records), StageChangedV1)
+    assert len(changes) == len(transition_records)
+    moves = {(c.member_id, c.from_stage, c.to_stage, c.occurred_at) for c in changes}
     at = {name: T0 + timedelta(days=d) for name, d in [("alice", -8), ("carol", -6)]}
     assert moves == {
         ("alice", None, ADVOCATE, at["alice"]),  # 2 + 5 + 5: the second accepted answer
