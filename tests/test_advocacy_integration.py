@@ -101,7 +101,8 @@ async def state(url: str) -> dict[str, Any]:
             "members": [
                 tuple(r)
                 for r in await conn.fetch(
-                    "SELECT member_id, stage, score, evidence::text FROM members ORDER BY 1"
+                    "SELECT member_id, stage, score, evidence::text"
+                    " FROM advocacy_members ORDER BY member_id"
                 )
             ],
             "contributions": [

@@ -69,7 +69,7 @@ class PgStore:
         start, end = window if window else (None, None)
         rows = await self.conn.fetch(
             """
-            SELECT member_id, stage, score, evidence::text AS evidence FROM members m
+            SELECT member_id, stage, score, evidence::text AS evidence FROM advocacy_members m
             WHERE m.member_id = ANY($1::text[])
                OR ($2::timestamptz IS NOT NULL AND (
                     m.stage = 'champion'
@@ -152,7 +152,7 @@ class PgStore:
             return
         await self.conn.execute(
             """
-            INSERT INTO members (member_id, stage, score, evidence)
+            INSERT INTO advocacy_members (member_id, stage, score, evidence)
             SELECT m, s, sc, e::jsonb
             FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[]) AS u(m, s, sc, e)
             ON CONFLICT (member_id) DO UPDATE

@@ -2,7 +2,7 @@
 -- recomputable from it, and signals cite it.
 
 -- One row per member ever credited: the lifetime score and the current stage.
-CREATE TABLE IF NOT EXISTS members (
+CREATE TABLE IF NOT EXISTS advocacy_members (
     member_id text PRIMARY KEY,
     stage     text CHECK (stage IN ('advocate', 'champion')),
     score     double precision NOT NULL,
@@ -10,7 +10,8 @@ CREATE TABLE IF NOT EXISTS members (
     evidence  jsonb NOT NULL
 );
 -- a review loads the champions and the advocates
-CREATE INDEX IF NOT EXISTS members_stage ON members (stage) WHERE stage IS NOT NULL;
+CREATE INDEX IF NOT EXISTS advocacy_members_stage ON advocacy_members (stage)
+    WHERE stage IS NOT NULL;
 
 -- Every credited contribution, once: `key` names the act (see domain.Contribution.key).
 CREATE TABLE IF NOT EXISTS contributions (
