@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -49,24 +51,26 @@ class Stack:
 
     kafka_bootstrap: str
     postgres_admin_url: str
-    devstack: Any  # deploy.stack.DevStack, or None for an external stack
+    devstack: Any  # deploy.stack.DevStack: starts service processes, restarts servers
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    external_kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    external_pg = os.environ.get("FLYWHEEL_POSTGRES_ADMIN_URL")
-    if external_kafka and external_pg:
-        yield Stack(external_kafka, external_pg, None)
-        return
+def stack() -> Iterator[Stack]:
+    """Local processes by default; KAFKA_BOOTSTRAP_SERVERS / FLYWHEEL_POSTGRES_ADMIN_URL point
+    at existing servers, FLYWHEEL_USE_TESTCONTAINERS=1 at containers (see deploy.stack)."""
     from deploy.stack import DevStack
 
-    devstack = DevStack(tmp_path_factory.mktemp("stack"))
+    # Not under pytest's tmp root: every pytest session chmods that to 0700, which locks out
+    # the unprivileged user the embedded PostgreSQL runs as when tests run as root.
+    state_dir = Path(tempfile.mkdtemp(prefix="flywheel-test-stack-"))
+    state_dir.chmod(0o755)
+    devstack = DevStack(state_dir)
     endpoints = devstack.start()
     try:
         yield Stack(endpoints.kafka_bootstrap, endpoints.postgres_admin_url, devstack)
     finally:
         devstack.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 @dataclass

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import signal
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -11,10 +14,21 @@ from shared.logs import configure_logging
 from shared.settings import Settings
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies of the
+    signal (exit -15). A shutdown the orchestrator asked for and that went well exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.handle_exit)
+        yield
+
+
 def main() -> None:
     settings = Settings()
     configure_logging("gateway", settings.log_level, settings.log_format)
-    uvicorn.run(
+    config = uvicorn.Config(
         build_app(settings),
         host=settings.http_host,
         port=settings.http_port,
@@ -23,6 +37,7 @@ def main() -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         server_header=False,
     )
+    _Server(config).run()
 
 
 if __name__ == "__main__":
