@@ -19,6 +19,8 @@ import importlib.util
 import os
 import pwd
 import secrets
+import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -57,16 +59,38 @@ def _bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def _cluster_root() -> Path:
+    """Where clusters live when running as root (see LocalPostgres)."""
+    return Path(tempfile.gettempdir()) / "flywheel-postgres"
+
+
 class LocalPostgres:
-    """A cluster in `<state>/postgres/data`, listening on 127.0.0.1:<port> only (no socket)."""
+    """A cluster listening on 127.0.0.1:<port> only (no Unix socket).
+
+    Normally the cluster lives in `<state>/postgres/data`. Under root, Postgres runs as an
+    unprivileged user that must be able to traverse every parent of its data directory and log
+    file, and state dirs often sit below directories that others keep private (pytest resets
+    /tmp/pytest-of-root to 0700 at the start of every session, even while another session's
+    server runs). So under root the cluster lives in /tmp/flywheel-postgres/<hash of the state
+    dir>/ instead, with `<state>/postgres/data` and `<state>/logs/postgres.log` as symlinks to
+    it; clusters whose state dir is gone are stopped and removed by the next start.
+    """
 
     def __init__(self, state_dir: Path, *, port: int, progress: Progress) -> None:
         self.state_dir = state_dir
         self.port = port
         self.progress = progress
-        self.dir = state_dir / "postgres"
-        self.data_dir = self.dir / "data"
-        self.log_file = state_dir / "logs" / "postgres.log"
+        self.dir = state_dir / "postgres"  # secrets, and the data dir unless under root
+        legacy = self.dir / "data"  # a cluster made in the state dir by an earlier version
+        self.relocated = os.geteuid() == 0 and not (legacy.is_dir() and not legacy.is_symlink())
+        if self.relocated:
+            key = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
+            self.cluster_dir = _cluster_root() / key
+            self.log_file = self.cluster_dir / "postgres.log"
+        else:
+            self.cluster_dir = self.dir
+            self.log_file = state_dir / "logs" / "postgres.log"
+        self.data_dir = self.cluster_dir / "data"
         self._password_file = self.dir / "superuser.password"
 
     @property
@@ -94,11 +118,14 @@ class LocalPostgres:
         bin_dir = _bin_dir()
         user = self._os_user()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.touch()
-        if user is not None:
-            self._make_reachable(user)
+        if user is not None and self.relocated:
+            self._prepare_relocated(user)
+        else:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            if user is not None:  # an older state dir whose cluster lives inside it
+                self._make_reachable(user)
         if not (self.data_dir / "PG_VERSION").exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)  # an initdb that died half-way
             self._initdb(bin_dir, user)
         self._write_config(user)
         started = time.monotonic()
@@ -132,14 +159,21 @@ class LocalPostgres:
             STOP_TIMEOUT_S + 10,
         )
         if result.returncode != 0 and self.running_pid() is not None:
-            raise StackError(f"pg_ctl stop failed: {result.stdout}; see {self.log_file}")
+            # pg_ctl could not do it (say, a parent directory became untraversable): signal the
+            # postmaster ourselves. SIGINT is a fast shutdown, SIGQUIT an immediate one.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT if immediate else signal.SIGINT)
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).wait(STOP_TIMEOUT_S)
+            if self.running_pid() is not None:
+                raise StackError(f"pg_ctl stop failed: {result.stdout}; see {self.log_file}")
 
     # --- pieces -------------------------------------------------------------------------------
 
     def _initdb(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
         self.progress(f"initializing PostgreSQL cluster in {self.data_dir} ...")
         password = state_secret(self._password_file)
-        pwfile = self.dir / ".initdb-pwfile"
+        pwfile = self.cluster_dir / ".initdb-pwfile"
         pwfile.write_text(password + "\n")
         pwfile.chmod(0o600)
         if user is not None:
@@ -195,19 +229,61 @@ class LocalPostgres:
             )
         return pwd.getpwnam(UNPRIVILEGED_USER)
 
+    def _prepare_relocated(self, user: pwd.struct_passwd) -> None:
+        """Under root: the cluster dir outside the state dir, owned by the Postgres user."""
+        root = _cluster_root()
+        root.mkdir(mode=0o711, exist_ok=True)
+        if root.stat().st_uid != 0:
+            raise StackError(f"{root} is not owned by root; remove it and retry")
+        root.chmod(0o711)  # others may traverse, not list
+        self._collect_orphans(root)
+        self.cluster_dir.mkdir(exist_ok=True)
+        os.chown(self.cluster_dir, user.pw_uid, user.pw_gid)
+        self.cluster_dir.chmod(0o700)
+        (self.cluster_dir / "state-dir").write_text(str(self.state_dir.resolve()) + "\n")
+        self.log_file.touch()
+        os.chown(self.log_file, user.pw_uid, user.pw_gid)
+        bin_root = _bin_dir().parent
+        if not all(p.stat().st_mode & stat.S_IXOTH for p in (bin_root, *bin_root.parents)):
+            raise StackError(f"{bin_root} is not reachable by the {user.pw_name} user")
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        for link, target in (
+            (self.dir / "data", self.data_dir),
+            (self.state_dir / "logs" / "postgres.log", self.log_file),
+        ):
+            if not link.is_symlink():
+                link.symlink_to(target)
+
     def _make_reachable(self, user: pwd.struct_passwd) -> None:
-        """Under root: give the Postgres user its directory and a path to it (o+x on parents)."""
+        """Under root, for a cluster inside the state dir: o+x on its parents."""
         for parent in reversed(self.dir.resolve().parents):
             mode = parent.stat().st_mode
             if not mode & stat.S_IXOTH:
                 parent.chmod(mode | stat.S_IXOTH)
-                self.progress(f"note: made {parent} traversable (o+x) for the {user.pw_name} user")
-        os.chown(self.dir, user.pw_uid, user.pw_gid)
-        self.dir.chmod(0o700)
+        self.log_file.touch()
         os.chown(self.log_file, user.pw_uid, user.pw_gid)
-        bin_root = _bin_dir().parent
-        if not bin_root.stat().st_mode & stat.S_IXOTH:
-            raise StackError(f"{bin_root} is not readable by {user.pw_name}")
+
+    def _collect_orphans(self, root: Path) -> None:
+        """Stop and delete clusters whose state dir was deleted: nobody can `down` them now."""
+        for cluster in root.iterdir():
+            if cluster == self.cluster_dir or not cluster.is_dir():
+                continue
+            try:
+                owner = Path((cluster / "state-dir").read_text().strip())
+            except OSError:
+                continue
+            if owner.exists():
+                continue
+            orphan = LocalPostgres(owner, port=0, progress=self.progress)
+            orphan.cluster_dir, orphan.data_dir = cluster, cluster / "data"
+            orphan.log_file = cluster / "postgres.log"
+            try:
+                if orphan.running_pid() is not None:
+                    self.progress(f"note: stopping PostgreSQL of deleted state dir {owner}")
+                    orphan.stop(immediate=True)
+                shutil.rmtree(cluster)
+            except (OSError, StackError) as exc:
+                self.progress(f"note: could not remove orphaned cluster {cluster}: {exc}")
 
     def _run(
         self, exe: Path, args: list[str], user: pwd.struct_passwd | None, timeout_s: float
@@ -227,7 +303,7 @@ class LocalPostgres:
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
-                    cwd=self.dir,
+                    cwd=self.cluster_dir if self.cluster_dir.exists() else None,
                     timeout=timeout_s,
                     check=False,
                     text=True,
