@@ -35,6 +35,8 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
         activity("m-2", "post", day=2, thread_id="q-1"),
         activity("v-1", "reply", day=3, thread_id="q-1", thread_author="m-2"),
         activity("v-1", "answer_accepted", day=4, thread_id="q-1", thread_author="m-2"),
+        activity("m-2", "event_talk", day=5),
+        activity("v-1", "event_talk", day=5),
     ]
     async with (
         running(AWARENESS, namespace.settings(urls["awareness"])),
@@ -51,9 +53,9 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
         ("v-1", "awareness", None, "visitor"),
         ("v-1", "awareness", "visitor", "member"),
         ("m-2", "awareness", None, "member"),
-        ("m-2", "engagement", None, "engaged"),
+        ("m-2", "engagement", None, "engaged"),  # post 3 + talk 8 crosses 8
         ("v-1", "engagement", None, "engaged"),
-        ("v-1", "advocacy", None, "advocate"),
+        ("v-1", "advocacy", None, "advocate"),  # peer help 2 + accepted 5 + talk 8 >= 12
     }
     assert len(changes) == len(seen), "an event was emitted twice"
     # every record is keyed by the member it is about
@@ -88,7 +90,7 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
 
 async def test_redelivered_activity_is_applied_once(namespace: Namespace) -> None:
     url = await namespace.create_database("engagement")
-    post = activity("m-1", "post")
+    post = activity("m-1", "event_talk")  # weight 8: engaged at once
     async with running(ENGAGEMENT, namespace.settings(url)) as service:
         await publish_activities(namespace, [post, post])
         await publish_activities(namespace, [post])
@@ -109,7 +111,7 @@ async def test_poison_records_are_dead_lettered_and_the_stream_moves_on(
     from shared.contracts import ACTIVITY
 
     url = await namespace.create_database("engagement")
-    good = encode(ACTIVITY, activity("m-5", "post"), event_id="good-1", source="/t")
+    good = encode(ACTIVITY, activity("m-5", "event_talk"), event_id="good-1", source="/t")
     poison = [
         OutgoingRecord("member-activity", b"m-6", b"{not json", good.headers, "p1"),
         OutgoingRecord(
@@ -122,7 +124,7 @@ async def test_poison_records_are_dead_lettered_and_the_stream_moves_on(
         OutgoingRecord(
             "member-activity",
             b"m-6",
-            good.value.replace(b'"kind":"post",', b""),
+            good.value.replace(b'"kind":"event_talk",', b""),
             good.headers,
             "p3",
         ),
