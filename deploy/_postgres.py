@@ -59,6 +59,13 @@ def _bin_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def _cluster_root() -> Path:
     """Where clusters live when running as root (see LocalPostgres)."""
     return Path(tempfile.gettempdir()) / "flywheel-postgres"
@@ -71,9 +78,10 @@ class LocalPostgres:
     unprivileged user that must be able to traverse every parent of its data directory and log
     file, and state dirs often sit below directories that others keep private (pytest resets
     /tmp/pytest-of-root to 0700 at the start of every session, even while another session's
-    server runs). So under root the cluster lives in /tmp/flywheel-postgres/<hash of the state
-    dir>/ instead, with `<state>/postgres/data` and `<state>/logs/postgres.log` as symlinks to
-    it; clusters whose state dir is gone are stopped and removed by the next start.
+    server runs). So under root the cluster lives in /tmp/flywheel-postgres/<cluster id>/
+    instead, the id kept in `<state>/postgres/cluster-id`, with `<state>/postgres/data` and
+    `<state>/logs/postgres.log` as symlinks to it. A cluster whose state dir is gone, or was
+    recreated (new id), is stopped and removed by the next start.
     """
 
     def __init__(self, state_dir: Path, *, port: int, progress: Progress) -> None:
@@ -83,9 +91,11 @@ class LocalPostgres:
         self.dir = state_dir / "postgres"  # secrets, and the data dir unless under root
         legacy = self.dir / "data"  # a cluster made in the state dir by an earlier version
         self.relocated = os.geteuid() == 0 and not (legacy.is_dir() and not legacy.is_symlink())
+        self._id_file = self.dir / "cluster-id"
         if self.relocated:
-            key = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:16]
-            self.cluster_dir = _cluster_root() / key
+            # A new state dir gets a new id (persisted at start), even at an old one's path.
+            self._cluster_id = _read_text(self._id_file) or secrets.token_hex(8)
+            self.cluster_dir = _cluster_root() / self._cluster_id
             self.log_file = self.cluster_dir / "postgres.log"
         else:
             self.cluster_dir = self.dir
@@ -236,6 +246,8 @@ class LocalPostgres:
         if root.stat().st_uid != 0:
             raise StackError(f"{root} is not owned by root; remove it and retry")
         root.chmod(0o711)  # others may traverse, not list
+        if _read_text(self._id_file) != self._cluster_id:
+            self._id_file.write_text(self._cluster_id + "\n")  # before the cluster dir: see GC
         self._collect_orphans(root)
         self.cluster_dir.mkdir(exist_ok=True)
         os.chown(self.cluster_dir, user.pw_uid, user.pw_gid)
@@ -251,6 +263,8 @@ class LocalPostgres:
             (self.dir / "data", self.data_dir),
             (self.state_dir / "logs" / "postgres.log", self.log_file),
         ):
+            if link.is_symlink() and link.readlink() != target:
+                link.unlink()
             if not link.is_symlink():
                 link.symlink_to(target)
 
@@ -264,22 +278,24 @@ class LocalPostgres:
         os.chown(self.log_file, user.pw_uid, user.pw_gid)
 
     def _collect_orphans(self, root: Path) -> None:
-        """Stop and delete clusters whose state dir was deleted: nobody can `down` them now."""
+        """Stop and delete clusters whose state dir is gone or recreated: nobody can `down`
+        them any more. A cluster being created has no state-dir file yet and is left alone."""
         for cluster in root.iterdir():
             if cluster == self.cluster_dir or not cluster.is_dir():
                 continue
-            try:
-                owner = Path((cluster / "state-dir").read_text().strip())
-            except OSError:
+            owner_text = _read_text(cluster / "state-dir")
+            if owner_text is None:
                 continue
-            if owner.exists():
+            owner = Path(owner_text)
+            owner_id = _read_text(owner / "postgres" / "cluster-id")
+            if owner.exists() and (owner_id is None or owner_id == cluster.name):
                 continue
             orphan = LocalPostgres(owner, port=0, progress=self.progress)
             orphan.cluster_dir, orphan.data_dir = cluster, cluster / "data"
             orphan.log_file = cluster / "postgres.log"
             try:
                 if orphan.running_pid() is not None:
-                    self.progress(f"note: stopping PostgreSQL of deleted state dir {owner}")
+                    self.progress(f"note: stopping orphaned PostgreSQL of {owner} (state dir gone)")
                     orphan.stop(immediate=True)
                 shutil.rmtree(cluster)
             except (OSError, StackError) as exc:
