@@ -7,6 +7,7 @@ and does not depend on the session fixture in conftest.py.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -193,3 +194,27 @@ async def test_restarts_keep_data(devstack: DevStack) -> None:
         assert await conn.fetchval("SELECT count(*) FROM restart_probe") == 1
     finally:
         await conn.close()
+
+
+async def test_a_deleted_and_recreated_state_dir_gets_a_fresh_postgres(tmp_path: Path) -> None:
+    """`rm -rf .flywheel && up` must work: nothing of the old cluster may be picked up."""
+    from deploy._common import free_ports
+    from deploy._postgres import LocalPostgres
+
+    state = tmp_path / "state"
+    (port,) = free_ports(1)
+    first = LocalPostgres(state, port=port, progress=lambda _: None)
+    first.start()
+    old_data = first.data_dir.resolve()
+    first.stop()
+    shutil.rmtree(state)
+
+    second = LocalPostgres(state, port=port, progress=lambda _: None)
+    second.start()
+    try:
+        conn = await asyncpg.connect(second.admin_url)
+        await conn.close()
+        if second.relocated:  # under root the cluster lives outside; the old one is collected
+            assert not old_data.exists()
+    finally:
+        second.stop()
