@@ -66,6 +66,14 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
+def _linked_cluster(link: Path) -> str | None:
+    """The cluster id a `data` symlink points at (state dirs from before cluster-id files)."""
+    if not link.is_symlink():
+        return None
+    target = link.readlink()
+    return target.parent.name if target.parent.parent == _cluster_root() else None
+
+
 def _cluster_root() -> Path:
     """Where clusters live when running as root (see LocalPostgres)."""
     return Path(tempfile.gettempdir()) / "flywheel-postgres"
@@ -94,7 +102,9 @@ class LocalPostgres:
         self._id_file = self.dir / "cluster-id"
         if self.relocated:
             # A new state dir gets a new id (persisted at start), even at an old one's path.
-            self._cluster_id = _read_text(self._id_file) or secrets.token_hex(8)
+            self._cluster_id = (
+                _read_text(self._id_file) or _linked_cluster(legacy) or secrets.token_hex(8)
+            )
             self.cluster_dir = _cluster_root() / self._cluster_id
             self.log_file = self.cluster_dir / "postgres.log"
         else:
