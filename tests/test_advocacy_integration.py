@@ -4,7 +4,7 @@ advocate and champion transitions and signals out, and a replay that gives the s
 Every record goes to partition 0 of its topic, so a replay reads each topic in the order it was
 written. The topics' relative order is not fixed (the consumer interleaves them as it likes),
 so the scenario is built for that: each member's credit comes from one topic, and the members
-whose credit comes from the signal topics never rank in a review. docs/journey-advocacy.md
+whose credit comes from the signal topics never rank in a review. docs/JOURNEY-MODEL.md
 ("Determinism and replay") says why.
 """
 

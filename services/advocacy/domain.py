@@ -1,7 +1,7 @@
 """Advocacy rules: who gives back to the community, and who leads it right now.
 
 Pure functions and frozen dataclasses, no I/O: the handler loads a snapshot, `run_batch` decides,
-the handler saves. docs/journey-advocacy.md explains every rule and default.
+the handler saves. docs/JOURNEY-MODEL.md (Advocacy) explains every rule and default.
 
 - Each incoming event becomes zero or more `Contribution`s credited to one member
   (`contributions_of`); each kind carries a weight (`Weights`).

@@ -1,6 +1,6 @@
 """Engagement rules: how much a member takes part, and when they drift away. Pure, no I/O.
 
-Stages (docs/journey-engagement.md gives every formula and default):
+Stages (docs/JOURNEY-MODEL.md, Engagement, gives every formula and default):
 
     (none) --score reaches engaged_threshold--> engaged
     engaged | reactivated --quiet for at_risk_after_days + review_window_days--> at_risk
