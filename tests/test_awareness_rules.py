@@ -88,7 +88,10 @@ def test_signup_joins_the_anonymous_history_and_credits_the_referrer() -> None:
         RULES,
     )
     assert signup.merge_from == "anon-1"
-    assert [(t.from_stage, t.to_stage) for t in signup.transitions] == [("visitor", "member")]
+    assert [(t.member_id, t.from_stage, t.to_stage) for t in signup.transitions] == [
+        ("m-1", "visitor", "member"),
+        ("anon-1", "visitor", "merged"),  # the anonymous id is no longer an open visitor
+    ]
     assert "referred by m-9" in signup.transitions[0].reason
     assert signup.acquired is not None and signup.acquired.referrer_member_id == "m-9"
     assert signup.person is not None and visit.person is not None

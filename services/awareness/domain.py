@@ -18,8 +18,10 @@ from shared.contracts import ActivityV1, MemberAcquiredV1, ProspectIntentV1
 from shared.journey import Transition
 
 VISITOR, MEMBER, CUSTOMER = "visitor", "member", "customer"
+MERGED = "merged"  # an anonymous visitor id whose history joined a member at sign-up
 STAGE_ORDER = {VISITOR: 0, MEMBER: 1, CUSTOMER: 2}
 LEGAL_MOVES = {
+    (VISITOR, MERGED),
     (None, VISITOR),
     (None, MEMBER),
     (None, CUSTOMER),
@@ -268,6 +270,12 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
             f"signed up on {activity.source}{came_from}",
         )
         person = replace(person, stage=MEMBER, joined_at=at, referred_by=referrer)
+        if merge_from is not None:
+            # The anonymous id is no longer an open visitor: it is this member now. Emitted
+            # from the sign-up, so it is the same whichever partition is read first.
+            transitions.append(
+                Transition(merge_from, VISITOR, MERGED, f"signed up as {member_id}", at, (aid,))
+            )
         if referrer:
             acquired = MemberAcquiredV1(
                 member_id=member_id,

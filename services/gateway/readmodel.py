@@ -6,7 +6,7 @@ replay or a redelivery changes nothing.
 
 from __future__ import annotations
 
-from services.gateway import store
+from services.gateway import flywheel, store
 from shared.cloudevents import Envelope
 from shared.contracts import StageChangedV1
 from shared.uow import UnitOfWork
@@ -32,3 +32,4 @@ def to_row(envelope: Envelope) -> store.TransitionRow | None:
 async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
     rows = [row for row in map(to_row, events) if row is not None]
     await store.apply_transitions(uow.conn, rows)
+    await flywheel.project_facts(uow, events)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.gateway import flywheel
 from services.gateway.api import create_app
 from services.gateway.ports import Unavailable
 from services.gateway.publisher import KafkaActivityPublisher
@@ -21,14 +22,27 @@ from shared.cloudevents import derive_event_id, encode
 from shared.contracts import CLOCK_TICK, ClockTickV1
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
-from shared.topics import JOURNEY_TRANSITIONS
+from shared.topics import (
+    JOURNEY_TRANSITIONS,
+    MEMBER_ACTIVITY,
+    MEMBER_LIFECYCLE,
+    SIGNALS_SUCCESS,
+    SIGNALS_SUPPORT,
+)
 
 log = logging.getLogger(__name__)
 
 SPEC = ServiceSpec(
     name="gateway",
     group_id="gateway-journey",
-    consumes=(JOURNEY_TRANSITIONS,),
+    # transitions for the journeys; the rest for the flywheel figures' facts
+    consumes=(
+        JOURNEY_TRANSITIONS,
+        MEMBER_LIFECYCLE,
+        SIGNALS_SUPPORT,
+        SIGNALS_SUCCESS,
+        MEMBER_ACTIVITY,
+    ),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=lambda _settings: handle_batch,  # the projection has no tunable rules
 )
@@ -77,10 +91,12 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             await service.broker.stop()
             await service.stop_resources()
 
-    return create_app(
+    app = create_app(
         publisher=publisher,
         journey=journey,
         readiness=service.readiness,
         settings=settings,
         lifespan=lifespan,
     )
+    app.include_router(flywheel.router(lambda: service.pool))
+    return app
