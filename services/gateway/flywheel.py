@@ -25,14 +25,15 @@ from shared.uow import UnitOfWork
 
 INVALID_WINDOW = TYPE_PREFIX + "invalid-window"
 
-# (from dimension, from stage) -> (to dimension, to stage): the funnel the flywheel runs on.
-FUNNEL: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
-    (("awareness", "visitor"), ("awareness", "member")),
-    (("awareness", "member"), ("engagement", "engaged")),
-    (("engagement", "engaged"), ("advocacy", "advocate")),
-    (("advocacy", "advocate"), ("advocacy", "champion")),
-    (("awareness", "member"), ("awareness", "customer")),
-    (("engagement", "at_risk"), ("engagement", "reactivated")),
+# (from dimension, from stage) -> (to dimension, to stages): the funnel the flywheel runs on.
+# A visitor converts under its own id as `merged` (it signed up as a member id) or `member`.
+FUNNEL: tuple[tuple[tuple[str, str], tuple[str, tuple[str, ...]]], ...] = (
+    (("awareness", "visitor"), ("awareness", ("member", "merged"))),
+    (("awareness", "member"), ("engagement", ("engaged",))),
+    (("engagement", "engaged"), ("advocacy", ("advocate",))),
+    (("advocacy", "advocate"), ("advocacy", ("champion",))),
+    (("awareness", "member"), ("awareness", ("customer",))),
+    (("engagement", "at_risk"), ("engagement", ("reactivated",))),
 )
 
 
@@ -189,7 +190,7 @@ async def flywheel_report(
                    count(*) FILTER (WHERE EXISTS (
                        SELECT 1 FROM journey_transitions t
                        WHERE t.member_id = e.member_id AND t.dimension = $5
-                         AND t.to_stage = $6 AND t.occurred_at >= e.at
+                         AND t.to_stage = ANY($6::text[]) AND t.occurred_at >= e.at
                          AND t.occurred_at < coalesce($2, 'infinity'::timestamptz)))
                        AS converted
             FROM entered e
@@ -207,7 +208,7 @@ async def flywheel_report(
                 from_dimension=fd,
                 from_stage=fs,
                 to_dimension=td,
-                to_stage=ts,
+                to_stage=ts[0],
                 entered=row["entered"],
                 converted=row["converted"],
                 rate=_share(row["converted"], row["entered"]),
