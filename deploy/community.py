@@ -276,5 +276,6 @@ def _participate(
                 "thread_id": parent.get("target", {}).get("thread_id"),
                 "parent_id": parent["activity_id"],
                 "parent_author_member_id": parent["actor"]["member_id"],
+                "parent_kind": parent["kind"],
             },
         )

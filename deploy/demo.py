@@ -108,6 +108,7 @@ def show_results(gateway: str, activities: list[dict[str, Any]]) -> dict[str, An
             for stage, n in sorted(stages.items(), key=lambda kv: -kv[1]):
                 table.add_row(dimension, stage, str(n))
         console.print(table)
+        _print_flywheel(client.get("/v1/flywheel").json())
 
         referrals = [
             (a["properties"]["referred_by"], a["actor"]["member_id"])
@@ -134,6 +135,38 @@ def show_results(gateway: str, activities: list[dict[str, Any]]) -> dict[str, An
         if busiest and (loop is None or busiest[0][0] not in loop):
             _print_journey(client, busiest[0][0])
         return {"counts": counts, "loop": loop}
+
+
+def _print_flywheel(report: dict[str, Any]) -> None:
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    table = Table(title="Is the flywheel turning?", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for c in report["conversions"]:
+        table.add_row(
+            f"{c['from_stage']} -> {c['to_stage']}",
+            f"{pct(c['rate'])} ({c['converted']}/{c['entered']})",
+        )
+    table.add_row(
+        "new members through a member's referral",
+        f"{pct(report['referral_share'])} "
+        f"({report['new_members_via_referral']}/{report['new_members']})",
+    )
+    table.add_row(
+        "questions answered by peers",
+        f"{pct(report['peer_answer_share'])} "
+        f"({report['questions_answered_by_peers']}/{report['questions']})",
+    )
+    table.add_row(
+        "peer help given (accepted)", f"{report['peer_help']} ({report['peer_help_accepted']})"
+    )
+    table.add_row(
+        "churn-risk signals / at risk now",
+        f"{report['churn_risk_signals']} / {report['at_risk_now']}",
+    )
+    console.print(table)
 
 
 def _closed_loop(client: httpx.Client, referrals: list[tuple[str, str]]) -> tuple[str, str] | None:

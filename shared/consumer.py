@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
+from shared import metrics, telemetry
 from shared.cloudevents import DecodeError, Envelope, OutgoingRecord, decode, derive_event_id
 from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.uow import UnitOfWork, unit_of_work
@@ -168,6 +169,7 @@ class BatchProcessor:
 
     async def _apply(self, envelopes: list[Envelope], poison: list[OutgoingRecord]) -> None:
         async with unit_of_work(self.pool) as uow:
+            telemetry.trace_emits(uow)  # emitted events continue their cause's trace
             for record in poison:
                 uow.emit(record)
             fresh = await uow.claim(envelopes)
@@ -176,6 +178,7 @@ class BatchProcessor:
         self.stats.dead_lettered += len(poison)
         self.stats.duplicates += uow.duplicates
         self.stats.applied += len(fresh)
+        metrics.record_applied(self.service, envelopes, fresh, poison)
         for envelope in fresh:
             self.stats.by_type[envelope.type] = self.stats.by_type.get(envelope.type, 0) + 1
 

@@ -78,6 +78,12 @@ class Target(Contract):
     )
     parent_id: str | None = Field(default=None, max_length=200)
     parent_author_member_id: str | None = Field(default=None, max_length=200)
+    parent_kind: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The kind of the item this one responds to (post, reply, "
+        "content_published, ...): advocacy credits engagement with content, not with questions.",
+    )
     url: Url | None = None
 
 

@@ -65,6 +65,7 @@ def act(
     day: float = 0,
     parent_author: str | None = None,
     parent_id: str | None = None,
+    parent_kind: str | None = "content_published",
     thread_id: str | None = None,
     url: str | None = None,
     team: bool = False,
@@ -79,6 +80,7 @@ def act(
             thread_id=thread_id,
             parent_id=parent_id,
             parent_author_member_id=parent_author,
+            parent_kind=parent_kind if parent_author else None,
             url=url,
         )
     return ActivityV1(
@@ -235,6 +237,12 @@ def test_engagement_with_content_credits_its_author(kind: str) -> None:
         1.0,
         "discourse:p-1",
     )
+
+
+@pytest.mark.parametrize("parent_kind", ["post", "reply", None])
+def test_engagement_with_a_question_or_a_message_is_not_advocacy(parent_kind: str | None) -> None:
+    reaction = act("m-2", "reaction", parent_author="m-1", parent_id="p-1", parent_kind=parent_kind)
+    assert contributions(reaction) == []
 
 
 def test_other_activity_kinds_credit_nobody() -> None:

@@ -97,7 +97,9 @@ class Rules:
     content_engagement_cap: Annotated[int, Field(ge=0)] = 5
     """Most credited engagements per piece of content (one per engaging member)."""
     engagement_kinds: frozenset[str] = frozenset({"reaction", "reply"})
-    """Activity kinds that count as someone engaging with a member's content."""
+    content_kinds: frozenset[str] = frozenset({"content_published", "event_talk"})
+    """What counts as content (the engaged item's `target.parent_kind`): likes on a question
+    are not advocacy; engagement with a tutorial or a talk is."""
     team_member_ids: frozenset[str] = frozenset()
     """Staff: never credited, and their activity never credits anyone."""
     bot_member_ids: frozenset[str] = frozenset()
@@ -192,6 +194,8 @@ def from_activity(activity: ActivityV1, event_id: str, rules: Rules) -> list[Con
         piece = target.parent_id or target.thread_id
         if author is None or piece is None or author == actor or rules.excluded(author):
             return []  # nobody else to credit, or no piece of content to cap by
+        if target.parent_kind not in rules.content_kinds:
+            return []  # engagement with a question or a chat message, not with content
         content_id = f"{activity.source}:{piece}"
         return [
             _contribution(
