@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.postgres import TRANSIENT_DB_ERRORS
+from shared.telemetry import traced_send
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class OutboxRelay:
         if not rows:
             return 0
         futures = [
-            await producer.send(
+            await traced_send(  # a producer span continuing the row's stored trace context
+                producer,
                 self._topic_prefix + row["topic"],
                 value=row["value"],
                 key=row["key"],

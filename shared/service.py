@@ -20,6 +20,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from shared import metrics, telemetry
 from shared.consumer import BatchHandler, BatchProcessor, RawRecord
 from shared.health import HealthServer
 from shared.kafka import consumer_options, make_producer, producer_options
@@ -63,11 +64,16 @@ class ConsumingService:
         self.health: HealthServer | None = None
         self._stopping = False
         s = self.settings
+        telemetry.configure(spec.name)
+        self.consumer_state = metrics.ConsumerState()
+        self.metrics_poller: metrics.Poller | None = None
         self.broker = KafkaBroker(
             s.kafka_bootstrap_servers,
             client_id=f"flywheel-{spec.name}",
             graceful_timeout=s.shutdown_grace_s,
             log_level=logging.DEBUG,  # one line per batch is noise at INFO
+            logger=logging.getLogger("faststream.access.kafka"),  # our handler, our format
+            middlewares=telemetry.broker_middlewares(),
             **producer_options(s),
         )
         self.subscriber = self.broker.subscriber(
@@ -83,7 +89,12 @@ class ConsumingService:
         assert self.processor is not None, "batch before start-up finished"
         raw = msg.raw_message
         records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
-        await self.processor.process(records)
+        group = self.settings.topic_prefix + self.spec.consumer_group
+        with (
+            telemetry.consuming(self.spec.name, group, records),
+            metrics.measuring_batch(self.spec.name, records, self.consumer_state),
+        ):
+            await self.processor.process(records)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -112,6 +123,14 @@ class ConsumingService:
             topic_prefix=s.topic_prefix,
         )
         self.relay.start()
+        self.metrics_poller = metrics.Poller(
+            service=self.spec.name,
+            group=s.topic_prefix + self.spec.consumer_group,
+            pool=self.pool,
+            consumer=lambda: self.subscriber.consumer,
+            state=self.consumer_state,
+        )
+        self.metrics_poller.start()
         self.processor = BatchProcessor(
             service=self.spec.name,
             pool=self.pool,
@@ -125,12 +144,19 @@ class ConsumingService:
             topic_prefix=s.topic_prefix,
         )
         if s.health_port:
-            self.health = HealthServer(s.http_host, s.health_port, self.readiness)
+            self.health = HealthServer(
+                s.http_host,
+                s.health_port,
+                self.readiness,
+                extra_routes={"/metrics": metrics.prometheus_route},
+            )
             await self.health.start()
 
     async def stop_resources(self) -> None:
         """After the broker stopped: flush the outbox, then close."""
         self._stopping = True
+        if self.metrics_poller is not None:
+            await self.metrics_poller.stop()
         if self.relay is not None:
             await self.relay.stop(timeout_s=self.settings.shutdown_grace_s / 2)
         if self.health is not None:
@@ -139,8 +165,13 @@ class ConsumingService:
             await self.pool.close()
         log.info("%s stopped", self.spec.name)
 
-    async def readiness(self) -> dict[str, str]:
+    async def readiness(self, *, need_assignment: bool = True) -> dict[str, str]:
+        """{component: problem}; a consumer with no partitions (rebalancing, or more replicas
+        than partitions) is not ready unless `need_assignment` is off (the gateway's API)."""
         problems: dict[str, str] = {}
+        consumer = self.subscriber.consumer
+        if need_assignment and (consumer is None or not consumer.assignment()):
+            problems["consumer"] = "no partitions assigned (joining the group, or idle replica)"
         try:
             assert self.pool is not None
             async with asyncio.timeout(2):

@@ -12,6 +12,7 @@ from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
 from services.gateway.ports import Unavailable
+from shared import metrics
 from shared.cloudevents import OutgoingRecord
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class KafkaActivityPublisher:
         except TimeoutError:
             for future in pending:
                 future.add_done_callback(_observe)  # its outcome no longer matters to anyone
+            metrics.record_published("timed_out", len(records))
             log.warning(
                 "publishing %d records timed out after %.1f s", len(records), self.timeout_s
             )
@@ -77,8 +79,10 @@ class KafkaActivityPublisher:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failure is not None:
             failures.insert(0, failure)
+        metrics.record_published("acknowledged", len(records) - len(failures))
         if not failures:
             return
+        metrics.record_published("failed", len(failures))
         first = failures[0]
         if not isinstance(first, _BROKER_FAULTS):
             raise first  # a bug, not an outage: let it surface as one

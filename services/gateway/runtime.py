@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
 
 from services.gateway import flywheel
 from services.gateway.api import create_app
@@ -18,6 +20,7 @@ from services.gateway.ports import Unavailable
 from services.gateway.publisher import KafkaActivityPublisher
 from services.gateway.readmodel import handle_batch
 from services.gateway.store import PgJourneyStore
+from shared import metrics, telemetry
 from shared.cloudevents import derive_event_id, encode
 from shared.contracts import CLOCK_TICK, ClockTickV1
 from shared.service import ConsumingService, ServiceSpec
@@ -91,12 +94,22 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             await service.broker.stop()
             await service.stop_resources()
 
+    async def readiness() -> dict[str, str]:
+        # Any replica serves the API; the read model is fed by whichever holds partitions.
+        return await service.readiness(need_assignment=False)
+
+    async def prometheus(_: Request) -> Response:
+        content_type, body = metrics.prometheus_text()
+        return Response(body, media_type=content_type)
+
     app = create_app(
         publisher=publisher,
         journey=journey,
-        readiness=service.readiness,
+        readiness=readiness,
         settings=settings,
         lifespan=lifespan,
     )
     app.include_router(flywheel.router(lambda: service.pool))
+    app.add_route("/metrics", prometheus, include_in_schema=False)
+    telemetry.instrument_fastapi(app)
     return app
