@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -30,6 +31,7 @@ from deploy.stack import DevStack, StackError, default_state_dir
 from shared.kafka import consumer_lag
 
 console = Console()
+HEADERS: dict[str, str] = {}  # the demo's credentials, set in main()
 
 
 def consumer_groups() -> dict[str, list[str]]:
@@ -48,7 +50,7 @@ def consumer_groups() -> dict[str, list[str]]:
 
 def post_activities(gateway: str, activities: list[dict[str, Any]], batch: int = 250) -> None:
     with (
-        httpx.Client(base_url=gateway, timeout=30) as client,
+        httpx.Client(base_url=gateway, timeout=30, headers=HEADERS) as client,
         Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -98,7 +100,7 @@ def wait_until_caught_up(bootstrap: str, timeout_s: float = 300) -> float:
 
 
 def show_results(gateway: str, activities: list[dict[str, Any]]) -> dict[str, Any]:
-    with httpx.Client(base_url=gateway, timeout=30) as client:
+    with httpx.Client(base_url=gateway, timeout=30, headers=HEADERS) as client:
         counts = client.get("/v1/stages").json()
         table = Table(title=f"Stage counts ({counts['members']} people with a stage)")
         table.add_column("dimension")
@@ -216,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The community lives on simulated time: wall-clock ticks would age it to today.
     os.environ["FLYWHEEL_CLOCK_TICK_INTERVAL_S"] = "0"
+    # The gateway refuses calls without credentials: this run gets a key of its own.
+    api_key = secrets.token_hex(24)
+    os.environ["FLYWHEEL_API_KEYS"] = f"demo={api_key}:ingest,read,admin"
+    HEADERS["Authorization"] = f"Bearer {api_key}"
     # SIGTERM (a CI timeout, `kill`) stops the stack like Ctrl-C does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -249,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_running:
             console.print(
                 f"\nstill running: gateway {endpoints.gateway_url} "
-                f"(OpenAPI at /docs), Kafka {endpoints.kafka_bootstrap}; "
+                f"(OpenAPI at /docs; API key {HEADERS['Authorization'][7:]}), "
+                f"Kafka {endpoints.kafka_bootstrap}; "
                 f"stop with `python -m deploy.stack down --state-dir {args.state_dir}`"
             )
         return 0
