@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["FLYWHEEL_API_KEYS"] = f"demo={api_key}:ingest,read,admin"
     HEADERS["Authorization"] = f"Bearer {api_key}"
     # SIGTERM (a CI timeout, `kill`) stops the stack like Ctrl-C does
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     activities = simulate(people=args.people, weeks=args.weeks, seed=args.seed)
     console.print(
@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             with console.status("stopping the stack..."):
                 stack.stop()
             console.print("stopped cleanly")
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":
