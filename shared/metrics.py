@@ -9,12 +9,12 @@ and a Prometheus that scrapes every replica sums them. Names as Prometheus shows
 | --- | --- | --- |
 | `flywheel_records_consumed_total` | service, topic | records read from Kafka |
 | `flywheel_events_total` | service, type, outcome | applied, duplicate, dead_lettered |
-| `flywheel_batch_size_records` | service | records per batch (histogram) |
+| `flywheel_batch_size` | service | records per batch (histogram) |
 | `flywheel_batch_duration_seconds` | service | one batch, decode to commit (histogram) |
 | `flywheel_event_latency_seconds` | service, type | event time -> applied (histogram) |
 | `flywheel_consume_delay_seconds` | service, topic | broker append time -> applied (histogram) |
-| `flywheel_consumer_lag_records` | service, group, topic, partition | records behind |
-| `flywheel_outbox_backlog_records` | service | outbox rows not yet published |
+| `flywheel_consumer_lag` | service, group, topic, partition | records behind |
+| `flywheel_outbox_backlog` | service | outbox rows not yet published |
 | `flywheel_outbox_oldest_age_seconds` | service | age of the oldest of them |
 | `flywheel_watermark_timestamp_seconds` | service | the service's event-time clock |
 | `flywheel_gateway_published_total` | outcome | activities acknowledged or refused by Kafka |

@@ -32,6 +32,10 @@ from tests.factories import activity
 
 pytestmark = pytest.mark.integration
 
+API_KEY = "tracing-test-key-0123456789"
+API_KEYS = f"tests={API_KEY}:ingest,read,admin"  # the gateway refuses calls without a key
+AUTH = {"X-API-Key": API_KEY}
+
 
 @pytest.fixture(scope="module")
 def spans() -> Iterator[InMemorySpanExporter]:
@@ -76,7 +80,7 @@ async def test_one_trace_from_http_through_every_hop(
         name: await namespace.create_database(name)
         for name in ("awareness", "engagement", "advocacy", "gateway")
     }
-    app = build_app(namespace.settings(urls["gateway"], clock_tick_interval_s=0))
+    app = build_app(namespace.settings(urls["gateway"], clock_tick_interval_s=0, api_keys=API_KEYS))
     signup = activity("tr-ada", "signup", day=1, source="web")
     async with (
         running(AWARENESS, namespace.settings(urls["awareness"])),
@@ -84,7 +88,7 @@ async def test_one_trace_from_http_through_every_hop(
         running(ADVOCACY, namespace.settings(urls["advocacy"])),
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway", headers=AUTH
         ) as client,
     ):
         spans.clear()
