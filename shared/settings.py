@@ -99,6 +99,34 @@ class Settings(BaseSettings):
         "on simulated time).",
     )
 
+    # --- outbound webhooks (gateway) ----------------------------------------------------------
+    webhook_retry_initial_s: float = Field(
+        1.0, gt=0, description="Cap of the first random back-off after a failed webhook delivery."
+    )
+    webhook_retry_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="Largest cap of the back-off between webhook attempts (it doubles per "
+        "attempt up to this; full jitter).",
+    )
+    webhook_give_up_after_s: float = Field(
+        86400.0,
+        gt=0,
+        description="A webhook delivery still failing this long after it was queued is dead "
+        "(kept, listed, replayable).",
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for a webhook receiver's answer to one attempt."
+    )
+    webhook_max_in_flight: int = Field(
+        16, ge=1, description="Webhook requests one gateway replica has open at once."
+    )
+    webhook_poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often the webhook sender looks for due retries when nothing woke it.",
+    )
+
     # --- process ------------------------------------------------------------------------------
     shutdown_grace_s: float = Field(
         15.0, gt=0, description="Bound on finishing the batch in hand and flushing at SIGTERM."

@@ -1,0 +1,54 @@
+"""The fan-out: a batch of output events -> one queued delivery per matching subscription.
+
+Runs in the batch's unit of work after the fan-out's own inbox dropped events it queued before,
+so the deliveries are as durable as the consumer's progress and each is queued once: a
+redelivered batch, a rebalance or a crash between commit and offset commit queues nothing twice.
+"""
+
+from __future__ import annotations
+
+from services.gateway.delivery import store
+from services.gateway.delivery.signing import structured_body
+from shared import contracts
+from shared.cloudevents import Envelope
+from shared.topics import (
+    JOURNEY_TRANSITIONS,
+    MEMBER_LIFECYCLE,
+    SIGNALS_ADVOCACY,
+    SIGNALS_SALES,
+    SIGNALS_SUCCESS,
+    SIGNALS_SUPPORT,
+    Topic,
+)
+from shared.uow import UnitOfWork
+
+OUTPUT_TOPICS: tuple[Topic, ...] = (
+    JOURNEY_TRANSITIONS,
+    MEMBER_LIFECYCLE,
+    SIGNALS_SUPPORT,
+    SIGNALS_SALES,
+    SIGNALS_SUCCESS,
+    SIGNALS_ADVOCACY,
+)
+"""What the system emits for the outside world; the activity log and clock ticks are inputs."""
+
+DELIVERABLE_TYPES: tuple[str, ...] = tuple(
+    sorted(t.type for t in contracts.EVENT_TYPES.values() if t.topic in OUTPUT_TOPICS)
+)
+"""The CloudEvents types a subscription may ask for."""
+
+
+def to_queued(envelope: Envelope) -> store.QueuedEvent:
+    return store.QueuedEvent(
+        event_id=envelope.id,
+        event_type=envelope.type,
+        member_key=envelope.key,
+        event_time=envelope.time,
+        body=structured_body(envelope),
+    )
+
+
+async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
+    """Set-based: one INSERT for the whole batch, whatever the number of subscriptions."""
+    wanted = [to_queued(e) for e in events if e.type in DELIVERABLE_TYPES]
+    await store.queue_deliveries(uow.conn, wanted)

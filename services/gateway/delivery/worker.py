@@ -1,0 +1,133 @@
+"""Outbound delivery inside the gateway process: the fan-out consumer and the sender.
+
+The fan-out is a second batch subscriber on the gateway's broker, in its own consumer group
+(`gateway-webhooks`), so the read model and the webhooks keep separate offsets and a read
+model rebuild never re-sends webhooks. It reuses the shared `BatchProcessor` (per-record
+decoding, dead letters, transient retries, one transaction per batch with the inbox) over a
+pool of its own whose search_path resolves `inbox` to `outbound_fanout.inbox`: the read model
+claims event ids in the gateway's `inbox`, and both read some of the same events.
+Dead letters go to the gateway's outbox and its relay.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from services.gateway.delivery import api, fanout
+from services.gateway.delivery.sender import AttemptReport, DeliveryObserver, Sender
+from shared.consumer import BatchProcessor, RawRecord
+from shared.kafka import consumer_options
+from shared.service import ConsumingService
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAME = "gateway-webhooks"
+CONSUMER_GROUP = "gateway-webhooks"
+INBOX_SCHEMA = "outbound_fanout"  # created by migrations/003_outbound_subscriptions.sql
+
+
+def metrics_observer(report: AttemptReport) -> None:
+    """Deliveries by outcome and latency, in the process's metrics (shared.metrics)."""
+    from shared import metrics
+
+    metrics.record_webhook_delivery(report.subscription_id, report.outcome, report.latency_s)
+
+
+async def _no_decode(*_: Any) -> None:
+    """BatchProcessor decodes record by record, so one bad record cannot fail the batch."""
+    return None
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        settings: Settings,
+        *,
+        observer: DeliveryObserver = metrics_observer,
+    ) -> None:
+        """Registers the fan-out subscriber: call before the broker starts."""
+        self.settings = settings
+        self.observer = observer
+        self.gateway: ConsumingService | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.processor: BatchProcessor | None = None
+        self.sender: Sender | None = None
+        self._stopping = False
+        s = settings
+        self.subscriber = broker.subscriber(
+            *(s.topic(t.name) for t in fanout.OUTPUT_TOPICS),
+            group_id=s.topic_prefix + CONSUMER_GROUP,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_no_decode,
+            **consumer_options(s),
+        )
+        self.subscriber(self._on_batch)
+
+    async def _on_batch(self, msg: KafkaMessage) -> None:
+        assert self.processor is not None, "batch before start-up finished"
+        raw = msg.raw_message
+        records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
+        await self.processor.process(records)
+
+    def _committed(self) -> None:
+        """A batch committed: deliveries to send, maybe dead letters for the relay."""
+        if self.sender is not None:
+            self.sender.wake()
+        if self.gateway is not None and self.gateway.relay is not None:
+            self.gateway.relay.wake()
+
+    async def start(self, gateway: ConsumingService) -> None:
+        """After the gateway's resources started (its migrations ran, its relay publishes
+        our dead letters too), before the broker starts."""
+        s = self.settings
+        assert gateway.pool is not None, "the gateway's resources are not started"
+        self.gateway = gateway
+        search_path = await gateway.pool.fetchval("SELECT current_setting('search_path')")
+        self.pool = await asyncpg.create_pool(
+            s.database_url,
+            min_size=1,
+            max_size=4,
+            command_timeout=60,
+            server_settings={"search_path": f"{INBOX_SCHEMA}, {search_path}"},
+        )
+        self.processor = BatchProcessor(
+            service=NAME,
+            pool=self.pool,
+            handle_batch=fanout.handle_batch,
+            max_attempts=s.handler_max_attempts,
+            retry_initial_s=s.transient_retry_initial_s,
+            retry_max_s=s.transient_retry_max_s,
+            max_value_bytes=s.max_request_bytes,
+            on_committed=self._committed,
+            is_stopping=lambda: self._stopping,
+            topic_prefix=s.topic_prefix,
+        )
+        self.sender = Sender(self.pool, s, observer=self.observer)
+        self.sender.start()
+
+    def on_shutdown_signal(self) -> None:
+        self._stopping = True
+
+    async def stop(self) -> None:
+        """After the broker stopped (no batch in hand): finish the attempts in flight."""
+        self._stopping = True
+        if self.sender is not None:
+            await self.sender.stop(timeout_s=self.settings.shutdown_grace_s / 2)
+        if self.pool is not None:
+            await self.pool.close()
+
+    def router(self) -> APIRouter:
+        return api.router(lambda: self.pool, wake_sender=self._wake_sender)
+
+    def _wake_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.wake()
