@@ -126,6 +126,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the webhook sender looks for due retries when nothing woke it.",
     )
+    webhook_log_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="How long delivered and dead webhook deliveries (and their attempt log) "
+        "are kept, listable and replayable.",
+    )
 
     # --- process ------------------------------------------------------------------------------
     shutdown_grace_s: float = Field(

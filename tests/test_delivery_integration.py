@@ -31,7 +31,7 @@ from services.gateway.delivery.sender import AttemptReport, Sender
 from services.gateway.delivery.signing import generate_secret
 from services.gateway.views import MemberJourney, StageCounts
 from shared.cloudevents import OutgoingRecord, decode, derive_event_id, encode
-from shared.contracts import STAGE_CHANGED, StageChangedV1
+from shared.contracts import EVENT_TYPES, PEER_HELP, STAGE_CHANGED, PeerHelpV1, StageChangedV1
 from shared.postgres import PLUMBING_MIGRATIONS, migrate
 from shared.settings import Settings
 from shared.uow import unit_of_work
@@ -616,3 +616,134 @@ async def test_a_transition_on_kafka_becomes_a_webhook(namespace: Namespace) -> 
         "ada",
     )
     assert event["data"] == json.loads(record.value)
+
+
+# ---- the receiver of docs/INTEGRATING.md ------------------------------------------------------
+
+
+def _documented_receiver() -> dict[str, Any]:
+    """The receiver's code block of docs/INTEGRATING.md, loaded as a module would be."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "INTEGRATING.md").read_text()
+    start = text.index('```python\n"""receiver.py') + len("```python\n")
+    code = text[start : text.index("```", start)]
+    namespace: dict[str, Any] = {"__name__": "receiver"}
+    exec(compile(code, "INTEGRATING.md:receiver.py", "exec"), namespace)
+    return namespace
+
+
+async def test_the_documented_receiver_verifies_and_drops_duplicates(pool: asyncpg.Pool) -> None:
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    receiver = _documented_receiver()
+    secret = generate_secret()
+    handled: list[dict[str, Any]] = []
+    receiver["SECRET"] = secret
+    receiver["handle"] = handled.append
+    server = ThreadingHTTPServer(("127.0.0.1", 0), receiver["Receiver"])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    try:
+        async with httpx.AsyncClient() as client:
+            forged = await client.post(
+                url,
+                content=b'{"id": "x"}',
+                headers={
+                    "webhook-id": "x",
+                    "webhook-timestamp": str(int(time.time())),
+                    "webhook-signature": "v1,bm90IGEgc2lnbmF0dXJl",
+                },
+            )
+        assert forged.status_code == 401
+        subscription = await subscribe(pool, url, secret)
+        records = [transition("ada", 0), transition("ada", 1)]
+        await queue(pool, records)
+        async with sending(pool, settings()):
+            await wait_for(lambda: all_finished(pool, 2), what="the deliveries")
+            async with pool.acquire() as conn:
+                assert (
+                    await store.replay_range(
+                        conn,
+                        subscription,
+                        since=datetime.now(UTC) - timedelta(hours=1),
+                        until=datetime.now(UTC) + timedelta(hours=1),
+                        status=None,
+                    )
+                    == 2
+                )
+            await wait_for(lambda: all_finished(pool, 2), what="the replays")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert [e["id"] for e in handled] == [r.event_id for r in records]
+    assert handled[0]["data"] == json.loads(records[0].value)
+    assert receiver["seen"] == {r.event_id for r in records}
+
+
+# ---- erasure and retention --------------------------------------------------------------------
+
+
+@pytest.mark.skipif("member.erased.v1" not in EVENT_TYPES, reason="no erasure event yet")
+async def test_an_erasure_forgets_every_queued_delivery_about_the_member(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        await store.create_subscription(
+            conn,
+            url="http://127.0.0.1:9/crm",
+            event_types=["journey.stage_changed.v1", "signal.peer_help.v1", "member.erased.v1"],
+            secret=generate_secret(),
+            description=None,
+        )
+    helped_ada = PeerHelpV1(
+        helper_member_id="bob",
+        helped_member_id="ada",
+        thread_id="t-1",
+        url=None,
+        accepted=True,
+        occurred_at=T0,
+        activity_id="discourse:r-1",
+    )
+    erased = EVENT_TYPES["member.erased.v1"]
+    notice = encode(
+        erased,
+        erased.model.model_validate({"member_id": "ada", "occurred_at": T0}),
+        event_id="erase-ada",
+        source="/gateway",
+    )
+    bob = transition("bob", 0)
+    await queue(pool, [transition("ada", 0), bob])
+    await queue(
+        pool,
+        [encode(PEER_HELP, helped_ada, event_id="help-1", source="/engagement"), notice],
+    )
+    left = await pool.fetch("SELECT event_id, member_key FROM outbound_deliveries ORDER BY id")
+    assert [(r["event_id"], r["member_key"]) for r in left] == [
+        (bob.event_id, "bob"),
+        ("erase-ada", "ada"),
+    ]
+
+
+async def test_finished_deliveries_are_pruned_after_the_retention(pool: asyncpg.Pool) -> None:
+    await subscribe(pool, "http://127.0.0.1:9/none", generate_secret())
+    await queue(pool, [transition("ada", n) for n in range(3)])
+    await pool.execute(
+        "UPDATE outbound_deliveries SET status = 'delivered', finished_at = now() - $2::interval"
+        " WHERE id = (SELECT min(id) FROM outbound_deliveries) + $1",
+        0,
+        timedelta(days=31),
+    )
+    await pool.execute(
+        "UPDATE outbound_deliveries SET status = 'dead', finished_at = now() - $2::interval"
+        " WHERE id = (SELECT min(id) FROM outbound_deliveries) + $1",
+        1,
+        timedelta(days=29),
+    )
+    sender = Sender(pool, settings(webhook_log_retention_days=30))
+    assert await sender.prune() == 1
+    assert sorted(await pool.fetchval("SELECT array_agg(status) FROM outbound_deliveries")) == [
+        "dead",
+        "pending",
+    ]

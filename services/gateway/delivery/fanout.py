@@ -48,7 +48,15 @@ def to_queued(envelope: Envelope) -> store.QueuedEvent:
     )
 
 
+ERASED = "member.erased.v1"
+"""Keyed by the erased member: subscribers are told, and the queue forgets everything else
+about the member."""
+
+
 async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
     """Set-based: one INSERT for the whole batch, whatever the number of subscriptions."""
     wanted = [to_queued(e) for e in events if e.type in DELIVERABLE_TYPES]
     await store.queue_deliveries(uow.conn, wanted)
+    erased = [e.key for e in events if e.type == ERASED]
+    if erased:
+        await store.forget_members(uow.conn, erased, keep_type=ERASED)

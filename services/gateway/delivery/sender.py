@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "flywheel-webhooks/1.0"
 ERROR_BODY_CHARS = 300
+PRUNE_INTERVAL_S = 600.0
 
 AttemptOutcome = Literal["delivered", "retrying", "dead"]
 
@@ -54,6 +55,18 @@ def backoff_s(attempt: int, *, initial_s: float, max_s: float, rng: random.Rando
     so receivers coming back from an outage are not hit by every sender at once."""
     cap = min(max_s, initial_s * 2.0 ** min(attempt - 1, 62))
     return rng.uniform(0.0, cap)
+
+
+async def _head(response: httpx.Response) -> str:
+    """The start of a receiver's answer, for the log: never the whole of an unbounded body."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= ERROR_BODY_CHARS:
+            break
+    return b"".join(chunks)[:ERROR_BODY_CHARS].decode("utf-8", "replace")
 
 
 class Sender:
@@ -112,8 +125,12 @@ class Sender:
 
     async def _run(self) -> None:
         delay = self.settings.transient_retry_initial_s
+        next_prune = time.monotonic()
         while not self._stopping:
             try:
+                if time.monotonic() >= next_prune:
+                    await self.prune()
+                    next_prune = time.monotonic() + PRUNE_INTERVAL_S
                 claimed = await self.claim_and_send()
                 delay = self.settings.transient_retry_initial_s
             except asyncio.CancelledError:
@@ -128,6 +145,17 @@ class Sender:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_interval_s)
+
+    async def prune(self) -> int:
+        """The delivery log is kept `webhook_log_retention_days`; every replica prunes (the
+        deletes are idempotent)."""
+        async with self.pool.acquire() as conn:
+            pruned = await store.prune(
+                conn, older_than_s=self.settings.webhook_log_retention_days * 86_400
+            )
+        if pruned:
+            log.info("webhook delivery log: pruned %d finished deliveries", pruned)
+        return pruned
 
     async def claim_and_send(self) -> int:
         """Lease what is due (up to the free slots) and start an attempt for each."""
@@ -162,12 +190,12 @@ class Sender:
         status_code: int | None = None
         error: str | None = None
         try:
-            response = await self._client.post(
-                delivery.url, content=delivery.body.encode(), headers=headers
-            )
-            status_code = response.status_code
-            if not 200 <= status_code < 300:
-                error = f"HTTP {status_code}: {response.text[:ERROR_BODY_CHARS]}"
+            async with self._client.stream(
+                "POST", delivery.url, content=delivery.body.encode(), headers=headers
+            ) as response:
+                status_code = response.status_code
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}: {await _head(response)}"
         except httpx.TimeoutException as exc:
             error = f"timeout after {self.settings.webhook_timeout_s} s ({type(exc).__name__})"
         except httpx.HTTPError as exc:
@@ -175,7 +203,8 @@ class Sender:
         latency_s = time.perf_counter() - started
         outcome, next_at = self._judge(delivery, error is None)
         if error is not None:
-            log.info(
+            log.log(
+                logging.WARNING if outcome == "dead" else logging.INFO,
                 "webhook %s (%s) to %s attempt %d: %s; %s",
                 delivery.id,
                 delivery.event_id,

@@ -162,6 +162,39 @@ async def queue_deliveries(conn: Connection, events: Sequence[QueuedEvent]) -> i
     return int(status.rsplit(" ", 1)[-1])
 
 
+async def forget_members(conn: Connection, member_ids: Sequence[str], *, keep_type: str) -> int:
+    """Right to erasure: delete every delivery about these members, whatever its status (a
+    pending one must not go out any more), except those of `keep_type` (the erasure notice
+    itself). "About" is keyed by them, or naming them anywhere in the event's data (the helped
+    member of a peer-help signal, a referrer). Returns how many were deleted."""
+    if not member_ids:
+        return 0
+    status = await conn.execute(
+        """
+        DELETE FROM outbound_deliveries d
+        WHERE d.event_type <> $2
+          AND EXISTS (
+              SELECT 1 FROM unnest($1::text[]) AS m(id)
+              WHERE d.member_key = m.id
+                 OR jsonb_path_exists(
+                        d.body::jsonb, '$.data.** ? (@ == $id)', jsonb_build_object('id', m.id)))
+        """,
+        list(member_ids),
+        keep_type,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def prune(conn: Connection, *, older_than_s: float) -> int:
+    """Drop finished deliveries (and their attempts) finished longer ago than that."""
+    status = await conn.execute(
+        "DELETE FROM outbound_deliveries WHERE status <> 'pending'"
+        " AND finished_at < now() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
 # ---- sending -----------------------------------------------------------------------------
 
 

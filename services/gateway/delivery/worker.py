@@ -22,6 +22,7 @@ from faststream.kafka.annotations import KafkaMessage
 
 from services.gateway.delivery import api, fanout
 from services.gateway.delivery.sender import AttemptReport, DeliveryObserver, Sender
+from shared import metrics, telemetry
 from shared.consumer import BatchProcessor, RawRecord
 from shared.kafka import consumer_options
 from shared.service import ConsumingService
@@ -35,9 +36,7 @@ INBOX_SCHEMA = "outbound_fanout"  # created by migrations/003_outbound_subscript
 
 
 def metrics_observer(report: AttemptReport) -> None:
-    """Deliveries by outcome and latency, in the process's metrics (shared.metrics)."""
-    from shared import metrics
-
+    """Deliveries by outcome (delivered, retrying, dead) and latency, per subscription."""
     metrics.record_webhook_delivery(report.subscription_id, report.outcome, report.latency_s)
 
 
@@ -76,7 +75,9 @@ class DeliveryWorker:
         assert self.processor is not None, "batch before start-up finished"
         raw = msg.raw_message
         records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
-        await self.processor.process(records)
+        group = self.settings.topic_prefix + CONSUMER_GROUP
+        with telemetry.consuming(NAME, group, records), metrics.measuring_batch(NAME, records):
+            await self.processor.process(records)
 
     def _committed(self) -> None:
         """A batch committed: deliveries to send, maybe dead letters for the relay."""
