@@ -177,6 +177,14 @@ class BatchProcessor:
                 await self.handle_batch(uow, fresh)
         self.stats.dead_lettered += len(poison)
         self.stats.duplicates += uow.duplicates
+        if uow.duplicates:
+            # Redeliveries after a crash, a rebalance or a re-send: worth seeing, not a fault.
+            log.info(
+                "%s: dropped %d duplicate(s) of %d event(s) already applied",
+                self.service,
+                uow.duplicates,
+                len(envelopes),
+            )
         self.stats.applied += len(fresh)
         metrics.record_applied(self.service, envelopes, fresh, poison)
         for envelope in fresh:

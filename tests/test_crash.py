@@ -1,0 +1,236 @@
+"""Nothing lost, nothing doubled: the three stage services as real processes, killed with
+SIGKILL mid-stream, a second replica joining and leaving, the broker and the PostgreSQL server
+restarted, while tens of thousands of activities flow. At the end every service's state and the
+set of events it emitted equal those of an undisturbed run over the same log.
+
+The undisturbed run lives in its own namespace (its own topics, consumer groups and databases)
+and reads the very same records. tests/crashkit.py says which settings make two runs over one
+log comparable and which columns are left out of the comparison, and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from deploy._common import read_pidfile, tail
+from shared.cloudevents import OutgoingRecord
+from shared.kafka import ensure_topics
+from tests import crashkit
+from tests.conftest import Namespace
+
+pytestmark = pytest.mark.integration
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """What a crash run measured, printed at the end (pytest -s, or -rA)."""
+
+    activities: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    kills: int = 0
+    duplicates_dropped: dict[str, int] = field(default_factory=dict)
+    redelivered_on_topics: dict[str, int] = field(default_factory=dict)
+    emitted: dict[str, int] = field(default_factory=dict)
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return crashkit.summary(vars(self).items())
+
+
+async def undisturbed(
+    namespace: Namespace, records: list[OutgoingRecord], env: dict[str, str], workdir: Path
+) -> crashkit.Outcome:
+    """The reference: the same log, in a namespace of its own, with nothing going wrong."""
+    stack = namespace.stack
+    ref = Namespace(stack, f"r{uuid.uuid4().hex[:10]}.")
+    await ensure_topics(
+        stack.kafka_bootstrap, partitions=3, replication_factor=1, prefix=ref.prefix
+    )
+    urls = {s: await ref.create_database(s) for s in crashkit.STAGES}
+    await crashkit.publish(stack.kafka_bootstrap, ref.prefix, records[:-1])
+    procs = {
+        s: crashkit.ServiceProcess(s, ref.env(urls[s], **env), workdir / f"ref-{s}.log")
+        for s in crashkit.STAGES
+    }
+    try:
+        await _start_in_order(
+            lambda s: procs[s].start(), stack.kafka_bootstrap, ref.prefix, list(crashkit.STAGES)
+        )
+        await crashkit.wait_settled(stack.kafka_bootstrap, ref.prefix, urls, timeout_s=600)
+        await crashkit.publish(stack.kafka_bootstrap, ref.prefix, records[-1:])
+        await crashkit.wait_settled(stack.kafka_bootstrap, ref.prefix, urls, timeout_s=120)
+        result = await crashkit.outcome(stack.kafka_bootstrap, ref.prefix, urls)
+    finally:
+        codes = {s: p.terminate()[0] for s, p in procs.items() if p.alive()}
+    assert codes == dict.fromkeys(crashkit.STAGES, 0), codes
+    return result
+
+
+async def _start_in_order(
+    start: Callable[[str], object], bootstrap: str, prefix: str, services: list[str]
+) -> None:
+    """Advocacy first, and the others once it has committed its first batch: its first batch
+    then comes from member-activity alone, never from a signal the others emitted."""
+    await asyncio.to_thread(start, "advocacy")
+    deadline = time.monotonic() + 60
+    while await crashkit.committed(bootstrap, prefix, "advocacy") == 0:
+        assert time.monotonic() < deadline, "advocacy committed nothing in 60 s"
+        await asyncio.sleep(0.2)
+    for service in services:
+        if service != "advocacy":
+            await asyncio.to_thread(start, service)
+
+
+async def crash_run(
+    namespace: Namespace,
+    tmp_path: Path,
+    *,
+    people: int,
+    weeks: int,
+    seed: int,
+    kills: int,
+) -> Report:
+    stack = namespace.stack
+    devstack = stack.devstack
+    bootstrap = stack.kafka_bootstrap
+    report = Report()
+    records = crashkit.community_records(people=people, weeks=weeks, seed=seed)
+    records.append(crashkit.flush_tick(records))
+    report.activities = len(records) - 1
+    env = crashkit.deterministic_env(crashkit.write_rules(tmp_path))
+
+    began = time.monotonic()
+    expected = await undisturbed(namespace, records, env, tmp_path)
+    report.seconds["undisturbed run"] = round(time.monotonic() - began, 1)
+
+    # --- the disturbed run ------------------------------------------------------------------
+    began = time.monotonic()
+    rng = random.Random(seed)
+    urls = {s: await namespace.create_database(s) for s in crashkit.STAGES}
+    # another batch size than the reference's: batching must not matter either
+    service_env = {
+        s: namespace.env(urls[s], **env, FLYWHEEL_CONSUMER_MAX_RECORDS="200")
+        for s in crashkit.STAGES
+    }
+    logs = {s: Path(devstack.log_dir) / f"{s}.log" for s in crashkit.STAGES}
+    log_offsets = {s: crashkit.size(p) for s, p in logs.items()}
+    head, body, tick = records[:2000], records[2000:-1], records[-1]
+    await crashkit.publish(bootstrap, namespace.prefix, head)
+
+    def start(service: str) -> None:
+        devstack.start_service(service, service_env[service])
+
+    def check_alive() -> None:
+        for s in crashkit.STAGES:
+            record = read_pidfile(devstack.state_dir, s)
+            assert record is not None and record.alive(), f"{s} died: {tail(logs[s])}"
+
+    replica = crashkit.ServiceProcess(
+        "engagement", service_env["engagement"], tmp_path / "engagement-replica.log"
+    )
+    await _start_in_order(start, bootstrap, namespace.prefix, list(crashkit.STAGES))
+    # The log keeps flowing through every disturbance (about 500 activities a second, for
+    # longer than the disturbances take); the rest goes at once when they are over.
+    hurry = asyncio.Event()
+    publisher = asyncio.create_task(
+        crashkit.publish(bootstrap, namespace.prefix, body, chunk=250, pause_s=0.5, hurry=hurry)
+    )
+
+    async def pause() -> None:
+        await asyncio.sleep(rng.uniform(0.5, 2.5))
+
+    async def kill_and_restart(service: str) -> None:
+        await pause()
+        await asyncio.to_thread(devstack.stop_service, service, kill=True)
+        report.kills += 1
+        await asyncio.to_thread(start, service)
+
+    try:
+        victims = ["engagement", "awareness", "advocacy"]
+        await kill_and_restart(victims[0])
+        await kill_and_restart(victims[1])
+        # a second replica of engagement joins the group: the partitions are shared out
+        await asyncio.to_thread(replica.start)
+        await pause()
+        began_restart = time.monotonic()
+        await asyncio.to_thread(devstack.restart_kafka)
+        report.seconds["kafka restart"] = round(time.monotonic() - began_restart, 1)
+        await kill_and_restart(victims[2])
+        began_restart = time.monotonic()
+        await asyncio.to_thread(devstack.restart_postgres)
+        report.seconds["postgres restart"] = round(time.monotonic() - began_restart, 1)
+        await pause()
+        # ... and leaves again, mid-stream
+        code, took = await asyncio.to_thread(replica.terminate)
+        report.exit_codes["engagement replica"] = code
+        report.seconds["replica shutdown"] = round(took, 1)
+        for _ in range(kills - 3):
+            await kill_and_restart(rng.choice(crashkit.STAGES))
+        hurry.set()
+        await publisher
+        await crashkit.wait_settled(
+            bootstrap, namespace.prefix, urls, timeout_s=600, alive=check_alive
+        )
+        await crashkit.publish(bootstrap, namespace.prefix, [tick])
+        await crashkit.wait_settled(
+            bootstrap, namespace.prefix, urls, timeout_s=120, alive=check_alive
+        )
+        actual = await crashkit.outcome(bootstrap, namespace.prefix, urls)
+    finally:
+        publisher.cancel()
+        if replica.alive():
+            replica.kill()
+        for s in crashkit.STAGES:
+            report.exit_codes[s] = await asyncio.to_thread(devstack.stop_service, s)
+    report.seconds["disturbed run"] = round(time.monotonic() - began, 1)
+
+    text = {s: crashkit.log_since(p, log_offsets[s]) for s, p in logs.items()}
+    for s, t in text.items():  # kept beside the test's other files, for a post-mortem
+        (tmp_path / f"{s}.log").write_text(t)
+    text["engagement"] += replica.log(whole=True)
+    report.duplicates_dropped = {s: crashkit.duplicates_dropped(t) for s, t in text.items()}
+    report.redelivered_on_topics = {
+        t: actual.redelivered(t) for t in actual.events if actual.redelivered(t)
+    }
+    report.emitted = {t: len(expected.ids(t)) for t in expected.events if expected.ids(t)}
+    print(f"\ncrash run: {report}")
+
+    problems = crashkit.differences(expected, actual, crashkit.owners(records))
+    if problems:
+        import pickle
+
+        (tmp_path / "outcomes.pickle").write_bytes(pickle.dumps((expected, actual)))
+    assert not problems, "\n".join(problems)
+    assert report.exit_codes == {
+        "engagement replica": 0,
+        **dict.fromkeys(crashkit.STAGES, 0),
+    }, report.exit_codes
+    # the comparison means something only if the run did emit, and did face redeliveries
+    assert expected.ids("journey-transitions") and expected.ids("signals.support")
+    assert not any(expected.events[t] for t in crashkit.DEAD_LETTERS)
+    assert actual.state["awareness"]["outbox"] == []
+    return report
+
+
+async def test_crash_kill_restart_rebalance_and_server_restarts(
+    namespace: Namespace, tmp_path: Path
+) -> None:
+    """CI-sized: about 20 000 activities, a few minutes."""
+    await crash_run(namespace, tmp_path, people=750, weeks=20, seed=11, kills=5)
+
+
+@pytest.mark.slow
+async def test_crash_at_scale(namespace: Namespace, tmp_path: Path) -> None:
+    """About 115 000 activities and more kills."""
+    await crash_run(namespace, tmp_path, people=3000, weeks=30, seed=12, kills=9)
