@@ -616,6 +616,13 @@ async def test_a_transition_on_kafka_becomes_a_webhook(namespace: Namespace) -> 
         "ada",
     )
     assert event["data"] == json.loads(record.value)
+    conn = await asyncpg.connect(url)
+    try:
+        for inbox in ("inbox", "outbound_fanout.inbox"):  # the read model's, the fan-out's
+            ids = await conn.fetchval(f"SELECT array_agg(event_id) FROM {inbox}")
+            assert ids == [record.event_id], inbox
+    finally:
+        await conn.close()
 
 
 # ---- the receiver of docs/INTEGRATING.md ------------------------------------------------------

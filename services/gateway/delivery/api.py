@@ -200,7 +200,7 @@ def router(
     dependencies: Sequence[Depends] = ADMIN_DEPENDENCIES,
 ) -> APIRouter:
     routes = APIRouter(
-        tags=["webhooks"], dependencies=list(dependencies), responses=dict(auth.RESPONSES)
+        tags=["subscriptions"], dependencies=list(dependencies), responses=dict(auth.RESPONSES)
     )
 
     @asynccontextmanager
