@@ -13,6 +13,7 @@ Dead letters are outbox rows, so they are as durable as the state change beside 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -55,6 +56,13 @@ class BatchStats:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
+DLQ_MAX_VALUE_BYTES = 900_000
+"""A dead letter must fit in one record (1 MiB by default, for the producer and the broker)
+with the headers it gains. A dead letter the broker refuses would stop the outbox relay, and
+every event behind it, for good; so a longer value is cut to this, and headers give its length
+and SHA-256. The whole record stays on its own topic at dlq_topic/dlq_partition/dlq_offset."""
+
+
 def dead_letter(
     record: RawRecord, reason: str, *, service: str, detail: str = "", topic_prefix: str = ""
 ) -> OutgoingRecord:
@@ -69,10 +77,20 @@ def dead_letter(
     ]
     if detail:
         headers.append(("dlq_detail", detail.encode()[:8000]))
+    value = record.value or b""
+    if record.value is None:
+        headers.append(("dlq_tombstone", b"true"))  # the original value was null, not empty
+    if len(value) > DLQ_MAX_VALUE_BYTES:
+        headers += [
+            ("dlq_value_truncated", b"true"),
+            ("dlq_value_bytes", str(len(value)).encode()),
+            ("dlq_value_sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        value = value[:DLQ_MAX_VALUE_BYTES]
     return OutgoingRecord(
         topic=f"{record.topic.removeprefix(topic_prefix)}.dlq",  # the outbox holds logical names
         key=record.key or b"",
-        value=record.value or b"",
+        value=value,
         headers=headers,
         event_id=derive_event_id(
             "dlq", service, record.topic, str(record.partition), str(record.offset)

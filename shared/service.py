@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,13 @@ from shared.settings import Settings
 from shared.topics import Topic
 
 log = logging.getLogger(__name__)
+
+# Shares of FLYWHEEL_SHUTDOWN_GRACE_S at SIGTERM: the batch in hand may take this much, the
+# outbox flush what is left of the grace minus a margin for closing; a watchdog ends a process
+# that still runs when the grace is over (a hang is a bug, and the work not committed is simply
+# redelivered).
+BATCH_SHARE = 0.6
+CLOSE_MARGIN_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class ConsumingService:
         self.relay: OutboxRelay | None = None
         self.health: HealthServer | None = None
         self._stopping = False
+        self._shutdown_began: float | None = None  # time.monotonic() at SIGTERM
         s = self.settings
         telemetry.configure(spec.name)
         self.consumer_state = metrics.ConsumerState()
@@ -70,7 +81,7 @@ class ConsumingService:
         self.broker = KafkaBroker(
             s.kafka_bootstrap_servers,
             client_id=f"flywheel-{spec.name}",
-            graceful_timeout=s.shutdown_grace_s,
+            graceful_timeout=s.shutdown_grace_s * BATCH_SHARE,  # the batch in hand
             log_level=logging.DEBUG,  # one line per batch is noise at INFO
             logger=logging.getLogger("faststream.access.kafka"),  # our handler, our format
             middlewares=telemetry.broker_middlewares(),
@@ -158,12 +169,28 @@ class ConsumingService:
         if self.metrics_poller is not None:
             await self.metrics_poller.stop()
         if self.relay is not None:
-            await self.relay.stop(timeout_s=self.settings.shutdown_grace_s / 2)
+            await self.relay.stop(timeout_s=self._left_of_grace(CLOSE_MARGIN_SHARE))
         if self.health is not None:
             await self.health.stop()
         if self.pool is not None:
-            await self.pool.close()
-        log.info("%s stopped", self.spec.name)
+            try:
+                await asyncio.wait_for(self.pool.close(), max(0.1, self._left_of_grace(0)))
+            except TimeoutError:
+                self.pool.terminate()
+        if self._shutdown_began is None:
+            log.info("%s stopped", self.spec.name)
+        else:
+            took = time.monotonic() - self._shutdown_began
+            log.info("%s stopped %.2f s after SIGTERM", self.spec.name, took)
+
+    def _left_of_grace(self, margin_share: float) -> float:
+        """Seconds left of the shutdown grace, less a margin; without a signal (tests stopping
+        a service in-process), half the grace."""
+        grace = self.settings.shutdown_grace_s
+        if self._shutdown_began is None:
+            return grace / 2
+        left = grace * (1 - margin_share) - (time.monotonic() - self._shutdown_began)
+        return max(0.1, left)
 
     async def readiness(self, *, need_assignment: bool = True) -> dict[str, str]:
         """{component: problem}; a consumer with no partitions (rebalancing, or more replicas
@@ -189,11 +216,32 @@ class ConsumingService:
     def app(self) -> FastStream:
         app = FastStream(self.broker)
         app.on_startup(self.start_resources)
+        app.on_shutdown(self.on_shutdown_signal)  # before the broker stops
         app.after_shutdown(self.stop_resources)
         return app
 
     def on_shutdown_signal(self) -> None:
+        """SIGTERM (or SIGINT): stop retrying transient faults (the batch is then redelivered,
+        not lost), start the grace clock and the watchdog that enforces it."""
         self._stopping = True
+        self._shutdown_began = time.monotonic()
+        grace = self.settings.shutdown_grace_s
+        log.info(
+            "%s shutting down: finishing the batch in hand (%.1f s grace)", self.spec.name, grace
+        )
+        watchdog = threading.Timer(grace, self._shutdown_overdue)
+        watchdog.daemon = True
+        watchdog.start()
+
+    def _shutdown_overdue(self) -> None:
+        log.error(
+            "%s did not stop within FLYWHEEL_SHUTDOWN_GRACE_S=%.1f s; exiting anyway (what was"
+            " not committed is redelivered)",
+            self.spec.name,
+            self.settings.shutdown_grace_s,
+        )
+        logging.shutdown()
+        os._exit(1)
 
 
 def run(spec: ServiceSpec) -> None:

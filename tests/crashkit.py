@@ -31,8 +31,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +49,7 @@ from services.advocacy.domain import Rules as AdvocacyRules
 from services.advocacy.domain import boundary_at_or_before
 from shared.cloudevents import OutgoingRecord, derive_event_id, encode, header_map
 from shared.contracts import ACTIVITY, CLOCK_TICK, ActivityV1, ClockTickV1
-from shared.kafka import consumer_lag
+from shared.kafka import consumer_lag, ensure_topics
 from shared.topics import (
     JOURNEY_TRANSITIONS,
     MEMBER_ACTIVITY,
@@ -59,6 +60,7 @@ from shared.topics import (
     SIGNALS_SUPPORT,
     Topic,
 )
+from tests.conftest import Namespace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -567,3 +569,55 @@ def size(path: Path) -> int:
 
 def summary(counts: Iterable[tuple[str, Any]]) -> str:
     return json.dumps(dict(counts), default=str)
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+async def undisturbed(
+    namespace: Namespace,
+    records: Sequence[OutgoingRecord],
+    env: Mapping[str, str],
+    workdir: Path,
+    services: Sequence[str] = STAGES,
+) -> Outcome:
+    """The reference: the same log (its last record, the flush tick, once the rest is
+    applied), in a namespace of its own, with nothing going wrong."""
+    stack = namespace.stack
+    ref = Namespace(stack, f"r{uuid.uuid4().hex[:10]}.")
+    await ensure_topics(
+        stack.kafka_bootstrap, partitions=3, replication_factor=1, prefix=ref.prefix
+    )
+    urls = {s: await ref.create_database(s) for s in services}
+    await publish(stack.kafka_bootstrap, ref.prefix, records[:-1])
+    procs = {
+        s: ServiceProcess(s, ref.env(urls[s], **env), workdir / f"ref-{s}.log") for s in services
+    }
+    try:
+        await start_in_order(
+            lambda s: procs[s].start(), stack.kafka_bootstrap, ref.prefix, services
+        )
+        await wait_settled(stack.kafka_bootstrap, ref.prefix, urls, timeout_s=600)
+        await publish(stack.kafka_bootstrap, ref.prefix, records[-1:])
+        await wait_settled(stack.kafka_bootstrap, ref.prefix, urls, timeout_s=120)
+        result = await outcome(stack.kafka_bootstrap, ref.prefix, urls)
+    finally:
+        codes = {s: p.terminate()[0] for s, p in procs.items() if p.alive()}
+    assert codes == dict.fromkeys(services, 0), codes
+    return result
+
+
+async def start_in_order(
+    start: Callable[[str], object], bootstrap: str, prefix: str, services: Sequence[str]
+) -> None:
+    """Advocacy first, and the others once it has committed its first batch: its first batch
+    then comes from member-activity alone, never from a signal the others emitted."""
+    if "advocacy" in services:
+        await asyncio.to_thread(start, "advocacy")
+        deadline = time.monotonic() + 60
+        while await committed(bootstrap, prefix, "advocacy") == 0:
+            assert time.monotonic() < deadline, "advocacy committed nothing in 60 s"
+            await asyncio.sleep(0.2)
+    for service in services:
+        if service != "advocacy":
+            await asyncio.to_thread(start, service)

@@ -14,16 +14,12 @@ import asyncio
 import logging
 import random
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from deploy._common import read_pidfile, tail
-from shared.cloudevents import OutgoingRecord
-from shared.kafka import ensure_topics
 from tests import crashkit
 from tests.conftest import Namespace
 
@@ -48,50 +44,6 @@ class Report:
         return crashkit.summary(vars(self).items())
 
 
-async def undisturbed(
-    namespace: Namespace, records: list[OutgoingRecord], env: dict[str, str], workdir: Path
-) -> crashkit.Outcome:
-    """The reference: the same log, in a namespace of its own, with nothing going wrong."""
-    stack = namespace.stack
-    ref = Namespace(stack, f"r{uuid.uuid4().hex[:10]}.")
-    await ensure_topics(
-        stack.kafka_bootstrap, partitions=3, replication_factor=1, prefix=ref.prefix
-    )
-    urls = {s: await ref.create_database(s) for s in crashkit.STAGES}
-    await crashkit.publish(stack.kafka_bootstrap, ref.prefix, records[:-1])
-    procs = {
-        s: crashkit.ServiceProcess(s, ref.env(urls[s], **env), workdir / f"ref-{s}.log")
-        for s in crashkit.STAGES
-    }
-    try:
-        await _start_in_order(
-            lambda s: procs[s].start(), stack.kafka_bootstrap, ref.prefix, list(crashkit.STAGES)
-        )
-        await crashkit.wait_settled(stack.kafka_bootstrap, ref.prefix, urls, timeout_s=600)
-        await crashkit.publish(stack.kafka_bootstrap, ref.prefix, records[-1:])
-        await crashkit.wait_settled(stack.kafka_bootstrap, ref.prefix, urls, timeout_s=120)
-        result = await crashkit.outcome(stack.kafka_bootstrap, ref.prefix, urls)
-    finally:
-        codes = {s: p.terminate()[0] for s, p in procs.items() if p.alive()}
-    assert codes == dict.fromkeys(crashkit.STAGES, 0), codes
-    return result
-
-
-async def _start_in_order(
-    start: Callable[[str], object], bootstrap: str, prefix: str, services: list[str]
-) -> None:
-    """Advocacy first, and the others once it has committed its first batch: its first batch
-    then comes from member-activity alone, never from a signal the others emitted."""
-    await asyncio.to_thread(start, "advocacy")
-    deadline = time.monotonic() + 60
-    while await crashkit.committed(bootstrap, prefix, "advocacy") == 0:
-        assert time.monotonic() < deadline, "advocacy committed nothing in 60 s"
-        await asyncio.sleep(0.2)
-    for service in services:
-        if service != "advocacy":
-            await asyncio.to_thread(start, service)
-
-
 async def crash_run(
     namespace: Namespace,
     tmp_path: Path,
@@ -111,7 +63,7 @@ async def crash_run(
     env = crashkit.deterministic_env(crashkit.write_rules(tmp_path))
 
     began = time.monotonic()
-    expected = await undisturbed(namespace, records, env, tmp_path)
+    expected = await crashkit.undisturbed(namespace, records, env, tmp_path)
     report.seconds["undisturbed run"] = round(time.monotonic() - began, 1)
 
     # --- the disturbed run ------------------------------------------------------------------
@@ -139,7 +91,7 @@ async def crash_run(
     replica = crashkit.ServiceProcess(
         "engagement", service_env["engagement"], tmp_path / "engagement-replica.log"
     )
-    await _start_in_order(start, bootstrap, namespace.prefix, list(crashkit.STAGES))
+    await crashkit.start_in_order(start, bootstrap, namespace.prefix, list(crashkit.STAGES))
     # The log keeps flowing through every disturbance (about 500 activities a second, for
     # longer than the disturbances take); the rest goes at once when they are over.
     hurry = asyncio.Event()
