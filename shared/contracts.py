@@ -140,6 +140,25 @@ class MemberAcquiredV1(Contract):
     activity_id: str
 
 
+class MemberMergedV1(Contract):
+    """Two member ids are one person: every service folds `merged_member_id`'s state into
+    `survivor_member_id`'s, and from then on reads the merged id as the survivor."""
+
+    survivor_member_id: Identifier
+    merged_member_id: Identifier
+    occurred_at: AwareDatetime = Field(description="When the identities were linked.")
+    reason: str = Field(max_length=500, description="What linked them (human-readable).")
+
+
+class MemberErasedV1(Contract):
+    """Erase a person everywhere (right to erasure). Carries no personal data: every service
+    deletes what it holds about the member and the ids merged into it, and keeps only a hash
+    so the person is not re-created by late or replayed events."""
+
+    member_id: Identifier
+    occurred_at: AwareDatetime
+
+
 class PeerHelpV1(Contract):
     helper_member_id: Identifier
     helped_member_id: Identifier
@@ -221,6 +240,10 @@ STAGE_CHANGED = EventType(
 MEMBER_ACQUIRED = EventType(
     "member.acquired.v1", MemberAcquiredV1, topics.MEMBER_LIFECYCLE, "member_id"
 )
+MEMBER_MERGED = EventType(
+    "member.merged.v1", MemberMergedV1, topics.MEMBER_LIFECYCLE, "survivor_member_id"
+)
+MEMBER_ERASED = EventType("member.erased.v1", MemberErasedV1, topics.MEMBER_LIFECYCLE, "member_id")
 PEER_HELP = EventType("signal.peer_help.v1", PeerHelpV1, topics.SIGNALS_SUPPORT, "helper_member_id")
 PROSPECT_INTENT = EventType(
     "signal.prospect_intent.v1", ProspectIntentV1, topics.SIGNALS_SALES, "member_id"
@@ -239,6 +262,8 @@ EVENT_TYPES: dict[str, EventType] = {
         ACTIVITY,
         STAGE_CHANGED,
         MEMBER_ACQUIRED,
+        MEMBER_MERGED,
+        MEMBER_ERASED,
         PEER_HELP,
         PROSPECT_INTENT,
         CHURN_RISK,

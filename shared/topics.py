@@ -48,7 +48,9 @@ JOURNEY_TRANSITIONS = Topic(
 MEMBER_LIFECYCLE = Topic(
     "member-lifecycle",
     key="member id",
-    purpose="member.acquired.v1 (awareness -> advocacy: closes the flywheel loop).",
+    purpose="member.acquired.v1 (awareness -> advocacy: closes the flywheel loop); "
+    "member.merged.v1 and member.erased.v1 (gateway -> every service: one member per person, "
+    "erasure). Kept forever: a replay must apply every merge and erasure again.",
 )
 SIGNALS_SUPPORT = Topic(
     "signals.support",

@@ -1,12 +1,14 @@
 """`python -m services.advocacy`: the advocacy stage service.
 
 It reads community activity, engagement's peer-help signals and awareness's member-acquired
-events: every source of credit for helping the community grow.
+events: every source of credit for helping the community grow; and merges and erasures
+(member-lifecycle).
 """
 
 from pathlib import Path
 
 from services.advocacy.handlers import build_handler
+from shared import lifecycle
 from shared.service import ServiceSpec, run
 from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
 
@@ -15,6 +17,7 @@ SPEC = ServiceSpec(
     consumes=(MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
+    extra_migrations=(lifecycle.MIGRATIONS,),
 )
 
 if __name__ == "__main__":

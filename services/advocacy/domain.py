@@ -14,7 +14,7 @@ the handler saves. docs/JOURNEY-MODEL.md (Advocacy) explains every rule and defa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, ClassVar, Literal, get_args
@@ -564,3 +564,180 @@ def run_batch(snapshot: Snapshot, steps: Sequence[Step], rules: Rules) -> BatchR
         transitions=tuple(transitions),
         signals=tuple(signals),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# merges and erasures
+# --------------------------------------------------------------------------------------------
+
+HELP_KINDS: frozenset[str] = frozenset({"peer_help", "answer_accepted"})
+
+
+def engager_of(c: Contribution) -> str | None:
+    """Who engaged, for a content_engaged credit (its key ends with them)."""
+    if c.kind != "content_engaged" or c.content_id is None:
+        return None
+    return c.key.removeprefix(f"content_engaged:{c.content_id}:")
+
+
+def joined_of(c: Contribution) -> str | None:
+    """Who joined, for a referral_joined credit (its key names them)."""
+    return c.key.removeprefix("referral_joined:") if c.kind == "referral_joined" else None
+
+
+def names(c: Contribution, member_ids: Collection[str]) -> bool:
+    """Whether the contribution is credited to, or mentions, one of the members."""
+    return c.member_id in member_ids or engager_of(c) in member_ids or joined_of(c) in member_ids
+
+
+def rekey(c: Contribution, old: str, new: str) -> Contribution | None:
+    """The contribution with member `old` read as `new` wherever it names them; None when that
+    makes it self-credit (engaging with your own content, referring yourself)."""
+    member = new if c.member_id == old else c.member_id
+    key = c.key
+    if c.kind in HELP_KINDS and c.member_id == old:
+        key = f"{c.kind}:{new}:" + key.removeprefix(f"{c.kind}:{old}:")
+    elif (engager := engager_of(c)) is not None:
+        engager = new if engager == old else engager
+        if engager == member:
+            return None
+        key = f"content_engaged:{c.content_id}:{engager}"
+    elif (joined := joined_of(c)) is not None:
+        joined = new if joined == old else joined
+        if joined == member:
+            return None
+        key = f"referral_joined:{joined}"
+    return replace(c, member_id=member, key=key)
+
+
+def merge_contributions(
+    contributions: Iterable[Contribution], survivor: str, merged: str
+) -> tuple[Contribution, ...]:
+    """The contributions naming either member, re-credited to the survivor: one act is still
+    credited once (two ids helping in one thread, or engaging with one piece, are one person
+    helping or engaging once: the earliest is kept), and what became self-credit is dropped."""
+    kept: dict[str, Contribution] = {}
+    for c in sorted(contributions, key=lambda c: (c.occurred_at, c.key)):
+        moved = rekey(c, merged, survivor)
+        if moved is not None and moved.key not in kept:
+            kept[moved.key] = moved
+    return tuple(kept.values())
+
+
+def rebuild(member_id: str, stage: str | None, log: Iterable[Contribution], rules: Rules) -> Member:
+    """A member's score, counts and links from their contributions (in event-time order)."""
+    cs = sorted(log, key=lambda c: (c.occurred_at, c.key))
+    counts: dict[str, int] = {}
+    for c in cs:
+        counts[c.kind] = counts.get(c.kind, 0) + 1
+    return Member(
+        member_id=member_id,
+        stage=stage,
+        score=sum(c.weight for c in cs),
+        counts=counts,
+        links=_recent_links((c.link for c in reversed(cs) if c.link), rules.evidence_links),
+    )
+
+
+def merge_members(
+    survivor: Member | None,
+    merged: Member | None,
+    merge: tuple[str, str, str],
+    log: Sequence[Contribution],
+    last_boundary: datetime | None,
+    rules: Rules,
+) -> tuple[Member | None, list[Transition], list[Signal]]:
+    """The survivor's advocacy after the merge, judged again from its re-credited
+    contributions `log` (`merge` is survivor id, merged id, merge event id):
+
+    - a survivor with no stage takes the merged id's (no transition: the journey view folds
+      the merged id's stages into the survivor's); neither having one, it is an advocate if the
+      combined score reaches the threshold, dated at the contribution that crossed it;
+    - an advocate merged with a champion is a champion for the rest of the period (the title is
+      the person's), dated at the later of the period's start and the newest contribution;
+    - otherwise the survivor keeps its stage.
+    """
+    survivor_id, merged_id, cause = merge
+    if survivor is None and merged is None and not log:
+        return None, [], []
+    stage = survivor.stage if survivor is not None else None
+    other = merged.stage if merged is not None else None
+    member = rebuild(survivor_id, stage or other, log, rules)
+    transitions: list[Transition] = []
+    signals: list[Signal] = []
+    if stage == ADVOCATE and other == CHAMPION:
+        when = max([last_boundary or EPOCH, *(c.occurred_at for c in log)])
+        transitions.append(
+            Transition(
+                survivor_id,
+                ADVOCATE,
+                CHAMPION,
+                f"merged with {merged_id}, a champion of the period from "
+                f"{(last_boundary or when):%Y-%m-%d}",
+                when,
+                (cause,),
+                score=member.score,
+            )
+        )
+        member = replace(member, stage=CHAMPION)
+    if member.stage is None and member.score >= rules.advocate_threshold:
+        total = 0.0
+        crossed = log[-1]
+        for c in sorted(log, key=lambda c: (c.occurred_at, c.key)):
+            total += c.weight
+            if total >= rules.advocate_threshold:
+                crossed = c
+                break
+        transitions.append(
+            Transition(
+                survivor_id,
+                None,
+                ADVOCATE,
+                f"merged with {merged_id}: advocacy score {member.score:g} reached "
+                f"{rules.advocate_threshold:g} ({_describe(member.counts)})",
+                crossed.occurred_at,
+                (cause,),
+                score=member.score,
+            )
+        )
+        signals.append(
+            Signal(
+                AdvocateV1(
+                    member_id=survivor_id,
+                    score=member.score,
+                    evidence=dict(member.counts),
+                    links=list(member.links),
+                    occurred_at=crossed.occurred_at,
+                ),
+                (survivor_id, cause),
+            )
+        )
+        member = replace(member, stage=ADVOCATE)
+    return member, transitions, signals
+
+
+ERASED_KEY = "erased-"
+
+
+def anonymize(c: Contribution, erased: Collection[str], tag: Callable[[str], str]) -> Contribution:
+    """Someone else's credit that names an erased member (who engaged with their content, who
+    they referred) keeps its weight, without the id: it is that member's contribution, and the
+    erased person's later events are ignored anyway. `tag` names the erased member by a
+    pseudonym, so two erased engagers of one piece stay two credits."""
+    if (engager := engager_of(c)) is not None and engager in erased:
+        return replace(c, key=f"content_engaged:{c.content_id}:{ERASED_KEY}{tag(engager)}")
+    if (joined := joined_of(c)) is not None and joined in erased:
+        return replace(c, key=f"referral_joined:{ERASED_KEY}{tag(joined)}")
+    return c
+
+
+def uncredit(member: Member, dropped: Iterable[Contribution]) -> Member:
+    """A member without credits a merge found to be one act twice (or self-credit)."""
+    counts = dict(member.counts)
+    score = member.score
+    for c in dropped:
+        score -= c.weight
+        counts[c.kind] = counts.get(c.kind, 0) - 1
+        if counts[c.kind] <= 0:
+            del counts[c.kind]
+    return replace(member, score=max(score, 0.0), counts=counts)

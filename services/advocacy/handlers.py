@@ -14,6 +14,7 @@ from typing import Protocol
 
 from services.advocacy import domain
 from services.advocacy.store import PgStore
+from shared import lifecycle
 from shared.cloudevents import Envelope, OutgoingRecord, derive_event_id, encode
 from shared.consumer import BatchHandler
 from shared.contracts import ADVOCATE, CHAMPION_NOMINATED, AdvocateV1
@@ -87,6 +88,56 @@ def records(result: domain.BatchResult) -> list[OutgoingRecord]:
     ]
 
 
+async def merge(store: PgStore, m: lifecycle.Merge, rules: domain.Rules) -> list[OutgoingRecord]:
+    """Re-credit the merged member's contributions to the survivor, judge the survivor again,
+    and take back what the merge shows was credited twice from anyone else."""
+    involved = await store.involving({m.survivor, m.merged})
+    moved = domain.merge_contributions(involved, m.survivor, m.merged)
+    kept = {(c.member_id, c.key) for c in moved}
+    third = {c.member_id for c in involved} - {m.survivor, m.merged}
+    members = await store.members({m.survivor, m.merged, *third})
+    last_boundary, _ = await store.clock()
+    survivor, transitions, signals = domain.merge_members(
+        members.get(m.survivor),
+        members.get(m.merged),
+        (m.survivor, m.merged, m.event_id),
+        [c for c in moved if c.member_id == m.survivor],
+        last_boundary,
+        rules,
+    )
+    changed = [
+        domain.uncredit(
+            members[member_id],
+            (c for c in involved if c.member_id == member_id and not _kept(c, m, kept)),
+        )
+        for member_id in sorted(third)
+        if member_id in members
+    ]
+    await store.replace_contributions([c.key for c in involved], moved)
+    await store.delete_members([m.merged])
+    await store.put_members([*changed, *([survivor] if survivor is not None else [])])
+    result = domain.BatchResult((), {}, tuple(transitions), tuple(signals))
+    return records(result)
+
+
+def _kept(c: domain.Contribution, m: lifecycle.Merge, kept: set[tuple[str, str]]) -> bool:
+    moved = domain.rekey(c, m.merged, m.survivor)
+    return moved is not None and (moved.member_id, moved.key) in kept
+
+
+async def erase(store: PgStore, ids: frozenset[str]) -> None:
+    """The members' rows and credits go; others' credits that name them are kept without the
+    id (`domain.anonymize`)."""
+    involved = await store.involving(ids)
+    others = [
+        domain.anonymize(c, ids, lambda m: lifecycle.member_hash(m)[:16])
+        for c in involved
+        if c.member_id not in ids
+    ]
+    await store.replace_contributions([c.key for c in involved], others)
+    await store.delete_members(ids)
+
+
 def build_handler(settings: Settings) -> BatchHandler:
     rules = load_rules(domain.Rules, "advocacy", settings)
     lateness = timedelta(seconds=settings.allowed_lateness_s)
@@ -96,4 +147,12 @@ def build_handler(settings: Settings) -> BatchHandler:
         for record in records(result):
             uow.emit(record)
 
-    return handle_batch
+    async def on_merge(uow: UnitOfWork, m: lifecycle.Merge) -> None:
+        for record in await merge(PgStore(uow.conn), m, rules):
+            uow.emit(record)
+
+    async def on_erase(uow: UnitOfWork, e: lifecycle.Erasure) -> Collection[str]:
+        await erase(PgStore(uow.conn), e.ids)
+        return ()
+
+    return lifecycle.with_lifecycle(settings, apply=handle_batch, merge=on_merge, erase=on_erase)

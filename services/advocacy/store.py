@@ -166,3 +166,47 @@ class PgStore:
                 for m in members
             ],
         )
+
+    # ---- merges and erasures ------------------------------------------------------------
+
+    async def involving(self, member_ids: Collection[str]) -> list[Contribution]:
+        """Every contribution credited to the members or naming them: as who engaged with a
+        piece of content (the key's tail) or who joined through a referral. Merges and
+        erasures are rare, so the scan of those two kinds is acceptable."""
+        rows = await self.conn.fetch(
+            f"""
+            SELECT {_CONTRIBUTION_COLUMNS} FROM contributions
+            WHERE member_id = ANY($1::text[])
+               OR (kind = 'content_engaged'
+                   AND substr(key, length('content_engaged:' || content_id || ':') + 1)
+                       = ANY($1::text[]))
+               OR (kind = 'referral_joined'
+                   AND substr(key, length('referral_joined:') + 1) = ANY($1::text[]))
+            """,
+            sorted(member_ids),
+        )
+        return [_contribution(r) for r in rows]
+
+    async def replace_contributions(
+        self, old_keys: Collection[str], new: Sequence[Contribution]
+    ) -> None:
+        await self.conn.execute(
+            "DELETE FROM contributions WHERE key = ANY($1::text[])", sorted(old_keys)
+        )
+        await self._insert_contributions(new)
+
+    async def members(self, member_ids: Collection[str]) -> dict[str, Member]:
+        rows = await self.conn.fetch(
+            "SELECT member_id, stage, score, evidence::text AS evidence FROM advocacy_members"
+            " WHERE member_id = ANY($1::text[])",
+            sorted(member_ids),
+        )
+        return {r["member_id"]: _member(r) for r in rows}
+
+    async def put_members(self, members: Iterable[Member]) -> None:
+        await self._upsert_members(members)
+
+    async def delete_members(self, member_ids: Collection[str]) -> None:
+        await self.conn.execute(
+            "DELETE FROM advocacy_members WHERE member_id = ANY($1::text[])", sorted(member_ids)
+        )

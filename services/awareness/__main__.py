@@ -3,14 +3,17 @@
 from pathlib import Path
 
 from services.awareness.handlers import build_handler
+from shared import lifecycle
 from shared.service import ServiceSpec, run
-from shared.topics import MEMBER_ACTIVITY
+from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE
 
 SPEC = ServiceSpec(
     name="awareness",
-    consumes=(MEMBER_ACTIVITY,),
+    # member-lifecycle: merges and erasures (and its own member.acquired, which it ignores)
+    consumes=(MEMBER_ACTIVITY, MEMBER_LIFECYCLE),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
+    extra_migrations=(lifecycle.MIGRATIONS,),
 )
 
 if __name__ == "__main__":

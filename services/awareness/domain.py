@@ -8,13 +8,14 @@ cross-key fact (a visitor's anonymous history joining the member at sign-up) is 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from urllib.parse import urlparse
 
 from pydantic.dataclasses import dataclass as rules_dataclass
 
-from shared.contracts import ActivityV1, MemberAcquiredV1, ProspectIntentV1
+from shared.contracts import ActivityV1, MemberAcquiredV1, MemberErasedV1, ProspectIntentV1
 from shared.journey import Transition
 
 VISITOR, MEMBER, CUSTOMER = "visitor", "member", "customer"
@@ -325,3 +326,95 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
             activity_id=aid,
         )
     return Outcome(person, transitions, acquired, intent, merge_from)
+
+
+# --------------------------------------------------------------------------------------------
+# merges: two member ids are one person
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    person: Person | None
+    transitions: list[Transition] = field(default_factory=list)
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
+
+
+def _stage_time(person: Person) -> datetime:
+    """When the person entered their current stage (as far as the state tells)."""
+    if person.stage == CUSTOMER and person.customer_at is not None:
+        return person.customer_at
+    if person.stage == MEMBER and person.joined_at is not None:
+        return person.joined_at
+    return person.first_seen_at
+
+
+def merge_people(
+    survivor: Person | None,
+    merged: Person | None,
+    survivor_id: str,
+    merged_id: str,
+    cause: str,
+    rules: Rules,
+) -> MergeOutcome:
+    """One person out of two: the earliest first touch and first sight, the furthest stage,
+    both touchpoint histories, the referrer of whichever joined first.
+
+    A survivor never seen here takes the merged person's state as it is (no transition: the
+    journey view folds the merged id's stages into the survivor's). A survivor that moves up
+    (e.g. member -> customer, because the merged id bought) gets a transition dated when the
+    merged id reached that stage, never before the survivor's own stage (its timeline only
+    moves forward), caused by the merge event.
+    """
+    if merged is None:
+        return MergeOutcome(survivor)
+    if survivor is None:
+        return MergeOutcome(replace(merged, member_id=survivor_id))
+    first_joined = sorted(
+        (p for p in (survivor, merged) if p.joined_at is not None),
+        key=lambda p: p.joined_at or p.first_seen_at,
+    )
+    referrer = next((p.referred_by for p in first_joined if p.referred_by), None)
+    if referrer in (survivor_id, merged_id):
+        referrer = None
+    stage = max((survivor.stage, merged.stage), key=lambda s: STAGE_ORDER.get(s, -1))
+    touch = (
+        merged.first_touch.earlier(survivor.first_touch)
+        if merged.first_touch
+        else survivor.first_touch
+    )
+    person = Person(
+        member_id=survivor_id,
+        stage=stage,
+        first_seen_at=min(survivor.first_seen_at, merged.first_seen_at),
+        first_touch=touch,
+        joined_at=_earliest(survivor.joined_at, merged.joined_at),
+        referred_by=referrer,
+        customer_at=_earliest(survivor.customer_at, merged.customer_at),
+        touchpoint_ids=tuple(dict.fromkeys((*survivor.touchpoint_ids, *merged.touchpoint_ids)))[
+            -rules.touchpoints_kept :
+        ],
+        touchpoints=survivor.touchpoints + merged.touchpoints,
+    )
+    if stage == survivor.stage or (survivor.stage, stage) not in LEGAL_MOVES:
+        return MergeOutcome(person)
+    reached = _stage_time(merged)
+    when = max(reached, _stage_time(survivor))
+    t = Transition(
+        survivor_id,
+        survivor.stage,
+        stage,
+        f"merged with {merged_id}, a {stage} since {reached.isoformat()}",
+        when,
+        (cause,),
+    )
+    return MergeOutcome(person, [t])
+
+
+def erasure_cascade(anonymous_ids: Iterable[str], occurred_at: datetime) -> list[MemberErasedV1]:
+    """An erased member's anonymous visitor ids are erased with them, and only awareness knows
+    them: it tells everyone else (the journey view holds their visitor transitions)."""
+    return [MemberErasedV1(member_id=a, occurred_at=occurred_at) for a in sorted(anonymous_ids)]

@@ -1,11 +1,18 @@
-"""Awareness batch handler: one unit of work per batch (the inbox already dropped duplicates)."""
+"""Awareness batch handler: one unit of work per batch (the inbox already dropped duplicates).
+
+Merges and erasures (`shared.lifecycle`) cut the batch: activities before one are applied,
+then the merge or erasure, then the rest.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from services.awareness import domain, store
+from shared import lifecycle
 from shared.cloudevents import Envelope, derive_event_id, encode, payloads
 from shared.consumer import BatchHandler
-from shared.contracts import MEMBER_ACQUIRED, PROSPECT_INTENT, ActivityV1
+from shared.contracts import MEMBER_ACQUIRED, MEMBER_ERASED, PROSPECT_INTENT, ActivityV1
 from shared.journey import transition_record
 from shared.rules import load_rules
 from shared.settings import Settings
@@ -16,6 +23,37 @@ SOURCE = "/services/awareness"
 
 def build_handler(settings: Settings) -> BatchHandler:
     rules = load_rules(domain.Rules, "awareness", settings)
+
+    async def merge(uow: UnitOfWork, m: lifecycle.Merge) -> None:
+        people = await store.load_people(uow.conn, {m.survivor, m.merged})
+        outcome = domain.merge_people(
+            people.get(m.survivor), people.get(m.merged), m.survivor, m.merged, m.event_id, rules
+        )
+        if outcome.person is not None:
+            await store.save_people(uow.conn, [outcome.person])
+        await store.delete_people(uow.conn, [m.merged])
+        await store.move_aliases(uow.conn, m.merged, m.survivor)
+        for t in outcome.transitions:
+            uow.emit(transition_record("awareness", t))
+
+    async def erase(uow: UnitOfWork, e: lifecycle.Erasure) -> Collection[str]:
+        anonymous = await store.erase(uow.conn, e.ids)
+        for erased in domain.erasure_cascade(anonymous, e.occurred_at):
+            uow.emit(
+                encode(
+                    MEMBER_ERASED,
+                    erased,
+                    source=SOURCE,
+                    event_id=derive_event_id(MEMBER_ERASED.type, erased.member_id),
+                )
+            )
+        return anonymous
+
+    return lifecycle.with_lifecycle(settings, apply=_apply(rules), merge=merge, erase=erase)
+
+
+def _apply(rules: domain.Rules) -> BatchHandler:
+    """Activities, already read through merges and erasures."""
 
     async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
         activities = payloads(events, ActivityV1)

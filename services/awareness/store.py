@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from services.awareness.domain import Person, Touch
 from shared.postgres import Connection
@@ -104,3 +104,41 @@ async def save_aliases(conn: Connection, aliases: Mapping[str, str]) -> None:
         list(aliases),
         list(aliases.values()),
     )
+
+
+async def delete_people(conn: Connection, member_ids: Collection[str]) -> None:
+    await conn.execute("DELETE FROM people WHERE member_id = ANY($1::text[])", sorted(member_ids))
+
+
+async def move_aliases(conn: Connection, merged_id: str, survivor_id: str) -> None:
+    """The merged member's anonymous visitor ids are the survivor's now."""
+    await conn.execute(
+        "UPDATE aliases SET member_id = $2 WHERE member_id = $1", merged_id, survivor_id
+    )
+
+
+async def erase(conn: Connection, member_ids: Collection[str]) -> set[str]:
+    """Delete every row about the members and their anonymous visitor ids, and their id where
+    someone else's row names them (as referrer); returns those anonymous ids."""
+    ids = sorted(member_ids)
+    anonymous = {
+        r["anonymous_id"]
+        for r in await conn.fetch(
+            "SELECT anonymous_id FROM aliases WHERE member_id = ANY($1::text[])", ids
+        )
+    }
+    everyone = sorted({*ids, *anonymous})
+    await conn.execute("DELETE FROM people WHERE member_id = ANY($1::text[])", everyone)
+    await conn.execute(
+        "DELETE FROM aliases WHERE member_id = ANY($1::text[]) OR anonymous_id = ANY($1::text[])",
+        everyone,
+    )
+    await conn.execute(
+        "UPDATE people SET referred_by = NULL WHERE referred_by = ANY($1::text[])", everyone
+    )
+    # a referral first touch names the referrer
+    await conn.execute(
+        "UPDATE people SET first_touch_detail = NULL WHERE first_touch_detail = ANY($1::text[])",
+        everyone,
+    )
+    return anonymous - set(ids)

@@ -3,14 +3,16 @@
 from pathlib import Path
 
 from services.engagement.handlers import build_handler
+from shared import lifecycle
 from shared.service import ServiceSpec, run
-from shared.topics import MEMBER_ACTIVITY
+from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE
 
 SPEC = ServiceSpec(
     name="engagement",
-    consumes=(MEMBER_ACTIVITY,),
+    consumes=(MEMBER_ACTIVITY, MEMBER_LIFECYCLE),  # member-lifecycle: merges and erasures
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
+    extra_migrations=(lifecycle.MIGRATIONS,),
 )
 
 if __name__ == "__main__":

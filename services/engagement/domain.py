@@ -518,3 +518,80 @@ def cohorts(members: Iterable[Participant], at: datetime, rules: Rules) -> dict[
         if (cohort := cohort_of(m, at, rules, core)) is not None:
             result[cohort].append(m.member_id)
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# merges: two member ids are one person
+# --------------------------------------------------------------------------------------------
+
+
+def merge_participants(
+    survivor: Participant | None,
+    merged: Participant | None,
+    survivor_id: str,
+    merged_id: str,
+    cause: str,
+    rules: Rules,
+) -> tuple[Participant | None, list[Transition]]:
+    """One participant out of two: both scores decayed to a common time (the newer score_at)
+    and added, the latest activity, every activity counted; then the survivor's stage is
+    judged again by the same rules as an activity would:
+
+    - a survivor with no stage takes the merged id's (no transition: the journey view folds
+      the merged id's stages into the survivor's), or, neither having one, is engaged if the
+      combined score reaches the threshold (dated at the combined score_at);
+    - an at_risk or dormant stage, when the other id was active after it began, is
+      reactivated, dated at that activity (the person never went quiet);
+    - otherwise the survivor keeps its stage; the inactivity deadlines follow the combined
+      last activity from the next sweep on.
+
+    Every transition is caused by the merge event, so a re-applied merge re-emits the same ids.
+    """
+    if merged is None:
+        return survivor, []
+    if survivor is None:
+        return replace(merged, member_id=survivor_id), []
+    at = max(survivor.score_at, merged.score_at)
+    combined = Participant(
+        member_id=survivor_id,
+        stage=survivor.stage,
+        score=decayed_score(survivor, at, rules) + decayed_score(merged, at, rules),
+        score_at=at,
+        first_seen_at=min(survivor.first_seen_at, merged.first_seen_at),
+        last_active_at=max(survivor.last_active_at, merged.last_active_at),
+        stage_since=survivor.stage_since,
+        activities=survivor.activities + merged.activities,
+    )
+    other = merged
+    if survivor.stage is None and merged.stage is not None:
+        combined = replace(combined, stage=merged.stage, stage_since=merged.stage_since)
+        other = survivor
+    if combined.stage is None:
+        if combined.score < rules.engaged_threshold:
+            return combined, []
+        t = Transition(
+            survivor_id,
+            None,
+            ENGAGED,
+            f"merged with {merged_id}: engagement score {combined.score:.2f} reached "
+            f"{rules.engaged_threshold:g}",
+            at,
+            (cause,),
+            score=combined.score,
+        )
+        return replace(combined, stage=ENGAGED, stage_since=at), [t]
+    since = combined.stage_since
+    if combined.stage in (AT_RISK, DORMANT) and since is not None and other.last_active_at > since:
+        when = other.last_active_at
+        t = Transition(
+            survivor_id,
+            combined.stage,
+            REACTIVATED,
+            f"merged with {merged_id}, active on {when.isoformat()} while {combined.stage} "
+            f"since {since.isoformat()}",
+            when,
+            (cause,),
+            score=decayed_score(combined, when, rules),
+        )
+        return replace(combined, stage=REACTIVATED, stage_since=when), [t]
+    return combined, []

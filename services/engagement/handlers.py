@@ -2,15 +2,18 @@
 
 Per batch: move the event-time watermark, load the actors and every member due by the
 watermark in one query, fold the batch through the pure rules, save what changed in one
-statement, and put transitions and signals in the outbox.
+statement, and put transitions and signals in the outbox. Merges and erasures
+(`shared.lifecycle`) cut the batch: activities before one are applied, then it, then the rest.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import timedelta
 
 from services.engagement import domain, store
+from shared import lifecycle
 from shared.cloudevents import Envelope, encode, payloads
 from shared.consumer import BatchHandler
 from shared.contracts import ActivityV1
@@ -49,4 +52,19 @@ def build_handler(settings: Settings) -> BatchHandler:
                 watermark,
             )
 
-    return handle_batch
+    async def merge(uow: UnitOfWork, m: lifecycle.Merge) -> None:
+        both = await store.load(uow.conn, {m.survivor, m.merged})
+        combined, transitions = domain.merge_participants(
+            both.get(m.survivor), both.get(m.merged), m.survivor, m.merged, m.event_id, rules
+        )
+        await store.delete(uow.conn, [m.merged])
+        if combined is not None:
+            await store.save(uow.conn, [combined], rules)
+        for t in transitions:
+            uow.emit(transition_record("engagement", t))
+
+    async def erase(uow: UnitOfWork, e: lifecycle.Erasure) -> Collection[str]:
+        await store.delete(uow.conn, e.ids)
+        return ()
+
+    return lifecycle.with_lifecycle(settings, apply=handle_batch, merge=merge, erase=erase)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -82,3 +82,10 @@ async def cohorts(
         at - timedelta(days=rules.newcomer_days),
     )
     return cohorts_of((_participant(r) for r in rows), at, rules)
+
+
+async def delete(conn: Connection, member_ids: Collection[str]) -> None:
+    """Merged into another member, or erased."""
+    await conn.execute(
+        "DELETE FROM participants WHERE member_id = ANY($1::text[])", sorted(member_ids)
+    )

@@ -14,13 +14,12 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.gateway import flywheel
+from services.gateway import flywheel, identity, readmodel
 from services.gateway.api import create_app
 from services.gateway.ports import Unavailable
 from services.gateway.publisher import KafkaActivityPublisher
-from services.gateway.readmodel import handle_batch
 from services.gateway.store import PgJourneyStore
-from shared import metrics, telemetry
+from shared import lifecycle, metrics, telemetry
 from shared.cloudevents import derive_event_id, encode
 from shared.contracts import CLOCK_TICK, ClockTickV1
 from shared.service import ConsumingService, ServiceSpec
@@ -47,7 +46,8 @@ SPEC = ServiceSpec(
         MEMBER_ACTIVITY,
     ),
     migrations=Path(__file__).with_name("migrations"),
-    build_handler=lambda _settings: handle_batch,  # the projection has no tunable rules
+    build_handler=readmodel.build_handler,  # the projection, through merges and erasures
+    extra_migrations=(lifecycle.MIGRATIONS,),
 )
 
 
@@ -77,6 +77,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         service.broker, topic_prefix=settings.topic_prefix, timeout_s=settings.publish_timeout_s
     )
     journey = PgJourneyStore(lambda: service.pool)
+    identities = identity.IdentityStore(
+        lambda: service.pool, wake=lambda: service.relay.wake() if service.relay else None
+    )
+    guarded = identity.GuardedPublisher(publisher, identities)  # erased people: not published
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -103,13 +107,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         return Response(body, media_type=content_type)
 
     app = create_app(
-        publisher=publisher,
+        publisher=guarded,
         journey=journey,
         readiness=readiness,
         settings=settings,
         lifespan=lifespan,
     )
     app.include_router(flywheel.router(lambda: service.pool))
+    app.include_router(identity.router(identities))
     app.add_route("/metrics", prometheus, include_in_schema=False)
     telemetry.instrument_fastapi(app)
     return app

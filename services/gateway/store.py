@@ -13,6 +13,7 @@ import asyncpg
 
 from services.gateway.ports import Unavailable
 from services.gateway.views import MemberJourney, StageCounts, StageView, TimelineEntry
+from shared import lifecycle
 from shared.contracts import Dimension
 from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 
@@ -141,7 +142,9 @@ class PgJourneyStore:
     async def member_journey(self, member_id: str) -> MemberJourney | None:
         try:
             async with self._ready_pool().acquire() as conn:
-                return await fetch_journey(conn, member_id)
+                # a merged id shows its survivor's journey; an erased one, none
+                member = (await lifecycle.load_members(conn, [member_id])).resolve(member_id)
+                return None if member is None else await fetch_journey(conn, member)
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
 
