@@ -106,11 +106,16 @@ class Sender:
             )
         self._task = asyncio.create_task(self._run(), name="webhook-sender")
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        """No new attempts; those in flight get `timeout_s` to finish (else their leases
-        expire and another replica, or the next start, makes them again)."""
+    def stop_claiming(self) -> None:
+        """Shutting down: no new attempts from now on."""
         self._stopping = True
         self._wake.set()
+
+    async def stop(self, timeout_s: float = 1.0) -> None:
+        """No new attempts; those in flight get `timeout_s` to finish. One cut short is made
+        again, with the same webhook-id, once its lease expires (by another replica, or by this
+        one after a restart): receivers already tolerate that, so shutdown need not wait."""
+        self.stop_claiming()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

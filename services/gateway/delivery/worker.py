@@ -11,6 +11,7 @@ Dead letters go to the gateway's outbox and its relay.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -116,15 +117,22 @@ class DeliveryWorker:
         self.sender.start()
 
     def on_shutdown_signal(self) -> None:
-        self._stopping = True
-
-    async def stop(self) -> None:
-        """After the broker stopped (no batch in hand): finish the attempts in flight."""
+        """SIGTERM: stop retrying transient faults and starting attempts at once."""
         self._stopping = True
         if self.sender is not None:
-            await self.sender.stop(timeout_s=self.settings.shutdown_grace_s / 2)
+            self.sender.stop_claiming()
+
+    async def stop(self) -> None:
+        """After the broker stopped (no batch in hand). Attempts in flight get a short share of
+        the shutdown grace, which the gateway's batch and outbox flush need more."""
+        self._stopping = True
+        if self.sender is not None:
+            await self.sender.stop(timeout_s=min(1.0, self.settings.shutdown_grace_s * 0.1))
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), 2.0)
+            except TimeoutError:
+                self.pool.terminate()
 
     def router(self) -> APIRouter:
         return api.router(lambda: self.pool, wake_sender=self._wake_sender)
