@@ -45,14 +45,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from deploy._common import free_ports
 from deploy.community import START, simulate
+from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.advocacy.domain import Rules as AdvocacyRules
 from services.advocacy.domain import boundary_at_or_before
+from services.awareness.__main__ import SPEC as AWARENESS
+from services.engagement.__main__ import SPEC as ENGAGEMENT
 from shared.cloudevents import OutgoingRecord, derive_event_id, encode, header_map
 from shared.contracts import ACTIVITY, CLOCK_TICK, ActivityV1, ClockTickV1
 from shared.kafka import consumer_lag, ensure_topics
 from shared.topics import (
     JOURNEY_TRANSITIONS,
-    MEMBER_ACTIVITY,
     MEMBER_LIFECYCLE,
     SIGNALS_ADVOCACY,
     SIGNALS_SALES,
@@ -66,9 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 STAGES = ("awareness", "engagement", "advocacy")
 CONSUMES: dict[str, tuple[Topic, ...]] = {
-    "awareness": (MEMBER_ACTIVITY,),
-    "engagement": (MEMBER_ACTIVITY,),
-    "advocacy": (MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE),
+    spec.name: spec.consumes for spec in (AWARENESS, ENGAGEMENT, ADVOCACY)
 }
 EMITTED = (
     JOURNEY_TRANSITIONS,
@@ -78,7 +78,7 @@ EMITTED = (
     SIGNALS_SUCCESS,
     SIGNALS_ADVOCACY,
 )
-DEAD_LETTERS = tuple(f"{t.name}.dlq" for t in (MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE))
+DEAD_LETTERS = tuple(sorted({t.dlq for topics in CONSUMES.values() for t in topics}))
 
 LATENESS = timedelta(days=400)
 RULES = """\
