@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -97,6 +97,38 @@ class Settings(BaseSettings):
         description="How often the gateway publishes a clock tick (wall-clock event time) so "
         "inactivity is judged while the community is quiet; 0 turns it off (replays, demos "
         "on simulated time).",
+    )
+
+    # --- access and inbound webhooks (gateway) ------------------------------------------------
+    api_keys: SecretStr | None = Field(
+        None,
+        description="The gateway API's credentials: `;`-separated entries `[name=]key:scope,"
+        "scope`, scopes `ingest` (POST /v1/activities), `read` (journeys, stages, flywheel), "
+        "`admin` (webhook stats, subscriptions), e.g. `crm=k3y...:read;etl=s3cr3t...:ingest`. "
+        "A key is at least 16 characters of `A-Za-z0-9._~+/-`, sent as `Authorization: Bearer "
+        "<key>` or `X-API-Key: <key>`; only its SHA-256 is kept in memory. Unset: every API "
+        "call is refused (401); health, docs and signed webhooks stay open.",
+    )
+    github_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the GitHub webhook (X-Hub-Signature-256); unset: "
+        "POST /v1/webhooks/github answers 404.",
+    )
+    discourse_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the Discourse webhook (X-Discourse-Event-Signature); unset: "
+        "POST /v1/webhooks/discourse answers 404.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret of the Slack app (X-Slack-Signature, v0); unset: "
+        "POST /v1/webhooks/slack answers 404.",
+    )
+    inbound_webhook_dedupe_days: int = Field(
+        30,
+        ge=1,
+        description="How long the gateway remembers inbound webhook delivery ids to recognise "
+        "redeliveries (GitHub redelivers for 3 days, Slack retries within the hour).",
     )
 
     # --- outbound webhooks (gateway) ----------------------------------------------------------

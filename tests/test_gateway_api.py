@@ -30,6 +30,9 @@ from shared.topics import DATA_TOPICS
 MAX_BYTES = 4096
 MAX_ITEMS = 5
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+API_KEY = "test-key-with-every-scope"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+"""What a test client sends: access itself is tested in test_access.py."""
 
 
 class RecordingPublisher:
@@ -76,6 +79,7 @@ def settings(**overrides: Any) -> Settings:
         "max_batch_items": MAX_ITEMS,
         "topic_prefix": "",
         "kafka_bootstrap_servers": "kafka-1:9092,kafka-2:9092",
+        "api_keys": f"tests={API_KEY}:ingest,read,admin",
     }
     return Settings(**(values | overrides))
 
@@ -100,7 +104,7 @@ def client(
     publisher: RecordingPublisher, journey: FakeJourney, readiness: Readiness
 ) -> Iterator[TestClient]:
     app = create_app(publisher=publisher, journey=journey, readiness=readiness, settings=settings())
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
         yield test_client
 
 

@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from services.gateway import intake
+from services.gateway import auth, intake
 from services.gateway.asyncapi import build_asyncapi
 from services.gateway.intake import ActivityBatch
 from services.gateway.ports import ActivityPublisher, JourneyReader, ReadinessCheck, Unavailable
@@ -60,6 +60,9 @@ topic; the stage services (awareness, engagement, advocacy) turn it into
 * Retrying is safe: an activity's event id is derived from its `source` and `activity_id`,
   so a re-sent activity is dropped as a duplicate downstream.
 * The event contracts are at [`/asyncapi.json`](/asyncapi.json) (AsyncAPI 3.0).
+* Every call but health, these documents and the signed platform webhooks needs an API key
+  (`Authorization: Bearer <key>` or `X-API-Key: <key>`) holding the scope the operation
+  names: `ingest`, `read` or `admin`. Without one: 401; without the scope: 403.
 """
 
 
@@ -121,6 +124,7 @@ def create_app(
         summary="Community activity in; members' journeys out.",
         description=DESCRIPTION,
         lifespan=lifespan,
+        dependencies=[auth.guard],  # deny by default: see services/gateway/auth.py
         openapi_tags=[
             {"name": "activities", "description": "Ingest community activity."},
             {"name": "journey", "description": "The journey read model."},
@@ -133,6 +137,7 @@ def create_app(
         version=API_VERSION,
     )
     _install_problem_handlers(app)
+    auth.install(app, settings)
 
     @app.post(
         "/v1/activities",
@@ -143,7 +148,9 @@ def create_app(
         "broker has acknowledged all of them (acks=all).",
         status_code=202,
         response_model=Accepted,
+        dependencies=[auth.require("ingest")],
         responses={
+            **auth.RESPONSES,
             400: _problem_content("The body is not JSON."),
             413: _problem_content("The body (or one activity) is too large."),
             415: _problem_content("The body is not declared as JSON."),
@@ -173,7 +180,9 @@ def create_app(
         "read model follows `journey-transitions` asynchronously: a just-submitted activity "
         "shows up after the stage services processed it.",
         response_model=MemberJourney,
+        dependencies=[auth.require("read")],
         responses={
+            **auth.RESPONSES,
             404: _problem_content("No transition is known for this member."),
             422: _problem_content("The member id is not a valid path parameter."),
             503: _problem_content("The read model's database is unreachable."),
@@ -195,12 +204,21 @@ def create_app(
         tags=["journey"],
         summary="Members per dimension and stage",
         response_model=StageCounts,
-        responses={503: _problem_content("The read model's database is unreachable.")},
+        dependencies=[auth.require("read")],
+        responses={
+            **auth.RESPONSES,
+            503: _problem_content("The read model's database is unreachable."),
+        },
     )
     async def stages() -> StageCounts:
         return await journey.stage_counts()
 
-    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Liveness: the process answers",
+        openapi_extra=auth.PUBLIC,
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
@@ -208,6 +226,7 @@ def create_app(
         "/readyz",
         tags=["operations"],
         summary="Readiness: the database and the broker answer",
+        openapi_extra=auth.PUBLIC,
         response_model=Readiness,
         responses={503: {"model": Readiness, "description": "Something is not ready."}},
     )
@@ -222,6 +241,7 @@ def create_app(
         summary="The event contracts (AsyncAPI 3.0)",
         description="Every topic as a channel, every event type as a message with its JSON "
         "schema, the CloudEvents headers and the record key; generated from the registries.",
+        openapi_extra=auth.PUBLIC,
     )
     async def asyncapi() -> dict[str, Any]:
         return asyncapi_document

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.gateway import flywheel, identity, readmodel
+from services.gateway import flywheel, identity, readmodel, webhooks
 from services.gateway.api import create_app
 from services.gateway.ports import Unavailable
 from services.gateway.publisher import KafkaActivityPublisher
@@ -113,6 +113,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         lifespan=lifespan,
     )
+    webhook_store = webhooks.PgWebhookStore(
+        lambda: service.pool, retention_days=settings.inbound_webhook_dedupe_days
+    )
+    app.include_router(webhooks.router(publisher=guarded, store=webhook_store, settings=settings))
     app.include_router(flywheel.router(lambda: service.pool))
     app.include_router(identity.router(identities))
     app.add_route("/metrics", prometheus, include_in_schema=False)
