@@ -24,12 +24,14 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared.cloudevents import DecodeError, Envelope, decode
@@ -41,6 +43,7 @@ from shared.contracts import (
     MemberErasedV1,
     MemberMergedV1,
     PeerHelpV1,
+    StageChangedV1,
 )
 from shared.postgres import Connection
 from shared.settings import Settings
@@ -131,6 +134,28 @@ class Members:
 _PROPERTY_REFS = ("referred_by", "anonymous_id")
 """Activity properties that name a member (or a visitor's anonymous id)."""
 
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=\-]*")
+_TRAILING = "._:@/+=-"
+
+
+def mentioned(text: str) -> set[str]:
+    """What in a text could be a member id (a reason such as "referred by m-42.")."""
+    tokens = set(_TOKEN.findall(text))
+    return tokens | {t.rstrip(_TRAILING) for t in tokens} - {""}
+
+
+def scrub(text: str, erased: Collection[str]) -> str:
+    """The text with every erased member id in it replaced by `ERASED`."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in erased:
+            return ERASED
+        stripped = token.rstrip(_TRAILING)
+        return ERASED + token[len(stripped) :] if stripped in erased else token
+
+    return _TOKEN.sub(replace, text)
+
 
 def member_ids(data: Contract) -> set[str]:
     """Every member id an event names."""
@@ -150,6 +175,8 @@ def member_ids(data: Contract) -> set[str]:
         return {data.member_id, data.referrer_member_id}
     if isinstance(data, MemberMergedV1):
         return {data.survivor_member_id, data.merged_member_id}
+    if isinstance(data, StageChangedV1):  # its reason may name another member
+        return {data.member_id} | mentioned(data.reason)
     member_id = getattr(data, "member_id", None)
     return {member_id} if isinstance(member_id, str) else set()
 
@@ -182,7 +209,10 @@ def canonical(data: Contract, members: Members) -> Contract | None:
     resolved = members.resolve(member_id)
     if resolved is None:
         return None
-    return data if resolved == member_id else data.model_copy(update={"member_id": resolved})
+    update: dict[str, object] = {} if resolved == member_id else {"member_id": resolved}
+    if isinstance(data, StageChangedV1) and mentioned(data.reason) & members.erased:
+        update["reason"] = scrub(data.reason, members.erased)  # "referred by <erased>"
+    return data.model_copy(update=update) if update else data
 
 
 def _canonical_activity(activity: ActivityV1, members: Members) -> ActivityV1 | None:
@@ -403,6 +433,23 @@ def erased_in_log(events: Iterable[MemberMergedV1 | MemberErasedV1]) -> set[str]
     return erased
 
 
+async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+    """The partitions of a topic, from the cluster's metadata (a consumer that has not
+    subscribed does not know them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="flywheel-admin")
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [
+        TopicPartition(d["topic"], int(p["partition"]))
+        for d in described
+        if d["error_code"] == 0
+        for p in sorted(d["partitions"], key=lambda p: int(p["partition"]))
+    ]
+
+
 async def read_lifecycle(settings: Settings, timeout_s: float = 60.0) -> list[Envelope]:
     """Every merge and erasure on `member-lifecycle`, up to its end now."""
     topic = settings.topic(MEMBER_LIFECYCLE.name)
@@ -411,6 +458,7 @@ async def read_lifecycle(settings: Settings, timeout_s: float = 60.0) -> list[En
         client_id="flywheel-lifecycle-bootstrap",
         group_id=None,
         enable_auto_commit=False,
+        auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
     found: list[Envelope] = []
@@ -419,14 +467,13 @@ async def read_lifecycle(settings: Settings, timeout_s: float = 60.0) -> list[En
         await consumer.start()
         started = True
         async with asyncio.timeout(timeout_s):
-            await consumer.topics()  # fetch metadata
-            partitions = sorted(consumer.partitions_for_topic(topic) or ())
-            tps = [TopicPartition(topic, p) for p in partitions]
+            tps = await topic_partitions(settings.kafka_bootstrap_servers, topic)
             if not tps:
-                return []
+                raise KafkaError(f"{topic} has no partitions (not created yet?)")
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
-            await consumer.seek_to_beginning(*tps)
+            for tp, start in (await consumer.beginning_offsets(tps)).items():
+                consumer.seek(tp, start)  # explicit: a pending offset reset must not win
             pending = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
             while pending:
                 batch = await consumer.getmany(*pending, timeout_ms=500)

@@ -97,6 +97,24 @@ def test_events_about_an_erased_member_are_dropped_and_mentions_removed() -> Non
         assert lifecycle.canonical(about_x, members) is None
 
 
+def test_a_transition_s_reason_loses_the_erased_ids_it_names() -> None:
+    referred = StageChangedV1(
+        member_id="k-2",
+        dimension="awareness",
+        from_stage=None,
+        to_stage="member",
+        reason="signed up on web, referred by m-1 (not m-12), thanks m-1.",
+        occurred_at=T0,
+    )
+    assert {"m-1", "m-12", "k-2"} <= lifecycle.member_ids(referred)
+    read = lifecycle.canonical(referred, lifecycle.Members(erased={"m-1"}))
+    assert isinstance(read, StageChangedV1)
+    assert read.reason == (
+        "signed up on web, referred by (erased member) (not m-12), thanks (erased member)."
+    )
+    assert lifecycle.canonical(referred, lifecycle.Members(erased={"m-2"})) is referred
+
+
 def test_a_later_merge_repoints_earlier_aliases_and_an_erasure_forgets_them() -> None:
     members = lifecycle.Members(aliases={"c": "b"})
     members.note_merge(lifecycle.Merge("a", "b", T0, "r", "e"))

@@ -128,9 +128,11 @@ async def merge_gateway_state(conn: Connection, survivor: str, merged: str) -> N
 _ID_CHARS = r"A-Za-z0-9._:@/+=\-"
 
 
-def _mention(member_id: str) -> str:
-    """A PostgreSQL regular expression matching the id as a whole word (not `m-1` in `m-12`)."""
-    return f"(?<![{_ID_CHARS}]){re.escape(member_id)}(?![{_ID_CHARS}])"
+def mention_pattern(member_id: str) -> str:
+    """A PostgreSQL regular expression matching the id as a whole word (not `m-1` in `m-12`,
+    but `m-1` in "referred by m-1."), as `lifecycle.scrub` does for new events."""
+    end = f"(?:$|[^{_ID_CHARS}])"
+    return f"(?<![{_ID_CHARS}]){re.escape(member_id)}(?={end}|[._:@/+=\\-]+{end})"
 
 
 async def erase_gateway_state(conn: Connection, ids: Collection[str], at: datetime) -> int:
@@ -181,7 +183,7 @@ async def erase_gateway_state(conn: Connection, ids: Collection[str], at: dateti
         await conn.execute(
             "UPDATE journey_transitions SET reason = regexp_replace(reason, $1, $2, 'g')"
             " WHERE strpos(reason, $3) > 0",
-            _mention(member),
+            mention_pattern(member),
             erased,
             member,
         )
