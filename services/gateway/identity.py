@@ -44,6 +44,7 @@ from shared.contracts import (
     ACTIVITY,
     MEMBER_ERASED,
     MEMBER_MERGED,
+    ActivityV1,
     Identifier,
     MemberErasedV1,
     MemberMergedV1,
@@ -360,6 +361,39 @@ class IdentityStore:
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
         return owner if owner is not None else derived_member_id(platform, platform_user_id)
+
+    async def resolve_activities(
+        self, platform: str, activities: Sequence[ActivityV1]
+    ) -> list[ActivityV1]:
+        """A webhook delivery's activities with member ids from the identity tables instead of
+        the mappers' derived ids (`<platform>:<user id>`): the actor's through `resolve` (its
+        email only ever comes verified from the mappers), the people it mentions (a thread's
+        or a post's author) through `member_for`."""
+        prefix = f"{platform}:"
+        known: dict[str, str] = {}
+        resolved: list[ActivityV1] = []
+        for a in activities:
+            actor = a.actor
+            update: dict[str, Any] = {}
+            uid = actor.platform_user_id
+            if uid and actor.member_id == derived_member_id(platform, uid):
+                known[actor.member_id] = await self.resolve(platform, uid, actor.email)
+                if known[actor.member_id] != actor.member_id:
+                    update["actor"] = actor.model_copy(update={"member_id": known[actor.member_id]})
+            target = a.target
+            if target is not None:
+                names: dict[str, Any] = {}
+                for field in ("thread_author_member_id", "parent_author_member_id"):
+                    value = getattr(target, field)
+                    if isinstance(value, str) and value.startswith(prefix):
+                        if value not in known:
+                            known[value] = await self.member_for(platform, value[len(prefix) :])
+                        if known[value] != value:
+                            names[field] = known[value]
+                if names:
+                    update["target"] = target.model_copy(update=names)
+            resolved.append(a.model_copy(update=update) if update else a)
+        return resolved
 
     # ---- the API ------------------------------------------------------------------------
 

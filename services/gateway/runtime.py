@@ -116,7 +116,14 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     webhook_store = webhooks.PgWebhookStore(
         lambda: service.pool, retention_days=settings.inbound_webhook_dedupe_days
     )
-    app.include_router(webhooks.router(publisher=guarded, store=webhook_store, settings=settings))
+    app.include_router(
+        webhooks.router(
+            publisher=guarded,
+            store=webhook_store,
+            settings=settings,
+            resolve=identities.resolve_activities,  # one member per person
+        )
+    )
     app.include_router(flywheel.router(lambda: service.pool))
     app.include_router(identity.router(identities))
     app.add_route("/metrics", prometheus, include_in_schema=False)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -64,6 +64,8 @@ BAD_SIGNATURE = TYPE_PREFIX + "webhook-signature"
 UNMAPPABLE = TYPE_PREFIX + "webhook-unmappable"
 
 Clock = Callable[[], datetime]
+Resolver = Callable[[str, list[ActivityV1]], Awaitable[list[ActivityV1]]]
+"""(platform, mapped activities) -> the same activities with member ids from the identities."""
 Outcome = Literal["accepted", "ignored", "duplicate", "rejected", "malformed", "unavailable"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -189,9 +191,13 @@ def router(
     settings: Settings,
     clock: Clock = _utcnow,
     stats: WebhookStats | None = None,
+    resolve: Resolver | None = None,
 ) -> APIRouter:
-    """The webhook endpoints, publishing through `publisher`, remembering in `store`."""
+    """The webhook endpoints, publishing through `publisher`, remembering in `store`;
+    `resolve` turns the mappers' derived member ids into the identity table's (the gateway's
+    `IdentityStore.resolve_activities`; without it, the derived ids are published)."""
     receiver = _Receiver(publisher, store, settings, clock, stats or WebhookStats(clock))
+    receiver.resolve = resolve
     routes = APIRouter(tags=["webhooks"])
 
     @routes.post(
@@ -292,6 +298,7 @@ class _Receiver:
         self.settings = settings
         self.clock = clock
         self.stats = stats
+        self.resolve: Resolver | None = None
 
     # --- steps 1 and 2: configured, and signed ---------------------------------------------
 
@@ -462,7 +469,10 @@ class _Receiver:
                     update={"status": "duplicate", "reason": "this delivery was published already"}
                 ),
             )
-        activities, started = await self._with_thread_authors(source, mapped.activities)
+        activities = mapped.activities
+        if self.resolve is not None:  # one member per person: services/gateway/identity.py
+            activities = await self.resolve(source, activities)
+        activities, started = await self._with_thread_authors(source, activities)
         records = intake.to_records(activities, batch=True)
         try:
             await self.publisher.publish(records)
