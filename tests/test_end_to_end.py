@@ -22,6 +22,8 @@ from tests.factories import activity
 pytestmark = pytest.mark.integration
 
 SERVICES = ("awareness", "engagement", "advocacy", "gateway")
+API_KEY = "end-to-end-key-0123456789"
+"""The gateway refuses API calls without a key (FLYWHEEL_API_KEYS); the test client has one."""
 
 
 @pytest.fixture
@@ -29,7 +31,11 @@ async def deployed(namespace: Namespace) -> AsyncIterator[dict[str, Any]]:
     devstack = namespace.stack.devstack
     urls = {name: await namespace.create_database(name) for name in SERVICES}
     for name in SERVICES:
-        env = namespace.env(urls[name], FLYWHEEL_CLOCK_TICK_INTERVAL_S="0")
+        env = namespace.env(
+            urls[name],
+            FLYWHEEL_CLOCK_TICK_INTERVAL_S="0",
+            FLYWHEEL_API_KEYS=f"e2e={API_KEY}:ingest,read",
+        )
         await asyncio.to_thread(devstack.start_service, name, env)
     try:
         yield {"gateway": devstack.endpoints.gateway_url, "databases": urls}
@@ -71,7 +77,9 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
         activity("ada", "reply", day=4, thread_id="q-1"),
         activity("ada", "event_attended", day=4.5, source="events"),
     ]
-    async with httpx.AsyncClient(base_url=deployed["gateway"], timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=deployed["gateway"], timeout=30, headers={"Authorization": f"Bearer {API_KEY}"}
+    ) as client:
         response = await client.post("/v1/activities", json=_body(*log))
         assert response.status_code == 202, response.text
         assert response.json()["accepted"] == [a.activity_id for a in log]
