@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from services.gateway import flywheel, identity, readmodel, webhooks
 from services.gateway.api import create_app
+from services.gateway.delivery.worker import DeliveryWorker
 from services.gateway.ports import Unavailable
 from services.gateway.publisher import KafkaActivityPublisher
 from services.gateway.store import PgJourneyStore
@@ -81,12 +82,15 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         lambda: service.pool, wake=lambda: service.relay.wake() if service.relay else None
     )
     guarded = identity.GuardedPublisher(publisher, identities)  # erased people: not published
+    # outbound webhooks: a second subscriber on the same broker (its own group) and a sender
+    delivery = DeliveryWorker(service.broker, settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start_resources()
         ticker: asyncio.Task[None] | None = None
         try:
+            await delivery.start(service)
             await service.broker.start()
             if settings.clock_tick_interval_s > 0:
                 ticker = asyncio.create_task(tick_clock(publisher, settings.clock_tick_interval_s))
@@ -95,7 +99,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             if ticker is not None:
                 ticker.cancel()
             service.on_shutdown_signal()
+            delivery.on_shutdown_signal()
             await service.broker.stop()
+            await delivery.stop()
             await service.stop_resources()
 
     async def readiness() -> dict[str, str]:
@@ -126,6 +132,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(flywheel.router(lambda: service.pool))
     app.include_router(identity.router(identities))
+    app.include_router(delivery.router())
     app.add_route("/metrics", prometheus, include_in_schema=False)
     telemetry.instrument_fastapi(app)
     return app
