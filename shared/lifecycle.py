@@ -352,14 +352,22 @@ def _named(events: Iterable[Envelope]) -> set[str]:
 
 
 def merge_of(envelope: Envelope, members: Members) -> Merge | None:
-    """The merge to apply, with both ids resolved; None when there is nothing to do (already
-    one member, or either side erased)."""
+    """The merge to apply, with both ids resolved; None when there is nothing to do (an id
+    merged into itself, or either side erased).
+
+    A merged id already read as the survivor is merged again: every service's merge rule is
+    idempotent, and the gateway, which records the alias when it links the identities, may
+    have written rows under the merged id since (a transition read concurrently)."""
     data = envelope.data
     assert isinstance(data, MemberMergedV1)
     survivor = members.resolve(data.survivor_member_id)
     merged = members.resolve(data.merged_member_id)
-    if survivor is None or merged is None or survivor == merged:
+    if survivor is None or merged is None:
         return None
+    if merged == survivor:
+        merged = data.merged_member_id
+        if merged == survivor:
+            return None
     return Merge(survivor, merged, data.occurred_at, data.reason, envelope.id)
 
 

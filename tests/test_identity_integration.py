@@ -33,6 +33,10 @@ pytestmark = pytest.mark.integration
 API_KEY = "identity-tests-admin-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 STAGE_SERVICES = (AWARENESS, ENGAGEMENT, ADVOCACY)
+IN_PROCESS_GRACE_S = 86_400.0
+"""The gateway's lifespan arms a shutdown watchdog (`ConsumingService.on_shutdown_signal`) that
+ends the process `shutdown_grace_s` after shutdown began and is never disarmed: in process, it
+would end the whole test session. A day is longer than any session."""
 
 
 @dataclass
@@ -65,7 +69,10 @@ async def deployment(namespace: Namespace) -> AsyncIterator[Deployment]:
     urls = {name: await namespace.create_database(name) for name in (*_names(), "gateway")}
     gateway = build_app(
         namespace.settings(
-            urls["gateway"], clock_tick_interval_s=0, api_keys=f"tests={API_KEY}:ingest,read,admin"
+            urls["gateway"],
+            clock_tick_interval_s=0,
+            api_keys=f"tests={API_KEY}:ingest,read,admin",
+            shutdown_grace_s=IN_PROCESS_GRACE_S,
         )
     )
     pool = await asyncpg.create_pool(urls["gateway"], min_size=1, max_size=2)

@@ -12,6 +12,7 @@ from services.advocacy import domain as advocacy
 from services.awareness import domain as awareness
 from services.engagement import domain as engagement
 from shared import lifecycle
+from shared.cloudevents import Envelope
 from shared.contracts import (
     ActivityV1,
     MemberAcquiredV1,
@@ -122,6 +123,22 @@ def test_a_later_merge_repoints_earlier_aliases_and_an_erasure_forgets_them() ->
     members.note_erased({"a", "b", "c"})
     assert members.aliases == {}
     assert [members.resolve(m) for m in "abc"] == [None, None, None]
+
+
+def test_a_merge_already_known_is_applied_again_and_a_self_merge_is_not() -> None:
+    def envelope(survivor: str, merged: str) -> Envelope:
+        data = MemberMergedV1(
+            survivor_member_id=survivor, merged_member_id=merged, occurred_at=T0, reason="r"
+        )
+        return Envelope("e", "member.merged.v1", "/gateway", T0, data, survivor)
+
+    members = lifecycle.Members(aliases={"b": "a", "a2": "z"})
+    again = lifecycle.merge_of(envelope("a", "b"), members)
+    assert again is not None and (again.survivor, again.merged) == ("a", "b")
+    assert lifecycle.merge_of(envelope("a", "a"), members) is None
+    chained = lifecycle.merge_of(envelope("a2", "b"), members)  # b is a, a2 is z: merge a into z
+    assert chained is not None and (chained.survivor, chained.merged) == ("z", "a")
+    assert lifecycle.merge_of(envelope("a", "x"), lifecycle.Members(erased={"x"})) is None
 
 
 def test_erasures_on_the_log_cover_every_id_merged_into_the_member() -> None:

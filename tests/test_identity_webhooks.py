@@ -17,6 +17,7 @@ from services.gateway.webhooks.signatures import sign_discourse, sign_slack
 from shared.contracts import ActivityV1
 from tests.conftest import Namespace, envelopes
 from tests.test_erasure import read_all
+from tests.test_identity_integration import IN_PROCESS_GRACE_S
 
 pytestmark = pytest.mark.integration
 
@@ -33,6 +34,7 @@ async def gateway(namespace: Namespace) -> AsyncIterator[httpx.AsyncClient]:
         api_keys=f"tests={API_KEY}:ingest,read,admin",
         discourse_webhook_secret=DISCOURSE_SECRET,
         slack_signing_secret=SLACK_SECRET,
+        shutdown_grace_s=IN_PROCESS_GRACE_S,
     )
     app = build_app(settings)
     async with (
