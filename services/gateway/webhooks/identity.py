@@ -1,10 +1,12 @@
 """Member ids of people seen on a platform: the one place they are derived.
 
-Today a member id is the platform and the person's stable id there (`github:583231`), never
-a handle or an email, which people change. Linking one person's identities across platforms
-(by verified email, or `POST /v1/members/{id}/identities`) is to replace this function with a
-lookup; every mapper calls it, and keeps `platform_user_id` in the actor, so that swap needs
-no change elsewhere.
+A member id derived here is the platform and the person's stable id there (`github:583231`),
+never a handle or an email, which people change. The mappers stay pure: the router then
+passes their activities through the gateway's identity resolver
+(`services/gateway/identity.py`, `IdentityStore.resolve_activities`), which replaces these
+derived ids with the member each identity belongs to (one member per person: joined by
+verified email, or linked with `POST /v1/members/{id}/identities`). An identity seen for the
+first time keeps this derived id, so the two agree until identities are linked.
 """
 
 from __future__ import annotations
