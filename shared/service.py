@@ -74,6 +74,7 @@ class ConsumingService:
         self.health: HealthServer | None = None
         self._stopping = False
         self._shutdown_began: float | None = None  # time.monotonic() at SIGTERM
+        self._watchdog: threading.Timer | None = None
         s = self.settings
         telemetry.configure(spec.name)
         self.consumer_state = metrics.ConsumerState()
@@ -177,6 +178,8 @@ class ConsumingService:
                 await asyncio.wait_for(self.pool.close(), max(0.1, self._left_of_grace(0)))
             except TimeoutError:
                 self.pool.terminate()
+        if self._watchdog is not None:
+            self._watchdog.cancel()  # stopped in time (in-process, the interpreter lives on)
         if self._shutdown_began is None:
             log.info("%s stopped", self.spec.name)
         else:
@@ -229,9 +232,10 @@ class ConsumingService:
         log.info(
             "%s shutting down: finishing the batch in hand (%.1f s grace)", self.spec.name, grace
         )
-        watchdog = threading.Timer(grace, self._shutdown_overdue)
-        watchdog.daemon = True
-        watchdog.start()
+        if self._watchdog is None:
+            self._watchdog = threading.Timer(grace, self._shutdown_overdue)
+            self._watchdog.daemon = True
+            self._watchdog.start()
 
     def _shutdown_overdue(self) -> None:
         log.error(

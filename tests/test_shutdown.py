@@ -11,6 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from services.engagement.__main__ import SPEC as ENGAGEMENT
+from shared.service import ConsumingService
 from tests import crashkit
 from tests.conftest import Namespace
 
@@ -77,3 +79,19 @@ async def test_sigterm_mid_stream_stops_cleanly_within_the_grace(
     problems = crashkit.differences(expected, actual, crashkit.owners(records))
     assert not problems, "\n".join(problems)
     assert all(actual.redelivered(t) == 0 for t in actual.events), "an event was sent twice"
+
+
+async def test_a_clean_stop_disarms_the_watchdog(namespace: Namespace) -> None:
+    """In-process (the gateway's lifespan, tests) the interpreter outlives the service: the
+    watchdog armed at the signal must not fire after a stop that finished in time."""
+    url = await namespace.create_database("engagement")
+    service = ConsumingService(ENGAGEMENT, namespace.settings(url, shutdown_grace_s=30.0))
+    await service.start_resources()
+    await service.broker.start()
+    service.on_shutdown_signal()
+    await service.broker.stop()
+    await service.stop_resources()
+    watchdog = service._watchdog
+    assert watchdog is not None
+    watchdog.join(5)
+    assert not watchdog.is_alive(), "the watchdog would end this process"
