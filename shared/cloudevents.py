@@ -6,6 +6,7 @@ is the member id, so that every event about one member lands on one partition, i
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,23 @@ Headers = list[tuple[str, bytes]]
 ContractT = TypeVar("ContractT", bound=Contract)
 
 
+_ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
+
+
 def derive_event_id(*cause: str) -> str:
     """An id computed from what caused the event, so a re-emission carries the same id and
-    any consumer can drop it as a duplicate."""
-    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(cause)))
+    any consumer can drop it as a duplicate.
+
+    Exactly `str(uuid.uuid5(_ID_NAMESPACE, "\\x1f".join(cause)))` (a test holds them equal),
+    without building a UUID object: every emitted event and every activity pays for it.
+    """
+    digest = bytearray(
+        hashlib.sha1(_ID_NAMESPACE_BYTES + "\x1f".join(cause).encode()).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)
@@ -128,10 +142,10 @@ def decode(
             "not a CloudEvent 1.0: ce_specversion header is "
             + repr(attrs.get("ce_specversion", "missing"))
         )
-    missing = [h for h in ("ce_id", "ce_source", "ce_type") if not attrs.get(h)]
-    if missing:
+    event_id, source, type_name = attrs.get("ce_id"), attrs.get("ce_source"), attrs.get("ce_type")
+    if not (event_id and source and type_name):
+        missing = [h for h in ("ce_id", "ce_source", "ce_type") if not attrs.get(h)]
         raise DecodeError(f"missing CloudEvents header(s): {', '.join(missing)}")
-    type_name = attrs["ce_type"]
     event_type = EVENT_TYPES.get(type_name)
     if event_type is None:
         raise DecodeError(
@@ -142,7 +156,8 @@ def decode(
     if len(value) > max_value_bytes:
         raise DecodeError(f"value of {len(value)} bytes exceeds the {max_value_bytes} limit")
     try:
-        data = event_type.model.model_validate_json(value)
+        # the model's core validator itself: model_validate_json's wrapper costs ~10 % per record
+        data: Contract = event_type.model.__pydantic_validator__.validate_json(value)
     except ValidationError as exc:
         errors = [
             {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
@@ -156,9 +171,9 @@ def decode(
         ) from None
     member_key = key.decode("utf-8", "replace") if key is not None else event_type.key_of(data)
     return Envelope(
-        id=attrs["ce_id"],
+        id=event_id,
         type=type_name,
-        source=attrs["ce_source"],
+        source=source,
         time=data.occurred_at,  # type: ignore[attr-defined]
         data=data,
         key=member_key,

@@ -1,0 +1,1 @@
+"""The flywheel's benchmark: `python -m bench [--quick]` (docs/PERFORMANCE.md)."""

@@ -1,0 +1,685 @@
+"""The measurements, one function per figure. Each phase gets its own namespace (topic prefix,
+consumer groups, fresh databases) on the one stack, so phases never see each other's work.
+
+Services run as processes (`DevStack.start_service`, i.e. `python -m services.<name>`, uvloop,
+INFO logs: what production runs), so their memory and CPU are theirs alone, and py-spy can
+attach to them. A rate is measured from outside, on committed consumer-group lag, the way an
+operator sees it: from the last look with nothing committed to lag 0 with the outbox drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from bench.env import (
+    PASSTHROUGH_OUT,
+    QUIX_OUT,
+    LagWatch,
+    Namespace,
+    ProcessWatch,
+    database_bytes,
+    load,
+    outbox_rows,
+)
+from bench.workload import Record, community, e2e_activity
+from deploy.stack import DevStack
+from shared.topics import JOURNEY_TRANSITIONS, MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
+
+Say = Callable[[str], None]
+
+CONSUMES: dict[str, tuple[str, ...]] = {
+    "awareness": (MEMBER_ACTIVITY.name, MEMBER_LIFECYCLE.name),
+    "engagement": (MEMBER_ACTIVITY.name, MEMBER_LIFECYCLE.name),
+    "advocacy": (MEMBER_ACTIVITY.name, SIGNALS_SUPPORT.name, MEMBER_LIFECYCLE.name),
+}
+"""Each stage service's topics (from its SPEC; a test holds them equal)."""
+STAGES = tuple(CONSUMES)
+POLL_S = 0.25
+
+
+@dataclass
+class Run:
+    """One consumer's catch-up: how fast, at what cost."""
+
+    process: str  # the name its CPU and memory are filed under
+    name: str = ""
+    records: int = 0  # consumed (the rate's numerator)
+    backlog: int = 0
+    seconds: float = 0.0  # from the last look with nothing committed to lag 0, outbox drained
+    wall_s: float = 0.0  # from process start to the same point (start-up included)
+    rate: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: float = 0.0
+    finished: bool = True
+    timeline: list[tuple[float, int]] = field(default_factory=list)
+
+    def figures(self) -> dict[str, Any]:
+        own = self.cpu_s.get(self.process, 0.0)
+        return {
+            "records": self.records,
+            "backlog": self.backlog,
+            "seconds": round(self.seconds, 2),
+            "wall_s": round(self.wall_s, 2),
+            "rate_per_s": round(self.rate, 1),
+            "cpu_s": {k: round(v, 2) for k, v in self.cpu_s.items()},
+            "records_per_cpu_s": round(self.records / own, 1) if own > 0 else None,
+            "peak_rss_mib": round(self.peak_rss_mib, 1),
+            "finished": self.finished,
+            "timeline": [(round(t, 2), lag) for t, lag in self.timeline],
+        }
+
+
+class Bench:
+    """The stack, and how to start and stop what runs on it."""
+
+    def __init__(self, stack: DevStack, state_dir: Path, say: Say) -> None:
+        self.stack = stack
+        self.state_dir = state_dir
+        self.say = say
+        self.bootstrap = stack.endpoints.kafka_bootstrap
+        self.admin_url = stack.endpoints.postgres_admin_url
+        self.infra = self._infra_pids()
+        self._n = 0
+
+    def _infra_pids(self) -> dict[str, int]:
+        from bench.env import infra_pids
+
+        return infra_pids(str(self.state_dir))
+
+    async def namespace(self, phase: str, extra_topics: Sequence[Any] = ()) -> Namespace:
+        self._n += 1
+        ns = Namespace(self.bootstrap, self.admin_url, f"b{os.getpid()}-{self._n}-{phase}.")
+        await ns.create(extra_topics)
+        return ns
+
+    def start_service(self, name: str, ns: Namespace, **env: str) -> subprocess.Popen[bytes]:
+        return self.stack.start_service(name, ns.env(name, **env), wait_ready=False)
+
+    def stop_service(self, name: str) -> None:
+        self.stack.stop_service(name)
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """A bench process (the ceiling, the Quix peer), logging beside the services."""
+        log = (self.state_dir / "logs" / f"{name}.log").open("ab")
+        with log:
+            return subprocess.Popen(
+                [sys.executable, "-m", *argv],
+                cwd=Path(__file__).resolve().parents[1],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM, wait, SIGKILL: only this process (and its group), which the bench started."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+# --------------------------------------------------------------------------------------------
+# watching a consumer catch up
+# --------------------------------------------------------------------------------------------
+
+
+async def watch_catch_up(
+    bench: Bench,
+    name: str,
+    proc: subprocess.Popen[bytes],
+    group: str,
+    topics: Sequence[str],
+    *,
+    database_url: str | None,
+    budget_s: float,
+    started: float,
+) -> Run:
+    """Poll lag until 0 (and the outbox empty); the rate counts from the first commit."""
+    run = Run(name, name)
+    watch = ProcessWatch({name: proc.pid, **bench.infra})
+    async with LagWatch(bench.bootstrap) as lags:
+        run.backlog = await lags.ends(topics)
+        idle_until = started  # the last look before anything was committed
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see the logs")
+            now = time.monotonic()
+            lag = await lags.lag(group, topics)
+            watch.sample()
+            run.timeline.append((now - started, lag))
+            if lag >= run.backlog:
+                idle_until = now
+            if lag == 0 and (database_url is None or await outbox_rows(database_url) == 0):
+                break
+            if now - started > budget_s:
+                run.finished = False
+                break
+            await asyncio.sleep(POLL_S)
+    end = time.monotonic()
+    run.wall_s = end - started
+    run.cpu_s = watch.cpu_seconds()
+    run.peak_rss_mib = watch.peak_rss[name] / 2**20
+    # from the last look with nothing committed to the first with everything done: the true
+    # interval is inside it, so the rate is a slight underestimate (by up to 2 looks' time)
+    run.records = run.backlog - lag
+    run.seconds = end - idle_until
+    run.rate = run.records / run.seconds if run.seconds > 0 else 0.0
+    return run
+
+
+async def load_backlog(bench: Bench, ns: Namespace, records: list[Record]) -> dict[str, Any]:
+    n, took = await asyncio.to_thread(
+        load, bench.bootstrap, ns.topic(MEMBER_ACTIVITY.name), records
+    )
+    bench.say(f"  loaded {n:,} activities in {took:.1f} s ({n / took:,.0f}/s)")
+    return {"records": n, "seconds": round(took, 2)}
+
+
+# --------------------------------------------------------------------------------------------
+# 1, 2: the ceiling, the stage services, the Quix peer
+# --------------------------------------------------------------------------------------------
+
+
+async def ceiling(bench: Bench, ns: Namespace, label: str, budget_s: float) -> Run:
+    group = f"{ns.prefix}passthrough-{label}"
+    started = time.monotonic()
+    proc = bench.spawn(
+        f"passthrough-{label}",
+        [
+            "bench.passthrough",
+            "--bootstrap",
+            bench.bootstrap,
+            "--source",
+            ns.topic(MEMBER_ACTIVITY.name),
+            "--sink",
+            ns.topic(PASSTHROUGH_OUT.name),
+            "--group",
+            group,
+        ],
+    )
+    try:
+        run = await watch_catch_up(
+            bench,
+            "passthrough",
+            proc,
+            group,
+            [ns.topic(MEMBER_ACTIVITY.name)],
+            database_url=None,
+            budget_s=budget_s,
+            started=started,
+        )
+    finally:
+        stop(proc)
+    run.name = f"passthrough ({label})"
+    return run
+
+
+async def stage(
+    bench: Bench,
+    ns: Namespace,
+    service: str,
+    budget_s: float,
+    *,
+    env: dict[str, str] | None = None,
+    profile: Path | None = None,
+) -> Run:
+    """One stage service alone, catching up on its topics from an empty database."""
+    url = await ns.database(service) if service not in ns.databases else ns.databases[service]
+    started = time.monotonic()
+    proc = bench.start_service(service, ns, **(env or {}))
+    spy = _py_spy(proc.pid, profile) if profile is not None else None
+    try:
+        run = await watch_catch_up(
+            bench,
+            service,
+            proc,
+            ns.prefix + service,
+            [ns.topic(t) for t in CONSUMES[service]],
+            database_url=url,
+            budget_s=budget_s,
+            started=started,
+        )
+    finally:
+        if spy is not None:
+            _stop_py_spy(spy)
+        await asyncio.to_thread(bench.stop_service, service)
+    return run
+
+
+async def quix(bench: Bench, ns: Namespace, budget_s: float, guarantee: str) -> Run:
+    group = f"{ns.prefix}quix-engagement-{guarantee}"
+    state = bench.state_dir / f"quix-state-{guarantee}"
+    started = time.monotonic()
+    proc = bench.spawn(
+        f"quix-{guarantee}",
+        [
+            "bench.quix_engagement",
+            "--bootstrap",
+            bench.bootstrap,
+            "--source",
+            ns.topic(MEMBER_ACTIVITY.name),
+            "--sink",
+            ns.topic(QUIX_OUT.name),
+            "--group",
+            group,
+            "--state-dir",
+            str(state),
+            "--guarantee",
+            guarantee,
+        ],
+    )
+    try:
+        run = await watch_catch_up(
+            bench,
+            "quix",
+            proc,
+            group,
+            [ns.topic(MEMBER_ACTIVITY.name)],
+            database_url=None,
+            budget_s=budget_s,
+            started=started,
+        )
+    finally:
+        stop(proc)
+    run.name = f"quix engagement ({guarantee})"
+    return run
+
+
+def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """Sample the service without pausing it (--nonblocking), until told to stop."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [
+            *(str(py_spy), "record", "--pid", str(pid), "--rate", "97", "--nonblocking"),
+            *("--format", "raw", "--output", str(out), "--duration", "3600"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes what it sampled on Ctrl-C
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# --------------------------------------------------------------------------------------------
+# 3, 4: the gateway's ingest, end-to-end latency
+# --------------------------------------------------------------------------------------------
+
+
+def _api_key() -> str:
+    import secrets
+
+    return "bench-" + secrets.token_hex(20)
+
+
+async def gateway_ingest(
+    bench: Bench, ns: Namespace, records: list[Record], batch: int, concurrency: int
+) -> dict[str, Any]:
+    """POST the activities in batches, `concurrency` requests in flight; rate = accepted/s."""
+    await ns.database("gateway")
+    key = _api_key()
+    proc = await asyncio.to_thread(
+        bench.stack.start_service,
+        "gateway",
+        ns.env("gateway", FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin"),
+    )
+    url = bench.stack.endpoints.gateway_url
+    assert url is not None
+    watch = ProcessWatch({"gateway": proc.pid, **bench.infra})
+    bodies = [
+        b'{"activities":[' + b",".join(r.value for r in records[i : i + batch]) + b"]}"
+        for i in range(0, len(records), batch)
+    ]
+    latencies: list[float] = []
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+
+            async def worker() -> None:
+                while not queue.empty():
+                    body = queue.get_nowait()
+                    for attempt in range(20):
+                        t0 = time.monotonic()
+                        response = await client.post("/v1/activities", content=body)
+                        if response.status_code == 202:
+                            latencies.append(time.monotonic() - t0)
+                            break
+                        if response.status_code != 503:
+                            raise RuntimeError(f"gateway: {response.status_code} {response.text}")
+                        await asyncio.sleep(0.2 * (attempt + 1))
+                    watch.sample()
+
+            started = time.monotonic()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            took = time.monotonic() - started
+    finally:
+        cpu = watch.cpu_seconds()
+        await asyncio.to_thread(bench.stop_service, "gateway")
+    return {
+        "activities": len(records),
+        "batch": batch,
+        "concurrency": concurrency,
+        "seconds": round(took, 2),
+        "rate_per_s": round(len(records) / took, 1),
+        "request_p50_ms": round(_pct(latencies, 50) * 1000, 1),
+        "request_p99_ms": round(_pct(latencies, 99) * 1000, 1),
+        "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        "peak_rss_mib": round(watch.peak_rss["gateway"] / 2**20, 1),
+    }
+
+
+def _pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+async def end_to_end(
+    bench: Bench, ns: Namespace, rate: int, seconds: float, drain_s: float = 15.0
+) -> dict[str, Any]:
+    """Every service running; `rate` activities/s over HTTP (open loop: the schedule does not
+    wait for answers); latency from the 202 to the transition on journey-transitions."""
+    for name in (*STAGES, "gateway"):
+        await ns.database(name)
+    key = _api_key()
+    procs = {s: bench.start_service(s, ns) for s in STAGES}
+    procs["gateway"] = bench.start_service(
+        "gateway", ns, FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin"
+    )
+    try:
+        for name in procs:
+            await asyncio.to_thread(bench.stack.wait_service_ready, name, 180)
+        url = bench.stack.endpoints.gateway_url
+        assert url is not None
+        return await _drive(bench, ns, url, key, rate, seconds, drain_s, procs)
+    finally:
+        for name in procs:
+            await asyncio.to_thread(bench.stop_service, name)
+
+
+async def _drive(
+    bench: Bench,
+    ns: Namespace,
+    url: str,
+    key: str,
+    rate: int,
+    seconds: float,
+    drain_s: float,
+    procs: dict[str, subprocess.Popen[bytes]],
+) -> dict[str, Any]:
+    accepted: dict[str, float] = {}
+    seen: dict[str, tuple[float, str]] = {}
+    watch = ProcessWatch({n: p.pid for n, p in procs.items()})
+    consumer = AIOKafkaConsumer(
+        ns.topic(JOURNEY_TRANSITIONS.name),
+        bootstrap_servers=bench.bootstrap,
+        group_id=None,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    await consumer.getmany(timeout_ms=500)  # assigned, positioned at the end
+    stopping = asyncio.Event()
+
+    async def read() -> None:
+        import orjson
+
+        while not stopping.is_set():
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.monotonic()
+            for records in batch.values():
+                for r in records:
+                    data = orjson.loads(r.value or b"{}")
+                    for cause in data.get("caused_by", ()):
+                        seen.setdefault(cause, (now, data.get("dimension", "?")))
+
+    reader = asyncio.create_task(read())
+    tick_s = 0.05
+    per_tick = max(1, round(rate * tick_s))
+    n = 0
+    members: list[str] = []  # signed up, not yet given a talk
+    late = 0
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    try:
+        async with httpx.AsyncClient(
+            base_url=url,
+            headers=headers,
+            timeout=30,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        ) as client:
+            in_flight: set[asyncio.Task[None]] = set()
+
+            async def post(activities: list[dict[str, Any]]) -> None:
+                response = await client.post("/v1/activities", json={"activities": activities})
+                now = time.monotonic()
+                if response.status_code == 202:
+                    for a in activities:
+                        accepted[a["activity_id"]] = now
+
+            loop = asyncio.get_running_loop()
+            begin = loop.time()
+            ticks = int(seconds / tick_s)
+            for tick in range(ticks):
+                due = begin + tick * tick_s
+                delay = due - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -tick_s:
+                    late += 1
+                at = datetime.now(UTC)
+                batch: list[dict[str, Any]] = []
+                for i in range(per_tick):
+                    n += 1
+                    slot = i % 5
+                    if slot in (0, 1):  # a new member: awareness moves them to member
+                        member = f"e2e-m-{n}"
+                        batch.append(e2e_activity(n, member, "signup", at, email=True))
+                        members.append(member)
+                    elif slot == 2 and len(members) > 50:  # a talk: engaged at once
+                        batch.append(e2e_activity(n, members.pop(0), "event_talk", at))
+                    else:  # reading and reacting: no transition
+                        member = members[-1] if members else "e2e-m-0"
+                        batch.append(e2e_activity(n, member, "reaction", at))
+                task = asyncio.create_task(post(batch))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+                watch.sample()
+            sent_s = loop.time() - begin
+            if in_flight:
+                await asyncio.gather(*in_flight)
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline:
+            waiting = [a for a in accepted if a not in seen]
+            if not waiting or len(waiting) < 0.5 * len(accepted):  # the rest cause nothing
+                expected = {a for a in accepted if a.startswith("e2e-")}
+                if len([a for a in expected if a in seen]) >= _expected_transitions(n):
+                    break
+            await asyncio.sleep(0.2)
+    finally:
+        stopping.set()
+        await reader
+        await consumer.stop()
+    lat: dict[str, list[float]] = {}
+    for activity_id, (t_seen, dimension) in seen.items():
+        t_ok = accepted.get(activity_id)
+        if t_ok is not None:
+            lat.setdefault(dimension, []).append(max(0.0, t_seen - t_ok))
+    every = [x for xs in lat.values() for x in xs]
+    result: dict[str, Any] = {
+        "offered_rate_per_s": rate,
+        "seconds": seconds,
+        "sent": n,
+        "accepted": len(accepted),
+        "achieved_rate_per_s": round(len(accepted) / sent_s, 1) if sent_s else 0,
+        "late_ticks": late,
+        "transitions_matched": len(every),
+        "transitions_expected": _expected_transitions(n),
+        "p50_ms": round(_pct(every, 50) * 1000, 1),
+        "p95_ms": round(_pct(every, 95) * 1000, 1),
+        "p99_ms": round(_pct(every, 99) * 1000, 1),
+        "max_ms": round(max(every) * 1000, 1) if every else None,
+        "by_dimension_p99_ms": {d: round(_pct(xs, 99) * 1000, 1) for d, xs in lat.items()},
+        "mean_ms": round(statistics.fmean(every) * 1000, 1) if every else None,
+        "cpu_s": {k: round(v, 2) for k, v in watch.cpu_seconds().items()},
+        "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in watch.peak_rss.items()},
+    }
+    return result
+
+
+def _expected_transitions(sent: int) -> int:
+    """Sign-ups (2 in 5) each move a member; talks (1 in 5, after the first 50 members) each
+    engage one: a rough floor used only to stop waiting early."""
+    return int(sent * 0.55)
+
+
+# --------------------------------------------------------------------------------------------
+# 5, 6: memory as members grow, and a replay into empty databases
+# --------------------------------------------------------------------------------------------
+
+
+MEMBER_TABLES = {"awareness": "people", "engagement": "participants"}
+
+
+async def _count(url: str, table: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    except asyncpg.UndefinedTableError:
+        return 0  # not migrated yet
+    finally:
+        await conn.close()
+
+
+async def all_stages(
+    bench: Bench,
+    ns: Namespace,
+    budget_s: float,
+    *,
+    checkpoints: Sequence[int] = (),
+    progress_every_s: float = 5.0,
+) -> dict[str, Any]:
+    """The three stage services at once from empty databases on the namespace's backlog, until
+    every group is at lag 0 with its outbox drained (or the budget is spent). At each member
+    checkpoint: every service's resident memory and database size."""
+    for s in STAGES:
+        await ns.database(s)
+    started = time.monotonic()
+    procs = {s: bench.start_service(s, ns) for s in STAGES}
+    watch = ProcessWatch({s: p.pid for s, p in procs.items()})
+    marks: list[dict[str, Any]] = []
+    pending = sorted(checkpoints)
+    last_print = 0.0
+    finished = False
+    try:
+        async with LagWatch(bench.bootstrap) as lags:
+            totals = {s: await lags.ends([ns.topic(t) for t in CONSUMES[s]]) for s in STAGES}
+            while True:
+                for s, p in procs.items():
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{s} exited with {p.returncode}; see the logs")
+                now = time.monotonic() - started
+                watch.sample()
+                lag = {
+                    s: await lags.lag(ns.prefix + s, [ns.topic(t) for t in CONSUMES[s]])
+                    for s in STAGES
+                }
+                if pending or now - last_print >= progress_every_s:
+                    members = await _count(ns.databases["awareness"], "people")
+                    while pending and members >= pending[0]:
+                        marks.append(await _mark(ns, watch, pending.pop(0), members, now))
+                if now - last_print >= progress_every_s:
+                    last_print = now
+                    done = sum(totals[s] - lag[s] for s in STAGES)
+                    whole = sum(totals[s] for s in STAGES) or 1
+                    bench.say(
+                        f"  {now:6.0f} s  {done / whole:6.1%}  "
+                        + "  ".join(f"{s} {totals[s] - lag[s]:,}/{totals[s]:,}" for s in STAGES)
+                        + f"  members {members:,}"
+                    )
+                if all(v == 0 for v in lag.values()):
+                    outbox = [await outbox_rows(ns.databases[s]) for s in STAGES]
+                    if not any(outbox):
+                        finished = True
+                        break
+                    totals = {
+                        s: await lags.ends([ns.topic(t) for t in CONSUMES[s]]) for s in STAGES
+                    }
+                if now > budget_s:
+                    break
+                await asyncio.sleep(1.0)
+            wall = time.monotonic() - started
+            consumed = {
+                s: totals[s] - await lags.lag(ns.prefix + s, [ns.topic(t) for t in CONSUMES[s]])
+                for s in STAGES
+            }
+        members = await _count(ns.databases["awareness"], "people")
+        final = await _mark(ns, watch, members, members, wall)
+    finally:
+        for s in STAGES:
+            await asyncio.to_thread(bench.stop_service, s)
+    return {
+        "finished": finished,
+        "wall_s": round(wall, 1),
+        "backlog": totals,
+        "consumed": consumed,
+        "checkpoints": marks,
+        "final": final,
+        "cpu_s": {k: round(v, 1) for k, v in watch.cpu_seconds().items()},
+    }
+
+
+async def _mark(
+    ns: Namespace, watch: ProcessWatch, checkpoint: int, members: int, at_s: float
+) -> dict[str, Any]:
+    return {
+        "checkpoint_members": checkpoint,
+        "members": members,
+        "at_s": round(at_s, 1),
+        "rss_mib": {s: round(watch.last_rss[s] / 2**20, 1) for s in STAGES},
+        "peak_rss_mib": {s: round(watch.peak_rss[s] / 2**20, 1) for s in STAGES},
+        "database_mib": {
+            s: round(await database_bytes(ns.databases[s]) / 2**20, 1) for s in STAGES
+        },
+    }
+
+
+def growth_backlog(members: int, extra: float = 0.5, seed: int = 5) -> list[Record]:
+    """Every member signs up (half after a visit), then `extra` activities per member more."""
+    total = int(members * (1.5 + extra))
+    return list(community(total, members, seed=seed, all_members_first=True, prefix=f"g{members}"))

@@ -1,0 +1,356 @@
+"""`python -m bench [--quick]`: the flywheel's performance figures on the real stack.
+
+Starts its own DevStack (a Kafka 4.1 broker and PostgreSQL as local processes) in a temporary
+state directory, measures, prints a table, writes the same figures as JSON to bench/results/
+(with the exact command, the machine and the versions), and stops everything it started.
+
+Figures (docs/PERFORMANCE.md explains each and what limits it):
+ 1. the ceiling: a raw aiokafka consume-produce-commit passthrough on the same broker;
+ 2. each stage service's sustained catch-up rate on a backlog, and its ratio to the ceiling;
+    the engagement stage once more as a Quix Streams application, side by side;
+ 3. the gateway's ingest rate over HTTP batches;
+ 4. end-to-end latency (HTTP 202 -> transition on journey-transitions) at a steady load;
+ 5. resident memory of each service and database size as members grow;
+ 6. a replay of a large log into empty databases: wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PHASES = ("ceiling", "stages", "quix", "gateway", "e2e", "memory", "replay")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes: a few minutes (CI)")
+    p.add_argument("--activities", type=int, help="catch-up backlog (200,000; quick 20,000)")
+    p.add_argument("--members", type=int, help="members of that backlog (activities / 8)")
+    p.add_argument("--gateway-activities", type=int, help="ingest (100,000; quick 10,000)")
+    p.add_argument("--e2e-rate", type=int, default=1000, help="offered activities/s (1000)")
+    p.add_argument("--e2e-seconds", type=float, help="steady load duration (60; quick 8)")
+    p.add_argument(
+        "--memory-sizes", help="member checkpoints, comma-separated (10k,100k,1M; quick 1k,5k,10k)"
+    )
+    p.add_argument("--replay", type=int, help="activities replayed (1,000,000; quick 20,000)")
+    p.add_argument("--budget-s", type=float, help="bound of one catch-up (900; quick 240)")
+    p.add_argument("--memory-budget-s", type=float, help="bound of the memory run (1200; q 240)")
+    p.add_argument("--replay-budget-s", type=float, help="bound of the replay (1800; quick 240)")
+    p.add_argument("--only", help=f"comma-separated phases of {','.join(PHASES)}")
+    p.add_argument("--quix-guarantee", default="exactly-once", help="exactly-once|at-least-once")
+    p.add_argument(
+        "--profile", action="store_true", help="py-spy each stage service while it catches up"
+    )
+    p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the stage services (experiments, e.g. "
+        "FLYWHEEL_CONSUMER_MAX_RECORDS=2000)",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    p.add_argument("--seed", type=int, default=11)
+    a = p.parse_args(argv)
+    q = a.quick
+    a.activities = a.activities or (20_000 if q else 200_000)
+    a.members = a.members or max(100, a.activities // 8)
+    a.gateway_activities = a.gateway_activities or (10_000 if q else 100_000)
+    a.e2e_seconds = a.e2e_seconds or (8.0 if q else 60.0)
+    a.memory_sizes = [
+        int(float(x.lower().replace("k", "e3").replace("m", "e6")))
+        for x in (a.memory_sizes or ("1k,5k,10k" if q else "10k,100k,1M")).split(",")
+    ]
+    a.replay = a.replay or (20_000 if q else 1_000_000)
+    a.budget_s = a.budget_s or (240.0 if q else 900.0)
+    a.memory_budget_s = a.memory_budget_s or (240.0 if q else 1200.0)
+    a.replay_budget_s = a.replay_budget_s or (240.0 if q else 1800.0)
+    a.phases = tuple(a.only.split(",")) if a.only else PHASES
+    unknown = set(a.phases) - set(PHASES)
+    if unknown:
+        p.error(f"unknown phase(s) {sorted(unknown)}; known: {', '.join(PHASES)}")
+    return a
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("FLYWHEEL_LOG_LEVEL", "INFO")
+    # Not under pytest's or the user's tmp root with 0700: the embedded PostgreSQL runs as an
+    # unprivileged user when we are root, and must traverse the state dir.
+    state_dir = Path(tempfile.mkdtemp(prefix="flywheel-bench-", dir="/tmp"))
+    state_dir.chmod(0o755)
+    from deploy.stack import DevStack
+
+    stack = DevStack(state_dir, service_timeout_s=180.0, progress=lambda m: say(f"stack: {m}"))
+    started = time.monotonic()
+    try:
+        stack.start()
+        report = asyncio.run(_measure(args, stack, state_dir, command))
+    finally:
+        stack.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+    report["total_s"] = round(time.monotonic() - started, 1)
+    rows = table(report)
+    report["table"] = rows
+    say("")
+    say(markdown(rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"bench-{'quick-' if args.quick else ''}{stamp}.json"
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    say(f"\nfigures written to {path} (total {report['total_s']:.0f} s)")
+    return 0
+
+
+async def _measure(
+    args: argparse.Namespace, stack: Any, state_dir: Path, command: str
+) -> dict[str, Any]:
+    from bench import env, phases
+    from bench.workload import check_sample, community
+
+    bench = phases.Bench(stack, state_dir, say)
+    endpoints = stack.endpoints
+    report: dict[str, Any] = {
+        "command": command,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": env.machine(),
+        "versions": {
+            **env.versions(),
+            "postgresql": await env.postgres_version(endpoints.postgres_admin_url),
+        },
+        "note": "taken on a shared machine: other work ran beside it (see machine.load_*)",
+        "parameters": {
+            k: v for k, v in vars(args).items() if k not in ("out",) and not k.startswith("_")
+        },
+        "figures": {},
+    }
+    figures: dict[str, Any] = report["figures"]
+    service_env = dict(kv.split("=", 1) for kv in args.service_env)
+    want = set(args.phases)
+
+    if want & {"ceiling", "stages", "quix"}:
+        say(f"\n== catch-up: {args.activities:,} activities, up to {args.members:,} members")
+        ns = await bench.namespace("catchup", (env.PASSTHROUGH_OUT, env.QUIX_OUT))
+        records = list(community(args.activities, args.members, seed=args.seed))
+        say(f"  backlog made; {check_sample(records)} sampled records decode")
+        figures["backlog"] = await phases.load_backlog(bench, ns, records)
+        figures["backlog"]["members"] = len({r.key for r in records})
+        del records
+        runs: dict[str, Any] = {}
+        if "ceiling" in want:
+            runs["passthrough_before"] = await phases.ceiling(bench, ns, "before", args.budget_s)
+            say(_run_line(runs["passthrough_before"]))
+        if "stages" in want:
+            for service in phases.STAGES:
+                profile = state_dir / f"py-spy-{service}.txt" if args.profile else None
+                run = await phases.stage(
+                    bench, ns, service, args.budget_s, env=service_env, profile=profile
+                )
+                runs[service] = run
+                say(_run_line(run))
+                if profile is not None and profile.exists():
+                    from bench.profile import summarize
+
+                    figures.setdefault("profiles", {})[service] = summarize(profile)
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(profile, args.out / profile.name)
+        if "quix" in want:
+            for guarantee in args.quix_guarantee.split(","):
+                run = await phases.quix(bench, ns, args.budget_s, guarantee)
+                runs[f"quix_{guarantee}"] = run
+                say(_run_line(run))
+        if "ceiling" in want:
+            runs["passthrough_after"] = await phases.ceiling(bench, ns, "after", args.budget_s)
+            say(_run_line(runs["passthrough_after"]))
+        figures["catch_up"] = {k: r.figures() for k, r in runs.items()}
+
+    if "gateway" in want:
+        say(f"\n== gateway ingest: {args.gateway_activities:,} activities over HTTP")
+        ns = await bench.namespace("gateway")
+        records = list(
+            community(args.gateway_activities, max(100, args.gateway_activities // 8), seed=3)
+        )
+        figures["gateway_ingest"] = await phases.gateway_ingest(
+            bench, ns, records, batch=500, concurrency=4
+        )
+        say(f"  {figures['gateway_ingest']['rate_per_s']:,.0f} activities/s")
+
+    if "e2e" in want:
+        say(f"\n== end to end: {args.e2e_rate}/s for {args.e2e_seconds:g} s, every service up")
+        ns = await bench.namespace("e2e")
+        figures["end_to_end"] = await phases.end_to_end(bench, ns, args.e2e_rate, args.e2e_seconds)
+        e = figures["end_to_end"]
+        say(f"  p50 {e['p50_ms']} ms, p95 {e['p95_ms']} ms, p99 {e['p99_ms']} ms")
+
+    if "memory" in want:
+        top = max(args.memory_sizes)
+        say(f"\n== memory: members growing to {top:,} (checkpoints {args.memory_sizes})")
+        ns = await bench.namespace("memory")
+        records = phases.growth_backlog(top)
+        figures["memory_backlog"] = await phases.load_backlog(bench, ns, records)
+        del records
+        figures["memory"] = await phases.all_stages(
+            bench, ns, args.memory_budget_s, checkpoints=args.memory_sizes
+        )
+
+    if "replay" in want:
+        say(f"\n== replay: {args.replay:,} activities into empty databases")
+        ns = await bench.namespace("replay")
+        records = list(community(args.replay, max(100, args.replay // 10), seed=args.seed + 1))
+        figures["replay_backlog"] = await phases.load_backlog(bench, ns, records)
+        del records
+        figures["replay"] = await phases.all_stages(bench, ns, args.replay_budget_s)
+
+    report["machine_end"] = env.machine()
+    return report
+
+
+def _run_line(run: Any) -> str:
+    f = run.figures()
+    return (
+        f"  {run.name:<32} {f['rate_per_s']:>9,.0f} records/s  ({f['records']:,} in "
+        f"{f['seconds']:.1f} s; {f['records_per_cpu_s'] or 0:,.0f} per CPU-second"
+        f"{'' if run.finished else '; BOUNDED: did not finish'})"
+    )
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def table(report: dict[str, Any]) -> list[list[str]]:
+    """[figure, value, target, verdict]: what the markdown table and the JSON both carry."""
+    f = report["figures"]
+    rows: list[list[str]] = []
+    cu = f.get("catch_up", {})
+    ceilings = [cu[k]["rate_per_s"] for k in ("passthrough_before", "passthrough_after") if k in cu]
+    ceiling = sum(ceilings) / len(ceilings) if ceilings else 0.0
+    if ceilings:
+        rows.append(
+            [
+                "1. ceiling: aiokafka passthrough (records/s)",
+                " / ".join(_fmt(c) for c in ceilings) + " (before / after)",
+                "-",
+                f"mean {_fmt(ceiling)}",
+            ]
+        )
+    for name in ("awareness", "engagement", "advocacy", "quix_exactly-once", "quix_at-least-once"):
+        if name not in cu:
+            continue
+        r = cu[name]
+        ratio = r["rate_per_s"] / ceiling if ceiling else float("nan")
+        label = name if not name.startswith("quix") else f"engagement on Quix ({name[5:]})"
+        verdict = f"{ratio:.2f}x ceiling"
+        if not name.startswith("quix"):
+            verdict += " (met)" if ratio >= 0.5 else " (NOT met)"
+        if not r["finished"]:
+            verdict += "; bounded"
+        rows.append(
+            [
+                f"2. {label} catch-up (records/s)",
+                f"{_fmt(r['rate_per_s'])} ({r['records_per_cpu_s'] or 0:,.0f}/CPU-s)",
+                ">= 0.5x ceiling" if not name.startswith("quix") else "side by side",
+                verdict,
+            ]
+        )
+    if "gateway_ingest" in f:
+        g = f["gateway_ingest"]
+        rows.append(
+            [
+                "3. gateway ingest over HTTP (activities/s)",
+                f"{_fmt(g['rate_per_s'])} (batches of {g['batch']}, {g['concurrency']} in flight)",
+                "-",
+                f"request p99 {g['request_p99_ms']} ms",
+            ]
+        )
+    if "end_to_end" in f:
+        e = f["end_to_end"]
+        ok = e["p99_ms"] == e["p99_ms"] and e["p99_ms"] < 250
+        rows.append(
+            [
+                f"4. end to end at {e['offered_rate_per_s']}/s: p50 / p95 / p99 (ms)",
+                f"{e['p50_ms']} / {e['p95_ms']} / {e['p99_ms']}",
+                "p99 < 250 ms",
+                f"{'met' if ok else 'NOT met'} ({e['achieved_rate_per_s']}/s achieved, "
+                f"{e['transitions_matched']} transitions)",
+            ]
+        )
+    if "memory" in f:
+        m = f["memory"]
+        marks = m["checkpoints"] or [m["final"]]
+        for mark in marks:
+            rows.append(
+                [
+                    f"5. memory at {mark['members']:,} members: RSS MiB (aw/en/ad), DB MiB",
+                    " / ".join(
+                        _fmt(mark["rss_mib"][s]) for s in ("awareness", "engagement", "advocacy")
+                    )
+                    + "; DB "
+                    + " / ".join(
+                        _fmt(mark["database_mib"][s])
+                        for s in ("awareness", "engagement", "advocacy")
+                    ),
+                    "flat RSS",
+                    f"at {mark['at_s']:.0f} s",
+                ]
+            )
+        first, last = marks[0], marks[-1]
+        growth = {
+            s: last["rss_mib"][s] - first["rss_mib"][s]
+            for s in ("awareness", "engagement", "advocacy")
+        }
+        rows.append(
+            [
+                f"5. RSS growth {first['members']:,} -> {last['members']:,} members (MiB)",
+                " / ".join(f"{v:+.0f}" for v in growth.values()),
+                "flat",
+                ("reached " if m["finished"] else "BOUNDED at ")
+                + f"{m['final']['members']:,} members in {m['wall_s']:.0f} s",
+            ]
+        )
+    if "replay" in f:
+        r = f["replay"]
+        total = sum(r["backlog"].values())
+        done = sum(r["consumed"].values())
+        if r["finished"]:
+            value = f"{r['wall_s']:.0f} s ({r['wall_s'] / 60:.1f} min)"
+        else:
+            projected = r["wall_s"] * total / max(1, done)
+            value = (
+                f"BOUNDED at {r['wall_s']:.0f} s, {done / total:.0%} done; "
+                f"~{projected / 60:.0f} min projected"
+            )
+        rows.append(
+            [
+                f"6. replay of {f['replay_backlog']['records']:,} activities (3 services at once)",
+                value,
+                "minutes",
+                f"{done / max(1.0, r['wall_s']):,.0f} records/s summed over services",
+            ]
+        )
+    return rows
+
+
+def markdown(rows: list[list[str]]) -> str:
+    lines = ["| figure | measured | target | verdict |", "| --- | --- | --- | --- |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
