@@ -39,6 +39,7 @@ from bench.env import (
 )
 from bench.workload import Record, community, e2e_activity
 from deploy.stack import DevStack
+from shared.kafka import FETCH_MAX_WAIT_MS
 from shared.topics import JOURNEY_TRANSITIONS, MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
 
 Say = Callable[[str], None]
@@ -95,6 +96,7 @@ class Bench:
         self.bootstrap = stack.endpoints.kafka_bootstrap
         self.admin_url = stack.endpoints.postgres_admin_url
         self.infra = self._infra_pids()
+        self.service_env: dict[str, str] = {}  # experiments: --service-env KEY=VALUE
         self._n = 0
 
     def _infra_pids(self) -> dict[str, int]:
@@ -109,7 +111,9 @@ class Bench:
         return ns
 
     def start_service(self, name: str, ns: Namespace, **env: str) -> subprocess.Popen[bytes]:
-        return self.stack.start_service(name, ns.env(name, **env), wait_ready=False)
+        """`python -m services.<name>` in the namespace, with the run's --service-env."""
+        extra = {**self.service_env, **env}
+        return self.stack.start_service(name, ns.env(name, **extra), wait_ready=False)
 
     def stop_service(self, name: str) -> None:
         self.stack.stop_service(name)
@@ -349,11 +353,8 @@ async def gateway_ingest(
     """POST the activities in batches, `concurrency` requests in flight; rate = accepted/s."""
     await ns.database("gateway")
     key = _api_key()
-    proc = await asyncio.to_thread(
-        bench.stack.start_service,
-        "gateway",
-        ns.env("gateway", FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin"),
-    )
+    proc = bench.start_service("gateway", ns, FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin")
+    await asyncio.to_thread(bench.stack.wait_service_ready, "gateway", 180)
     url = bench.stack.endpoints.gateway_url
     assert url is not None
     watch = ProcessWatch({"gateway": proc.pid, **bench.infra})
@@ -452,6 +453,7 @@ async def _drive(
         group_id=None,
         auto_offset_reset="latest",
         enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # as the services: the bench must not add its own
     )
     await consumer.start()
     await consumer.getmany(timeout_ms=500)  # assigned, positioned at the end
@@ -536,10 +538,13 @@ async def _drive(
         await reader
         await consumer.stop()
     lat: dict[str, list[float]] = {}
+    by_second: dict[int, list[float]] = {}
+    t0 = min(accepted.values(), default=0.0)
     for activity_id, (t_seen, dimension) in seen.items():
         t_ok = accepted.get(activity_id)
         if t_ok is not None:
             lat.setdefault(dimension, []).append(max(0.0, t_seen - t_ok))
+            by_second.setdefault(int(t_ok - t0), []).append(max(0.0, t_seen - t_ok))
     every = [x for xs in lat.values() for x in xs]
     result: dict[str, Any] = {
         "offered_rate_per_s": rate,
@@ -556,6 +561,9 @@ async def _drive(
         "max_ms": round(max(every) * 1000, 1) if every else None,
         "by_dimension_p99_ms": {d: round(_pct(xs, 99) * 1000, 1) for d, xs in lat.items()},
         "mean_ms": round(statistics.fmean(every) * 1000, 1) if every else None,
+        "p99_ms_by_second": [
+            round(_pct(by_second[k], 99) * 1000) for k in sorted(by_second)
+        ],  # warm-up shows here, separate from the steady state
         "cpu_s": {k: round(v, 2) for k, v in watch.cpu_seconds().items()},
         "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in watch.peak_rss.items()},
     }

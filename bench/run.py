@@ -60,7 +60,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra environment of the stage services (experiments, e.g. "
+        help="extra environment of every service started (experiments, e.g. "
         "FLYWHEEL_CONSUMER_MAX_RECORDS=2000)",
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
@@ -144,7 +144,7 @@ async def _measure(
         "figures": {},
     }
     figures: dict[str, Any] = report["figures"]
-    service_env = dict(kv.split("=", 1) for kv in args.service_env)
+    bench.service_env = dict(kv.split("=", 1) for kv in args.service_env)
     want = set(args.phases)
 
     if want & {"ceiling", "stages", "quix"}:
@@ -162,9 +162,7 @@ async def _measure(
         if "stages" in want:
             for service in phases.STAGES:
                 profile = state_dir / f"py-spy-{service}.txt" if args.profile else None
-                run = await phases.stage(
-                    bench, ns, service, args.budget_s, env=service_env, profile=profile
-                )
+                run = await phases.stage(bench, ns, service, args.budget_s, profile=profile)
                 runs[service] = run
                 say(_run_line(run))
                 if profile is not None and profile.exists():

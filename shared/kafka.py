@@ -14,6 +14,8 @@ from shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
 
+FETCH_MAX_WAIT_MS = 50
+
 
 def producer_options(settings: Settings) -> dict[str, Any]:
     """Explicit on purpose: an event the broker has not fully replicated is not 'sent'."""
@@ -34,6 +36,12 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         "batch_timeout_ms": settings.consumer_batch_timeout_ms,
         "auto_offset_reset": settings.consumer_auto_offset_reset,
         "isolation_level": "read_committed",
+        # aiokafka keeps one fetch in flight per broker, without the partitions whose records
+        # are still buffered; data arriving on those waits for that fetch to come back, which
+        # the broker holds up to fetch_max_wait_ms when nothing else arrives (default 500:
+        # end-to-end p99 ~1 s at 1,000/s). 50 ms bounds that wait; idle, it costs ~20 small
+        # fetch requests a second per consumer.
+        "fetch_max_wait_ms": FETCH_MAX_WAIT_MS,
     }
 
 

@@ -1,0 +1,81 @@
+"""The benchmark runs: `python -m bench --quick` prints its figures and writes them as JSON.
+
+Figures are printed, never asserted (timing targets are met in benchmarks, not in tests: this
+machine is shared). What is checked is that every figure is there, with the command, the
+machine and the versions that make it readable.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bench.workload import check_sample, community
+from shared.cloudevents import _ID_NAMESPACE, derive_event_id
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_derive_event_id_is_uuid5() -> None:
+    """derive_event_id is computed without a UUID object; it must stay the same UUIDv5."""
+    causes = [("activity", "web", "b-1"), ("x",), ("journey", "m-é", "", "engaged", "t", "a:1")]
+    for cause in causes:
+        assert derive_event_id(*cause) == str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(cause)))
+
+
+def test_workload_decodes_with_the_services_decoder() -> None:
+    """The backlog is built without pydantic, in the gateway's layout; it must decode."""
+    records = list(community(3000, 300, seed=1))
+    assert len(records) == 3000
+    assert check_sample(records, every=1) == 3000
+    growth = list(community(1000, 400, seed=2, all_members_first=True))
+    assert len({r.key for r in growth}) >= 400
+
+
+def test_stage_topics_match_the_services() -> None:
+    """The bench watches each service's lag on the topics its SPEC consumes."""
+    from bench.phases import CONSUMES
+    from services.advocacy.__main__ import SPEC as ADVOCACY
+    from services.awareness.__main__ import SPEC as AWARENESS
+    from services.engagement.__main__ import SPEC as ENGAGEMENT
+
+    for spec in (AWARENESS, ENGAGEMENT, ADVOCACY):
+        assert set(CONSUMES[spec.name]) == {t.name for t in spec.consumes}
+        assert spec.consumer_group == spec.name
+
+
+@pytest.mark.integration
+def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    print(proc.stdout[-6000:])  # the figures, for whoever reads the CI log
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for figure in ("1. ceiling", "2. awareness", "2. engagement", "2. advocacy", "Quix"):
+        assert figure in proc.stdout
+    for figure in ("3. gateway ingest", "4. end to end", "5. memory", "6. replay"):
+        assert figure in proc.stdout
+    (written,) = out.glob("bench-quick-*.json")
+    report = json.loads(written.read_text())
+    assert report["command"].startswith("python -m bench --quick")
+    assert report["machine"]["cores"] >= 1 and "load_1_5_15" in report["machine"]
+    for name in ("python", "kafka", "postgresql", "aiokafka", "quixstreams", "pydantic"):
+        assert report["versions"][name]
+    figures = report["figures"]
+    for run in ("passthrough_before", "awareness", "engagement", "advocacy"):
+        assert figures["catch_up"][run]["rate_per_s"] > 0
+    assert figures["gateway_ingest"]["rate_per_s"] > 0
+    assert figures["end_to_end"]["transitions_matched"] > 0
+    assert figures["memory"]["checkpoints"] or figures["memory"]["final"]
+    assert figures["replay"]["wall_s"] > 0
+    assert report["table"] and all(len(row) == 4 for row in report["table"])
