@@ -274,7 +274,9 @@ class LocalKafka:
         self.progress(f"formatting storage in {self.data_dir} ...")
         cmd = [
             java, "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*", *self._logging_opts(),
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(server_props),
+            "kafka.tools.StorageTool", "format",
+            f"--cluster-id={cluster_id}",  # "=": an id may start with "-"
+            "-c", str(server_props),
         ]  # fmt: skip
         result = subprocess.run(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, check=False

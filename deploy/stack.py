@@ -35,6 +35,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -297,9 +298,21 @@ class DevStack:
         port = str(self._service_ports[name])
         if name == "gateway":
             env["FLYWHEEL_HTTP_PORT"] = port
+            env["FLYWHEEL_API_KEYS"] = self.api_keys()
         else:
             env["FLYWHEEL_HEALTH_PORT"] = port
         return env
+
+    def api_keys(self) -> str:
+        """The gateway's credentials: FLYWHEEL_API_KEYS if set, else a dev key made once per
+        state dir (kept in `<state>/api-keys`, mode 0600), so a dev gateway is usable."""
+        if configured := os.environ.get("FLYWHEEL_API_KEYS"):
+            return configured
+        key_file = self.state_dir / "api-keys"
+        if not key_file.exists():
+            key_file.touch(mode=0o600)
+            key_file.write_text(f"dev={secrets.token_hex(24)}:ingest,read,admin\n")
+        return key_file.read_text().strip()
 
     def start_service(
         self, name: str, extra_env: Mapping[str, str] | None = None, *, wait_ready: bool = True
@@ -720,6 +733,8 @@ def _cmd_up(state_dir: Path, infra_only: bool) -> int:
         _say(f"  {service:<22} {url}")
     if endpoints.gateway_url:
         _say(f"Gateway                  {endpoints.gateway_url}")
+        key = stack.api_keys().split("=", 1)[-1].split(":", 1)[0]
+        _say(f"  API key                {key}  (Authorization: Bearer <key>)")
     for service, url in endpoints.health_urls.items():
         if service != "gateway":
             _say(f"  {service:<22} {url}/readyz")

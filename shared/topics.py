@@ -89,12 +89,7 @@ DATA_TOPICS: tuple[Topic, ...] = (
 )
 
 # Every topic a service consumes gets a dead-letter twin, kept for 30 days.
-CONSUMED_TOPICS: tuple[Topic, ...] = (
-    MEMBER_ACTIVITY,
-    JOURNEY_TRANSITIONS,
-    MEMBER_LIFECYCLE,
-    SIGNALS_SUPPORT,
-)
+CONSUMED_TOPICS: tuple[Topic, ...] = DATA_TOPICS  # the gateway's read model and webhooks read all
 DLQ_TOPICS: tuple[Topic, ...] = tuple(
     Topic(
         t.dlq,

@@ -27,7 +27,7 @@ def test_questions_are_flagged_posts_or_end_in_a_question_mark() -> None:
 
 
 def test_window_must_be_ordered_and_zoned() -> None:
-    from tests.test_gateway_api import FakeJourney, Readiness, RecordingPublisher, settings
+    from tests.test_gateway_api import AUTH, FakeJourney, Readiness, RecordingPublisher, settings
 
     app = create_app(
         publisher=RecordingPublisher(),
@@ -36,7 +36,7 @@ def test_window_must_be_ordered_and_zoned() -> None:
         settings=settings(),
     )
     app.include_router(flywheel.router(lambda: None))
-    client = TestClient(app, raise_server_exceptions=False)
+    client = TestClient(app, raise_server_exceptions=False, headers=AUTH)
     assert (
         client.get("/v1/flywheel?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z").status_code
         == 422

@@ -16,6 +16,7 @@ import asyncpg
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from services.gateway import auth
 from services.gateway.ports import Unavailable
 from services.gateway.problems import TYPE_PREFIX, ProblemError
 from shared.cloudevents import Envelope
@@ -300,6 +301,7 @@ def router(pool: Callable[[], asyncpg.Pool | None]) -> APIRouter:
 
     @routes.get(
         "/v1/flywheel",
+        dependencies=[auth.require("read")],
         summary="Is the flywheel turning?",
         description="Stage counts, stage-to-stage conversion, median time in stage, the "
         "share of new members who came through a member's referral, peer help and the share "
