@@ -141,12 +141,17 @@ async def _wait_for(client: httpx.AsyncClient, path: str, timeout_s: float = 30.
 async def test_the_gateway_publishes_activities_and_projects_transitions(
     namespace: Namespace,
 ) -> None:
-    settings = namespace.settings(await namespace.create_database("gateway"))
+    key = "readmodel-test-key-0123456789"
+    settings = namespace.settings(
+        await namespace.create_database("gateway"), api_keys=f"t={key}:ingest,read"
+    )
     app = build_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://gateway",
+            headers={"Authorization": f"Bearer {key}"},
         ) as client,
     ):
         assert (await client.get("/readyz")).json() == {"status": "ready", "problems": {}}
