@@ -344,20 +344,30 @@ def configure(resource: Any = None) -> None:
     if _configured:
         return
     _configured = True
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
 
     if isinstance(metrics.get_meter_provider(), MeterProvider):
         return
-    readers: list[Any] = [PrometheusMetricReader()]
+    readers: list[Any] = []
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers.append(PrometheusMetricReader())
+    except ImportError:  # pragma: no cover - a declared dependency
+        log.warning("opentelemetry-exporter-prometheus missing: /metrics stays empty")
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
     if endpoint and os.environ.get("OTEL_METRICS_EXPORTER", "otlp").lower() == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        except ImportError:  # pragma: no cover - a declared dependency
+            log.warning("opentelemetry-exporter-otlp-proto-http missing: metrics not pushed")
     kwargs: dict[str, Any] = {"metric_readers": readers}
     if resource is not None:
         kwargs["resource"] = resource
@@ -366,8 +376,10 @@ def configure(resource: Any = None) -> None:
 
 def prometheus_text() -> tuple[str, bytes]:
     """The Prometheus exposition of every metric of this process."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    except ImportError:  # pragma: no cover - a declared dependency
+        return "text/plain; charset=utf-8", b"# prometheus-client is not installed\n"
     return CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
 
 

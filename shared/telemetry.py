@@ -116,8 +116,11 @@ def _configure_tracing(resource: Any) -> None:
     if wanted == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError:  # pragma: no cover - a declared dependency
+            log.warning("opentelemetry-exporter-otlp-proto-http missing: spans not exported")
+            return
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
 
@@ -174,8 +177,11 @@ def instrument_asyncpg() -> None:
 
 def instrument_fastapi(app: FastAPI) -> None:
     """Server spans for the API (not for probes and scrapes, which would drown it)."""
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-
+    try:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    except ImportError:  # pragma: no cover - a declared dependency
+        log.warning("opentelemetry-instrumentation-fastapi missing: no HTTP server spans")
+        return
     FastAPIInstrumentor.instrument_app(
         app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
     )

@@ -31,6 +31,8 @@ from tests.conftest import Namespace, running
 from tests.factories import activity
 
 pytestmark = pytest.mark.integration
+pytest.importorskip("opentelemetry.instrumentation.asyncpg", reason="declared dependency missing")
+pytest.importorskip("opentelemetry.instrumentation.fastapi", reason="declared dependency missing")
 
 API_KEY = "tracing-test-key-0123456789"
 API_KEYS = f"tests={API_KEY}:ingest,read,admin"  # the gateway refuses calls without a key
