@@ -166,6 +166,8 @@ async def erase_gateway_state(conn: Connection, ids: Collection[str], at: dateti
         "DELETE FROM flywheel_peer_help WHERE helper_member_id = ANY($1::text[])",
         "DELETE FROM flywheel_questions WHERE member_id = ANY($1::text[])",
         "DELETE FROM flywheel_churn_risk WHERE member_id = ANY($1::text[])",
+        # inbound webhooks remember who started a thread, to credit later replies
+        "DELETE FROM webhook_thread_authors WHERE author_member_id = ANY($1::text[])",
     ):
         await conn.execute(sql, members)
     await conn.execute(
