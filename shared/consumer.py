@@ -187,7 +187,7 @@ class BatchProcessor:
 
     async def _apply(self, envelopes: list[Envelope], poison: list[OutgoingRecord]) -> None:
         async with unit_of_work(self.pool) as uow:
-            telemetry.trace_emits(uow)  # emitted events continue their cause's trace
+            uow.stamp = telemetry.emit_stamper()  # emitted events continue their cause's trace
             for record in poison:
                 uow.emit(record)
             fresh = await uow.claim(envelopes)

@@ -14,7 +14,7 @@ the relay's publish. What does what:
   own producer's context, and the batch (one transaction) gets a `<service> apply batch` span
   parented to the first traced record and linked to every record's context; the handler's
   SQL (asyncpg instrumentation) runs under that batch span;
-- emitting: `trace_emits()` stamps each event a handler emits with the context of the record
+- emitting: `emit_stamper()` stamps each event a handler emits with the context of the record
   (same key: the member) that caused it, so the outbox row carries the request's trace;
 - the relay: `traced_send()` opens a producer span under the stored context and re-injects its
   own context, so the downstream consumer's span is a child of the relay's publish.
@@ -33,7 +33,7 @@ import contextvars
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
     from shared.cloudevents import OutgoingRecord
     from shared.consumer import RawRecord
-    from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -324,16 +323,11 @@ def _event_id(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     return {}
 
 
-def trace_emits(uow: UnitOfWork) -> None:
-    """Make `uow.emit` stamp each event with the trace context of its cause, so the outbox
-    row, and the relay's publish from it, continue the trace of the record that caused it."""
+def emit_stamper() -> Callable[[OutgoingRecord], OutgoingRecord]:
+    """For `UnitOfWork.stamp`: each emitted event carries the trace context of its cause, so
+    the outbox row, and the relay's publish from it, continue the trace of that record."""
     batch = _batch.get()
-    emit = uow.emit
-
-    def traced_emit(record: OutgoingRecord) -> None:
-        emit(stamp(record, batch.context_for(record.key) if batch else None))
-
-    uow.emit = traced_emit  # type: ignore[method-assign]
+    return lambda record: stamp(record, batch.context_for(record.key) if batch else None)
 
 
 def stamp(record: OutgoingRecord, ctx: Context | None = None) -> OutgoingRecord:

@@ -3,7 +3,7 @@ change and the outbox rows. Either all of it is durable or none of it is."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -16,6 +16,8 @@ class UnitOfWork:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._outbox: list[OutgoingRecord] = []
+        # How an emitted record is finished before it is stored (telemetry adds trace context).
+        self.stamp: Callable[[OutgoingRecord], OutgoingRecord] = lambda record: record
         self.duplicates = 0
 
     async def claim(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
@@ -41,7 +43,7 @@ class UnitOfWork:
         return result
 
     def emit(self, record: OutgoingRecord) -> None:
-        self._outbox.append(record)
+        self._outbox.append(self.stamp(record))
 
     @property
     def emitted(self) -> int:
