@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,7 +195,7 @@ async def watch_catch_up(
     return run
 
 
-async def load_backlog(bench: Bench, ns: Namespace, records: list[Record]) -> dict[str, Any]:
+async def load_backlog(bench: Bench, ns: Namespace, records: Iterable[Record]) -> dict[str, Any]:
     n, took = await asyncio.to_thread(
         load, bench.bootstrap, ns.topic(MEMBER_ACTIVITY.name), records
     )
@@ -687,7 +687,8 @@ async def _mark(
     }
 
 
-def growth_backlog(members: int, extra: float = 0.5, seed: int = 5) -> list[Record]:
-    """Every member signs up (half after a visit), then `extra` activities per member more."""
+def growth_backlog(members: int, extra: float = 0.5, seed: int = 5) -> Iterator[Record]:
+    """Every member signs up (half after a visit), then `extra` activities per member more.
+    A generator: a million members' backlog is produced as it is made, never held."""
     total = int(members * (1.5 + extra))
-    return list(community(total, members, seed=seed, all_members_first=True, prefix=f"g{members}"))
+    return community(total, members, seed=seed, all_members_first=True, prefix=f"g{members}")

@@ -203,9 +203,7 @@ async def _measure(
         top = max(args.memory_sizes)
         say(f"\n== memory: members growing to {top:,} (checkpoints {args.memory_sizes})")
         ns = await bench.namespace("memory")
-        records = phases.growth_backlog(top)
-        figures["memory_backlog"] = await phases.load_backlog(bench, ns, records)
-        del records
+        figures["memory_backlog"] = await phases.load_backlog(bench, ns, phases.growth_backlog(top))
         figures["memory"] = await phases.all_stages(
             bench, ns, args.memory_budget_s, checkpoints=args.memory_sizes
         )
@@ -213,9 +211,8 @@ async def _measure(
     if "replay" in want:
         say(f"\n== replay: {args.replay:,} activities into empty databases")
         ns = await bench.namespace("replay")
-        records = list(community(args.replay, max(100, args.replay // 10), seed=args.seed + 1))
-        figures["replay_backlog"] = await phases.load_backlog(bench, ns, records)
-        del records
+        replayed = community(args.replay, max(100, args.replay // 10), seed=args.seed + 1)
+        figures["replay_backlog"] = await phases.load_backlog(bench, ns, replayed)
         figures["replay"] = await phases.all_stages(bench, ns, args.replay_budget_s)
 
     report["machine_end"] = env.machine()
