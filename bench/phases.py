@@ -317,6 +317,8 @@ def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """Sample the service without pausing it (--nonblocking), until told to stop."""
     out.parent.mkdir(parents=True, exist_ok=True)
     py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        raise SystemExit("--profile needs py-spy: pip install -e '.[bench]'")
     return subprocess.Popen(
         [
             *(str(py_spy), "record", "--pid", str(pid), "--rate", "97", "--nonblocking"),
