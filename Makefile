@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: demo test test-fast test-slow lint stack-up stack-down stack-status system-deps clean
+.PHONY: demo test test-fast test-slow lint bench bench-quick stack-up stack-down stack-status system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x "$(BIN)/python" || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,17 @@ test-fast: $(STAMP)  ## unit tests only: no broker, no database
 
 test-slow: $(STAMP)  ## the long crash and soak tests too
 	$(BIN)/python -m pytest --run-slow $(ARGS)
+
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)  ## the performance figures (docs/PERFORMANCE.md); minutes
+	$(BIN)/python -m bench $(ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
