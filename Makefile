@@ -45,7 +45,7 @@ bench-quick: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services deploy
+	$(BIN)/mypy shared services deploy bench
 
 stack-up: $(STAMP)
 	$(BIN)/python -m deploy.stack up
