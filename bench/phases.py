@@ -583,13 +583,14 @@ def _expected_transitions(sent: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-MEMBER_TABLES = {"awareness": "people", "engagement": "participants"}
+MEMBERS_SQL = "SELECT count(*) FROM people WHERE stage IN ('member', 'customer')"
+"""Members awareness holds (visitors, and visitor ids merged at sign-up, are not members)."""
 
 
-async def _count(url: str, table: str) -> int:
+async def _members(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
-        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+        return int(await conn.fetchval(MEMBERS_SQL))
     except asyncpg.UndefinedTableError:
         return 0  # not migrated yet
     finally:
@@ -630,7 +631,7 @@ async def all_stages(
                     for s in STAGES
                 }
                 if pending or now - last_print >= progress_every_s:
-                    members = await _count(ns.databases["awareness"], "people")
+                    members = await _members(ns.databases["awareness"])
                     while pending and members >= pending[0]:
                         marks.append(await _mark(ns, watch, pending.pop(0), members, now))
                 if now - last_print >= progress_every_s:
@@ -654,11 +655,15 @@ async def all_stages(
                     break
                 await asyncio.sleep(1.0)
             wall = time.monotonic() - started
+            cpu = watch.cpu_seconds()  # before the processes stop
+            # what each consumed, against its topics' ends now (advocacy's backlog grew with
+            # the signals engagement emitted meanwhile)
+            totals = {s: await lags.ends([ns.topic(t) for t in CONSUMES[s]]) for s in STAGES}
             consumed = {
                 s: totals[s] - await lags.lag(ns.prefix + s, [ns.topic(t) for t in CONSUMES[s]])
                 for s in STAGES
             }
-        members = await _count(ns.databases["awareness"], "people")
+        members = await _members(ns.databases["awareness"])
         final = await _mark(ns, watch, members, members, wall)
     finally:
         for s in STAGES:
@@ -670,7 +675,7 @@ async def all_stages(
         "consumed": consumed,
         "checkpoints": marks,
         "final": final,
-        "cpu_s": {k: round(v, 1) for k, v in watch.cpu_seconds().items()},
+        "cpu_s": {k: round(v, 1) for k, v in cpu.items()},
     }
 
 

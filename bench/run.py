@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(_measure(args, stack, state_dir, command))
     finally:
         stack.stop()
+        _remove_cluster(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
     report["total_s"] = round(time.monotonic() - started, 1)
     rows = table(report)
@@ -120,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     say(f"\nfigures written to {path} (total {report['total_s']:.0f} s)")
     return 0
+
+
+def _remove_cluster(state_dir: Path) -> None:
+    """Under root the embedded PostgreSQL keeps its data outside the state dir (see
+    deploy/_postgres.py); a bench's databases run to gigabytes, so remove ours now rather than
+    leave it to the next stack's orphan collection."""
+    cluster_id = state_dir / "postgres" / "cluster-id"
+    if cluster_id.exists():
+        name = cluster_id.read_text().strip()
+        if name:
+            shutil.rmtree(Path(tempfile.gettempdir()) / "flywheel-postgres" / name, True)
 
 
 async def _measure(
