@@ -350,7 +350,12 @@ def _api_key() -> str:
 
 
 async def gateway_ingest(
-    bench: Bench, ns: Namespace, records: list[Record], batch: int, concurrency: int
+    bench: Bench,
+    ns: Namespace,
+    records: list[Record],
+    batch: int,
+    concurrency: int,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """POST the activities in batches, `concurrency` requests in flight; rate = accepted/s."""
     await ns.database("gateway")
@@ -369,6 +374,7 @@ async def gateway_ingest(
     for body in bodies:
         queue.put_nowait(body)
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    spy = _py_spy(proc.pid, profile) if profile is not None else None
     try:
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
 
@@ -391,6 +397,8 @@ async def gateway_ingest(
             took = time.monotonic() - started
     finally:
         cpu = watch.cpu_seconds()
+        if spy is not None:
+            _stop_py_spy(spy)
         await asyncio.to_thread(bench.stop_service, "gateway")
     return {
         "activities": len(records),

@@ -178,12 +178,7 @@ async def _measure(
                 run = await phases.stage(bench, ns, service, args.budget_s, profile=profile)
                 runs[service] = run
                 say(_run_line(run))
-                if profile is not None and profile.exists():
-                    from bench.profile import summarize
-
-                    figures.setdefault("profiles", {})[service] = summarize(profile)
-                    args.out.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(profile, args.out / profile.name)
+                _keep_profile(args, figures, service, profile)
         if "quix" in want and importlib.util.find_spec("quixstreams") is None:
             say("  quix: skipped, quixstreams is not installed (pip install -e '.[bench]')")
             figures["quix_skipped"] = "quixstreams is not installed"
@@ -203,9 +198,11 @@ async def _measure(
         records = list(
             community(args.gateway_activities, max(100, args.gateway_activities // 8), seed=3)
         )
+        profile = state_dir / "py-spy-gateway.txt" if args.profile else None
         figures["gateway_ingest"] = await phases.gateway_ingest(
-            bench, ns, records, batch=500, concurrency=4
+            bench, ns, records, batch=500, concurrency=4, profile=profile
         )
+        _keep_profile(args, figures, "gateway", profile)
         say(f"  {figures['gateway_ingest']['rate_per_s']:,.0f} activities/s")
 
     if "e2e" in want:
@@ -233,6 +230,19 @@ async def _measure(
 
     report["machine_end"] = env.machine()
     return report
+
+
+def _keep_profile(
+    args: argparse.Namespace, figures: dict[str, Any], name: str, profile: Path | None
+) -> None:
+    """The py-spy summary goes into the figures, the raw samples beside the JSON."""
+    if profile is None or not profile.exists():
+        return
+    from bench.profile import summarize
+
+    figures.setdefault("profiles", {})[name] = summarize(profile)
+    args.out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(profile, args.out / profile.name)
 
 
 def _run_line(run: Any) -> str:
