@@ -147,7 +147,7 @@ def load(bootstrap: str, topic: str, records: Iterable[Record]) -> tuple[int, fl
     installed, else aiokafka); returns (records, seconds). acks=all, like the gateway."""
     started = time.monotonic()
     try:
-        from confluent_kafka import Producer  # type: ignore[import-untyped]
+        from confluent_kafka import Producer  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         n = asyncio.run(_load_aiokafka(bootstrap, topic, records))
         return n, time.monotonic() - started

@@ -21,7 +21,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from quixstreams import Application, State
+from quixstreams import Application, State  # type: ignore[import-not-found,unused-ignore]
 
 from services.engagement import domain
 from shared.cloudevents import DecodeError, decode, encode

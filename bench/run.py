@@ -315,7 +315,8 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 f"{e['p50_ms']} / {e['p95_ms']} / {e['p99_ms']}",
                 "p99 < 250 ms",
                 f"{'met' if ok else 'NOT met'} ({e['achieved_rate_per_s']}/s achieved, "
-                f"{e['transitions_matched']} transitions)",
+                f"{e['transitions_matched']} transitions, "
+                f"{e.get('transitions_missing', 0)} missing)",
             ]
         )
     if "memory" in f:
