@@ -76,7 +76,7 @@ async def test_replicas_share_the_partitions_and_join_and_leave_mid_stream(
         await asyncio.to_thread(first.start)
         await crashkit.publish(bootstrap, prefix, body[:third])
         flowing = asyncio.create_task(
-            crashkit.publish(bootstrap, prefix, body[third:], chunk=200, pause_s=0.25)
+            crashkit.publish(bootstrap, prefix, body[third : 2 * third], chunk=200, pause_s=0.25)
         )
         await asyncio.sleep(1.0)
         # ready means it holds partitions (readiness needs an assignment): both share them
@@ -85,8 +85,10 @@ async def test_replicas_share_the_partitions_and_join_and_leave_mid_stream(
         await asyncio.sleep(1.5)
         code, _ = await asyncio.to_thread(first.terminate)
         assert code == 0, first.log()[-2000:]
-        assert not flowing.done(), "the log stopped flowing before the replica left"
         await flowing
+        # the last third arrives after the first replica left: the leave is mid-stream by
+        # construction, not by timing (a loaded machine once let the paced publish finish first)
+        await crashkit.publish(bootstrap, prefix, body[2 * third :], chunk=200, pause_s=0.05)
         await crashkit.wait_settled(bootstrap, prefix, urls, timeout_s=300)
         await crashkit.publish(bootstrap, prefix, [tick])
         await crashkit.wait_settled(bootstrap, prefix, urls, timeout_s=120)
