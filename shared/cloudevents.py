@@ -28,6 +28,13 @@ ContractT = TypeVar("ContractT", bound=Contract)
 _ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 
 
+def source_of(service: str) -> str:
+    """The CloudEvents `source` of what a service publishes: set here once, so consumers that
+    filter or trace by source see one spelling. The gateway is `/gateway`; a stage service is
+    `/services/<name>`."""
+    return "/gateway" if service == "gateway" else f"/services/{service}"
+
+
 def derive_event_id(*cause: str) -> str:
     """An id computed from what caused the event, so a re-emission carries the same id and
     any consumer can drop it as a duplicate.

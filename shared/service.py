@@ -52,6 +52,9 @@ class ServiceSpec:
     """Called once at start-up with the settings: loads the rules, returns the batch handler."""
     group_id: str = ""  # default: the service name
     extra_migrations: Sequence[Path] = field(default_factory=tuple)
+    replay_tables: tuple[str, ...] = ()
+    """The tables `flywheel replay SERVICE --from-beginning` truncates: the state this service
+    derives from its input topics, rebuilt by reading them again. Nothing else is touched."""
 
     @property
     def consumer_group(self) -> str:

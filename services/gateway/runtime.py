@@ -49,6 +49,23 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=readmodel.build_handler,  # the projection, through merges and erasures
     extra_migrations=(lifecycle.MIGRATIONS,),
+    replay_tables=(
+        "journey_transitions",
+        "member_stages",
+        "flywheel_acquisitions",
+        "flywheel_peer_help",
+        "flywheel_questions",
+        "flywheel_churn_risk",
+        "identities",
+        "identity_emails",
+        "blocked_identities",
+        "outbound_subscriptions",
+        "outbound_deliveries",
+        "outbound_delivery_attempts",
+        "inbox",
+        "outbox",
+        "watermark",
+    ),
 )
 
 
