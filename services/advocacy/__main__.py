@@ -18,7 +18,14 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
-    replay_tables=("advocacy_members", "contributions", "review_clock", "inbox", "outbox", "watermark"),
+    replay_tables=(
+        "advocacy_members",
+        "contributions",
+        "review_clock",
+        "inbox",
+        "outbox",
+        "watermark",
+    ),
 )
 
 if __name__ == "__main__":
