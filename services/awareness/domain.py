@@ -13,10 +13,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from urllib.parse import urlparse
 
-from pydantic.dataclasses import dataclass as rules_dataclass
-
 from shared.contracts import ActivityV1, MemberAcquiredV1, MemberErasedV1, ProspectIntentV1
 from shared.journey import Transition
+from shared.rules import strict_rules
 
 VISITOR, MEMBER, CUSTOMER = "visitor", "member", "customer"
 MERGED = "merged"  # an anonymous visitor id whose history joined a member at sign-up
@@ -32,9 +31,10 @@ LEGAL_MOVES = {
 }
 
 
-@rules_dataclass(frozen=True)
+@strict_rules
 class Rules:
-    """Defaults are documented in docs/JOURNEY-MODEL.md; override in the [awareness] section."""
+    """Defaults are documented in docs/JOURNEY-MODEL.md; override in the [awareness] section.
+    An unknown key is an error (a typo must not pass silently)."""
 
     search_hosts: tuple[str, ...] = (
         "google.",

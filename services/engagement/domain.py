@@ -21,8 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
-from pydantic.dataclasses import dataclass as rules_dataclass
+from pydantic import Field, field_validator, model_validator
 
 from shared.cloudevents import derive_event_id
 from shared.contracts import (
@@ -36,6 +35,7 @@ from shared.contracts import (
     PeerHelpV1,
 )
 from shared.journey import Transition
+from shared.rules import strict_rules
 
 ENGAGED, AT_RISK, DORMANT, REACTIVATED = "engaged", "at_risk", "dormant", "reactivated"
 STAGES = (ENGAGED, AT_RISK, DORMANT, REACTIVATED)
@@ -83,7 +83,7 @@ COHORTS: tuple[Cohort, ...] = ("newcomer", "core", "at_risk", "regular")
 # --------------------------------------------------------------------------------------------
 
 
-@rules_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@strict_rules
 class Rules:
     """Engagement's tunables; a deployment overrides any of them in the [engagement] section
     of FLYWHEEL_RULES_FILE. An unknown key is an error (a typo must not pass silently)."""
