@@ -10,6 +10,10 @@ the handler saves. docs/JOURNEY-MODEL.md (Advocacy) explains every rule and defa
 - Every `champion_period_days` of event time (boundaries at multiples of the period since the
   Unix epoch) a review ranks the advocates by the score of their contributions in the last
   `champion_window_days`: the top `champion_top_n` are champions until the next review.
+
+One module though over 400 lines: it is one stage's rules (contributions, credit, reviews, a
+batch, a merge, an erasure), read together against docs/JOURNEY-MODEL.md; split, each part
+would import the rest.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Only event time is used, never the wall clock: a demotion happens at an exact de
 computed from the member's last activity, whether it is found by a watermark sweep
 (`advance`) or by the member's own next activity (`observe`). So the same log gives the same
 transitions however it is cut into batches, live or replayed.
+
+One module though over 400 lines: it is one stage's rules (rules, state, an activity, the
+sweep, a batch, cohorts, a merge), read together against docs/JOURNEY-MODEL.md; split, each
+part would import the rest.
 """
 
 from __future__ import annotations
@@ -71,8 +75,6 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "purchase": 0.0,  # commercial, not community participation (awareness tracks customers)
     "trial_started": 0.0,
 }
-
-SOURCE = "/services/engagement"
 
 Cohort = Literal["newcomer", "core", "at_risk", "regular"]
 COHORTS: tuple[Cohort, ...] = ("newcomer", "core", "at_risk", "regular")
