@@ -83,7 +83,7 @@ def subscribe_batches(
     batch's transaction committed. `ConsumingService` and the gateway's outbound delivery
     worker (a second consumer group on the gateway's broker) both subscribe through this."""
     group = settings.topic_prefix + consumer_group
-    subscriber = broker.subscriber(
+    subscriber: LogicSubscriber[Any] = broker.subscriber(
         *(settings.topic(t.name) for t in topics),
         group_id=group,
         ack_policy=AckPolicy.NACK_ON_ERROR,

@@ -9,8 +9,8 @@ each field's description (and so in the OpenAPI document).
 part of a merge and an erasure), `routes` the endpoint, `models` its body.
 """
 
-from services.gateway.flywheel.rules import is_question
 from services.gateway.flywheel.routes import router
+from services.gateway.flywheel.rules import is_question
 from services.gateway.flywheel.store import flywheel_report, project_facts
 
 __all__ = ["flywheel_report", "is_question", "project_facts", "router"]
