@@ -38,7 +38,7 @@ from bench.env import (
     outbox_rows,
 )
 from bench.workload import Record, community, e2e_activity
-from deploy.stack import DevStack
+from devstack.stack import DevStack
 from shared.kafka import FETCH_MAX_WAIT_MS
 from shared.topics import JOURNEY_TRANSITIONS, MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
 
