@@ -84,7 +84,8 @@ def load_target(state_dir: Path | None, timeout_s: float) -> Target:
 
 
 def service_spec(name: str) -> ServiceSpec:
-    """Group and input topics, from the service's own spec (the code that runs it)."""
+    """The service's spec (group, input topics, replay tables) from services.registry; an
+    unknown name is a usage error (exit code 2)."""
     try:
         return registry.spec(name)
     except registry.UnknownService as exc:
