@@ -32,6 +32,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from importers.cli import import_command
+
 T = TypeVar("T")
 
 SERVICES = ("awareness", "engagement", "advocacy", "gateway")
@@ -56,6 +58,7 @@ member_app = typer.Typer(help="Members' journeys, from the gateway.", no_args_is
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(member_app, name="member")
+app.command("import")(import_command)  # importers/: history from platform exports
 
 
 class Unreachable(Exception):

@@ -33,6 +33,7 @@ async def import_async(
             path,
             None,
             batch_size=batch_size,
+            checkpoint_path=checkpoint,
             base_url=base_url,
             progress=progress,
             console=console,

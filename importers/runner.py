@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -91,6 +91,12 @@ def _absolute(path: Path) -> str:
     return os.path.abspath(path)
 
 
+def _open_report(path: Path, *, append: bool) -> TextIO:
+    """Every bad row, one JSON line each; a resumed import appends, a dry run starts over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("a" if append else "w")
+
+
 def check_export(source: str, path: Path) -> list[Path]:
     """Structure checked up front: a missing file or one that is not XML/JSON stops here."""
     reader = SOURCES.get(source)
@@ -167,15 +173,14 @@ async def run_import(
     newest: datetime | None = None
     started = time.monotonic()
     shown_at = 0.0
-    report = report_path.open("a") if sender is not None or progress else None
+    report = _open_report(report_path, append=sender is not None)
 
     def report_bad(where: str, problem: str) -> None:
         summary.bad += 1
         line = f"{where}: {problem}"
         if len(summary.bad_rows) < SHOWN_BAD_ROWS:
             summary.bad_rows.append(line)
-        if report is not None:
-            report.write(json.dumps({"where": where, "problem": problem}) + "\n")
+        report.write(json.dumps({"where": where, "problem": problem}) + "\n")
 
     def counts() -> str:
         rate = summary.rate if summary.elapsed_s else 0.0
@@ -255,8 +260,7 @@ async def run_import(
             bar.update(task, description="done", completed=meter.done, counts=counts())
     finally:
         summary.elapsed_s = time.monotonic() - started
-        if report is not None:
-            report.close()
+        report.close()
     return summary
 
 

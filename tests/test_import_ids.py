@@ -33,7 +33,7 @@ CASES = [
 ]
 
 pytestmark = pytest.mark.skipif(
-    not SAMPLES.is_dir(), reason=f"GitHub's sample deliveries are not beside the repository"
+    not SAMPLES.is_dir(), reason="GitHub's sample deliveries are not beside the repository"
 )
 
 

@@ -106,7 +106,7 @@ def test_stackexchange_maps_questions_answers_comments_and_acceptances(tmp_path:
 
 
 def test_stackexchange_malformed_or_missing_files_stop_before_anything(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="Posts.xml is missing"):
+    with pytest.raises(ExportError, match=r"Posts\.xml is missing"):
         stackexchange.check(tmp_path)
     (tmp_path / "Posts.xml").write_text("this is not xml")
     with pytest.raises(ExportError, match=r"Posts.xml:1: not XML"):
@@ -131,7 +131,7 @@ async def test_a_malformed_export_sends_nothing(tmp_path: Path) -> None:
     d = stackexchange_dump(tmp_path / "se")
     (d / "Comments.xml").write_text("{not xml")
     sender = Recorder()
-    with pytest.raises(ExportError, match="Comments.xml"):
+    with pytest.raises(ExportError, match=r"Comments\.xml"):
         await run_import(
             "stackexchange", d, sender, checkpoint_path=tmp_path / "cp.json", progress=False
         )
@@ -147,9 +147,7 @@ def test_activities_jsonl_and_csv(tmp_path: Path) -> None:
         "actor": {"member_id": "m-1"},
     }
     jsonl = tmp_path / "a.jsonl"
-    jsonl.write_text(
-        json.dumps(good) + "\nnot json\n" + json.dumps({**good, "actor": {}}) + "\n"
-    )
+    jsonl.write_text(json.dumps(good) + "\nnot json\n" + json.dumps({**good, "actor": {}}) + "\n")
     items = read(activities, jsonl)
     assert list(by_id(items)) == ["a-1"]
     assert [w for w, _ in problems(items)] == ["a.jsonl:2", "a.jsonl:3"]

@@ -155,5 +155,49 @@ async def test_bad_rows_are_written_to_the_report(tmp_path: Path) -> None:
         "activities", jsonl, Downstream(), checkpoint_path=tmp_path / "cp.json", progress=False
     )
     assert summary.bad == 1 and summary.bad_rows[0].startswith("a.jsonl:1: ")
-    report = [json.loads(line) for line in Path(summary.report or "").read_text().splitlines()]
-    assert report[0]["where"] == "a.jsonl:1"
+    assert read_report(summary.report or "")[0]["where"] == "a.jsonl:1"
+
+
+def read_report(path: str) -> list[Any]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_the_cli_knows_every_source() -> None:
+    from importers import cli, runner
+
+    assert set(cli.SOURCES) == set(runner.SOURCES)
+    assert (cli.DEFAULT_BATCH, cli.MAX_BATCH) == (runner.DEFAULT_BATCH, runner.MAX_BATCH)
+
+
+def test_flywheel_import_dry_run(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from deploy.cli import app
+
+    generate_stackexchange(tmp_path / "dump", 300)
+    result = CliRunner().invoke(
+        app,
+        [
+            "import",
+            "stackexchange",
+            str(tmp_path / "dump"),
+            "--dry-run",
+            "--checkpoint",
+            str(tmp_path / "cp.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "300 activities validated (dry run)" in result.output
+    (tmp_path / "dump" / "Posts.xml").write_text("garbage")
+    result = CliRunner().invoke(
+        app,
+        [
+            "import",
+            "stackexchange",
+            str(tmp_path / "dump"),
+            "--dry-run",
+            "--checkpoint",
+            str(tmp_path / "cp.json"),
+        ],
+    )
+    assert result.exit_code == 2 and "not XML" in result.output
