@@ -45,7 +45,7 @@ bench-quick: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services devstack ops  # bench: `mypy bench` once the bench extra is installed
+	$(BIN)/mypy shared services devstack ops importers  # bench: `mypy bench` once the bench extra is installed
 
 stack-up: $(STAMP)
 	$(BIN)/python -m devstack up

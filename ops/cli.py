@@ -3,6 +3,7 @@
     status                         lag, outbox, dead letters and last applied event per service
     topics create | describe       the registry's topics on the broker
     replay SERVICE --from-beginning | --from TIME
+    import SOURCE PATH             a community's history from platform exports (importers/)
     dlq list | show | redrive      dead letters: read them, put them back
     member show ID                 a member's journey, from the gateway's API
 
@@ -25,6 +26,7 @@ from typing import Annotated
 
 import typer
 
+from importers.cli import import_command
 from ops import dlq, member, replay, status, topics
 from ops.target import options
 
@@ -41,6 +43,7 @@ member_app = typer.Typer(help="Members' journeys, from the gateway.", no_args_is
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(member_app, name="member")
+app.command("import")(import_command)  # importers/: history from platform exports
 
 app.command()(status.status)
 app.command()(replay.replay)
