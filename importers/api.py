@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from importers.checkpoint import default_path
 from importers.runner import DEFAULT_BATCH, Summary, run_import
 from importers.sender import GatewaySender
 
@@ -45,6 +46,7 @@ async def import_async(
             progress=progress,
             console=console,
         )
+    checkpoint = checkpoint or default_path(source, path, gateway_url)
     async with httpx.AsyncClient(base_url=gateway_url, timeout=timeout_s) as client:
         return await run_import(
             source,
