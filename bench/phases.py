@@ -704,3 +704,152 @@ def growth_backlog(members: int, extra: float = 0.5, seed: int = 5) -> Iterator[
     A generator: a million members' backlog is produced as it is made, never held."""
     total = int(members * (1.5 + extra))
     return community(total, members, seed=seed, all_members_first=True, prefix=f"g{members}")
+
+
+# --------------------------------------------------------------------------------------------
+# 7: a history import (`flywheel import`) through the gateway, until every service settled
+# --------------------------------------------------------------------------------------------
+
+
+def _settle_groups(ns: Namespace) -> dict[str, tuple[str, list[str]]]:
+    """Every consumer group of the deployment: name -> (group, its topics)."""
+    from services.gateway.delivery import fanout
+    from services.gateway.delivery.worker import CONSUMER_GROUP as WEBHOOKS_GROUP
+
+    groups = {s: (ns.prefix + s, [ns.topic(t) for t in CONSUMES[s]]) for s in STAGES}
+    gateway = registry.spec("gateway")
+    groups["gateway"] = (
+        ns.prefix + gateway.consumer_group,
+        [ns.topic(t.name) for t in gateway.consumes],
+    )
+    groups["gateway-webhooks"] = (
+        ns.prefix + WEBHOOKS_GROUP,
+        [ns.topic(t.name) for t in fanout.OUTPUT_TOPICS],
+    )
+    return groups
+
+
+def import_activities(dump: Path) -> list[Record]:
+    """The activities `flywheel import stackexchange` sends for the dump, encoded as it sends
+    them (read, mapped and validated here, before any clock runs): the plain ingest's load."""
+    from importers.meter import Meter
+    from importers.runner import SOURCES
+
+    records: list[Record] = []
+    for item in SOURCES["stackexchange"].items(dump, Meter(), None):
+        if item.activity is not None and item.problem is None and item.skipped is None:
+            value = item.activity.model_dump_json(exclude_none=True).encode()
+            records.append(Record(b"", value, [], item.activity.activity_id))
+    return records
+
+
+async def history_import(
+    bench: Bench, ns: Namespace, dump: Path, activities: int, budget_s: float
+) -> dict[str, Any]:
+    """Every service up (the gateway with clock ticks off, as for any backfill), then
+    `python -m ops.cli import stackexchange DUMP` as its own process, in batches of 1000; the
+    time counts from the importer's start until every consumer group is at lag 0 with every
+    outbox drained. The importer's resident memory is sampled all along."""
+    for name in (*STAGES, "gateway"):
+        await ns.database(name)
+    key = _api_key()
+    procs = {s: bench.start_service(s, ns) for s in STAGES}
+    procs["gateway"] = bench.start_service(
+        "gateway", ns, FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin"
+    )
+    groups = _settle_groups(ns)
+    databases = [ns.databases[s] for s in (*STAGES, "gateway")]
+    try:
+        for name in procs:
+            await asyncio.to_thread(bench.stack.wait_service_ready, name, 180)
+        url = bench.stack.endpoints.gateway_url
+        assert url is not None
+        started = time.monotonic()
+        importer = bench.spawn(
+            "importer",
+            [
+                *("ops.cli", "import", "stackexchange", str(dump)),
+                *("--gateway", url, "--api-key", key, "--batch-size", "1000"),
+                *("--checkpoint", str(bench.state_dir / f"{ns.prefix}import.json")),
+            ],
+        )
+        watch = ProcessWatch({"importer": importer.pid, **{n: p.pid for n, p in procs.items()}})
+        rss: list[tuple[float, float]] = []
+        importer_cpu = 0.0  # its last sample: once it exited, it can not be asked
+        imported_s: float | None = None
+        settled_s: float | None = None
+        lags: dict[str, int] = {}
+        async with LagWatch(bench.bootstrap) as lag_watch:
+            while True:
+                now = time.monotonic() - started
+                if imported_s is None:
+                    watch.sample()
+                    rss.append((round(now, 1), round(watch.last_rss["importer"] / 2**20, 1)))
+                    importer_cpu = max(importer_cpu, watch.cpu_seconds()["importer"])
+                    code = importer.poll()
+                    if code is not None:
+                        if code != 0:
+                            raise RuntimeError(f"the importer exited with {code}; see its log")
+                        imported_s = now
+                else:
+                    watch.sample()
+                    if await _settled(lag_watch, groups, databases, lags):
+                        settled_s = time.monotonic() - started
+                        break
+                if now > budget_s:
+                    break
+                for name, p in procs.items():
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{name} exited with {p.returncode}; see the logs")
+                await asyncio.sleep(POLL_S)
+        cpu_all = watch.cpu_seconds()
+        if imported_s is None:
+            stop(importer)
+    finally:
+        for name in procs:
+            await asyncio.to_thread(bench.stop_service, name)
+    settled = settled_s is not None
+    seconds = settled_s if settled_s is not None else time.monotonic() - started
+    peak = watch.peak_rss["importer"] / 2**20
+    return {
+        "activities": activities,
+        "imported_s": round(imported_s, 2) if imported_s is not None else None,
+        "settled_s": round(seconds, 2),
+        "settled": settled,
+        "unsettled_lag": {k: v for k, v in lags.items() if v} if not settled else {},
+        "sent_rate_per_s": round(activities / imported_s, 1) if imported_s else 0.0,
+        "rate_per_s": round(activities / seconds, 1) if settled else 0.0,
+        "importer_peak_rss_mib": round(peak, 1),
+        "importer_rss_mib": _spread(rss),
+        "cpu_s": {k: round(v, 2) for k, v in {**cpu_all, "importer": importer_cpu}.items()},
+        "peak_rss_mib": {k: round(v / 2**20, 1) for k, v in watch.peak_rss.items()},
+    }
+
+
+async def _settled(
+    lag_watch: LagWatch,
+    groups: dict[str, tuple[str, list[str]]],
+    databases: Sequence[str],
+    lags: dict[str, int],
+) -> bool:
+    """Outboxes empty, every group at lag 0, outboxes still empty: nothing left anywhere (an
+    event an outbox published between the two looks shows as lag in the first)."""
+    if any([await outbox_rows(url) for url in databases]):
+        return False
+    for name, (group, topics) in groups.items():
+        lags[name] = await lag_watch.lag(group, topics)
+    if any(lags.values()):
+        return False
+    return not any([await outbox_rows(url) for url in databases])
+
+
+def _spread(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """The importer's RSS at 10 %, 50 % and 90 % of its run, and at its end: flat or not."""
+    if not samples:
+        return {}
+    end = samples[-1][0] or 1.0
+    at = {
+        f"at_{p}pct": next((r for t, r in samples if t >= end * p / 100), samples[-1][1])
+        for p in (10, 50, 90)
+    }
+    return {**at, "last": samples[-1][1]}

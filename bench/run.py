@@ -11,7 +11,10 @@ Figures (docs/PERFORMANCE.md explains each and what limits it):
  3. the gateway's ingest rate over HTTP batches;
  4. end-to-end latency (HTTP 202 -> transition on journey-transitions) at a steady load;
  5. resident memory of each service and database size as members grow;
- 6. a replay of a large log into empty databases: wall time.
+ 6. a replay of a large log into empty databases: wall time;
+ 7. a history import (`flywheel import stackexchange`) through the gateway until every service
+    has settled: its rate against a plain POST /v1/activities of the same activities, and the
+    importer's resident memory.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("ceiling", "stages", "quix", "gateway", "e2e", "memory", "replay")
+PHASES = ("ceiling", "stages", "quix", "gateway", "e2e", "memory", "replay", "import")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -48,7 +51,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--memory-sizes", help="member checkpoints, comma-separated (10k,100k,1M; quick 1k,5k,10k)"
     )
     p.add_argument("--replay", type=int, help="activities replayed (1,000,000; quick 20,000)")
+    p.add_argument(
+        "--import-rows", type=int, help="Stack Exchange rows imported (1,000,000; quick 10,000)"
+    )
     p.add_argument("--budget-s", type=float, help="bound of one catch-up (900; quick 240)")
+    p.add_argument("--import-budget-s", type=float, help="bound of the import (1800; quick 300)")
     p.add_argument("--memory-budget-s", type=float, help="bound of the memory run (1200; q 240)")
     p.add_argument("--replay-budget-s", type=float, help="bound of the replay (1800; quick 240)")
     p.add_argument("--only", help=f"comma-separated phases of {','.join(PHASES)}")
@@ -77,6 +84,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         for x in (a.memory_sizes or ("1k,5k,10k" if q else "10k,100k,1M")).split(",")
     ]
     a.replay = a.replay or (20_000 if q else 1_000_000)
+    a.import_rows = a.import_rows or (10_000 if q else 1_000_000)
+    a.import_budget_s = a.import_budget_s or (300.0 if q else 1800.0)
     a.budget_s = a.budget_s or (240.0 if q else 900.0)
     a.memory_budget_s = a.memory_budget_s or (240.0 if q else 1200.0)
     a.replay_budget_s = a.replay_budget_s or (240.0 if q else 1800.0)
@@ -228,8 +237,48 @@ async def _measure(
         figures["replay_backlog"] = await phases.load_backlog(bench, ns, replayed)
         figures["replay"] = await phases.all_stages(bench, ns, args.replay_budget_s)
 
+    if "import" in want:
+        figures["import"] = await _import(args, bench, state_dir, figures)
+
     report["machine_end"] = env.machine()
     return report
+
+
+async def _import(
+    args: argparse.Namespace, bench: Any, state_dir: Path, figures: dict[str, Any]
+) -> dict[str, Any]:
+    """The dump generated; the same activities POSTed plain (the gateway alone, batches of
+    1000 one at a time, as the importer sends); then the import with every service up."""
+    from bench import phases
+    from importers.bench import generate_stackexchange
+
+    say(f"\n== history import: {args.import_rows:,} Stack Exchange rows through the gateway")
+    dump = state_dir / "import-dump"
+    rows = generate_stackexchange(dump, args.import_rows, people=max(200, args.import_rows // 50))
+    records = await asyncio.to_thread(phases.import_activities, dump)
+    activities = len(records)
+    say(f"  dump of {rows:,} rows made: {activities:,} activities")
+    plain = await phases.gateway_ingest(
+        bench, await bench.namespace("import-plain"), records, batch=1000, concurrency=1
+    )
+    del records
+    say(f"  plain POST /v1/activities of the same: {plain['rate_per_s']:,.0f} activities/s")
+    result = await phases.history_import(
+        bench, await bench.namespace("import"), dump, activities, args.import_budget_s
+    )
+    shutil.rmtree(dump, ignore_errors=True)
+    result["rows"] = rows
+    result["plain_ingest"] = plain
+    result["ratio_to_plain"] = round(result["rate_per_s"] / plain["rate_per_s"], 3)
+    if "gateway_ingest" in figures:
+        gateway = figures["gateway_ingest"]["rate_per_s"]
+        result["ratio_to_gateway_phase"] = round(result["rate_per_s"] / gateway, 3)
+    say(
+        f"  imported in {result['imported_s']} s, settled in {result['settled_s']} s: "
+        f"{result['rate_per_s']:,.0f} activities/s ({result['ratio_to_plain']:.2f}x plain); "
+        f"importer peak RSS {result['importer_peak_rss_mib']:,.0f} MiB"
+    )
+    return result
 
 
 def _keep_profile(
@@ -370,6 +419,22 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 value,
                 "minutes",
                 f"{done / max(1.0, r['wall_s']):,.0f} records/s summed over services",
+            ]
+        )
+    if "import" in f:
+        i = f["import"]
+        per_million = 1_000_000 / i["rate_per_s"] if i["rate_per_s"] else float("inf")
+        spread = i["importer_rss_mib"]
+        rows.append(
+            [
+                f"7. history import of {i['activities']:,} activities until settled (activities/s)",
+                f"{_fmt(i['rate_per_s'])} ({i['settled_s']:.0f} s; sent in {i['imported_s']} s)"
+                + ("" if i["settled"] else "; BOUNDED: not settled"),
+                "1M in < 3 min",
+                f"{i['ratio_to_plain']:.2f}x plain ingest ({_fmt(i['plain_ingest']['rate_per_s'])}"
+                f"/s); 1M ~{per_million / 60:.1f} min; importer RSS "
+                + " / ".join(f"{spread[k]:,.0f}" for k in ("at_10pct", "at_50pct", "at_90pct"))
+                + f" MiB (peak {i['importer_peak_rss_mib']:,.0f})",
             ]
         )
     return rows

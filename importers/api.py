@@ -8,8 +8,12 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from importers.checkpoint import default_path
 from importers.runner import DEFAULT_BATCH, Summary, run_import
 from importers.sender import GatewaySender
+
+RESOLVED_SOURCES = frozenset({"stackexchange", "slack", "discourse", "github"})
+"""Exports of a platform, mapped as its webhooks are: their identities are resolved as live."""
 
 
 async def import_async(
@@ -26,7 +30,11 @@ async def import_async(
     console: Console | None = None,
     timeout_s: float = 60.0,
 ) -> Summary:
-    """`gateway_url` None is a dry run: read, map and validate everything, send nothing."""
+    """`gateway_url` None is a dry run: read, map and validate everything, send nothing.
+
+    A platform's export is sent for identity resolution, as its webhooks are; the project's
+    own schema (`activities`) is not: its member ids and emails are the file's, as any API
+    caller's (docs/IMPORTING.md, *Identities*)."""
     if gateway_url is None:
         return await run_import(
             source,
@@ -38,11 +46,12 @@ async def import_async(
             progress=progress,
             console=console,
         )
+    checkpoint = checkpoint or default_path(source, path, gateway_url)
     async with httpx.AsyncClient(base_url=gateway_url, timeout=timeout_s) as client:
         return await run_import(
             source,
             path,
-            GatewaySender(client, api_key=api_key),
+            GatewaySender(client, api_key=api_key, resolve_identities=source in RESOLVED_SOURCES),
             batch_size=batch_size,
             checkpoint_path=checkpoint,
             restart=restart,

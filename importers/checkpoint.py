@@ -24,10 +24,25 @@ def fingerprint(files: list[Path]) -> list[list[Any]]:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(files)]
 
 
-def default_path(source: str, export: Path) -> Path:
-    """`.flywheel-import/<source>-<hash of the export's absolute path>.json` in the cwd."""
-    digest = hashlib.sha256(str(export.resolve()).encode()).hexdigest()[:12]
-    return Path(".flywheel-import") / f"{source}-{digest}.json"
+def state_dir() -> Path:
+    """Where checkpoints go by default: `$FLYWHEEL_STATE_DIR/imports` (the operator CLI's state
+    directory), else the user's state directory (`$XDG_STATE_HOME/flywheel/imports`, by default
+    `~/.local/state/flywheel/imports`). Not the working directory (a resume from another one
+    would start over), not beside the export (often read-only, or shared by people importing
+    it into different deployments)."""
+    if env := os.environ.get("FLYWHEEL_STATE_DIR"):
+        return Path(env) / "imports"
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "flywheel" / "imports"
+
+
+def default_path(source: str, export: Path, gateway: str | None = None) -> Path:
+    """`<state_dir()>/<source>-<hash>.json`, the hash of the export's absolute path and the
+    gateway's URL: the same export imported into staging and then production has a checkpoint
+    for each (one would otherwise find the other's finished and send nothing)."""
+    key = str(export.resolve()) + "\x1f" + (gateway or "").rstrip("/")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return state_dir() / f"{source}-{digest}.json"
 
 
 @dataclass

@@ -35,7 +35,11 @@ def import_command(
         int, typer.Option(min=1, max=MAX_BATCH, help="Activities per request.")
     ] = DEFAULT_BATCH,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="Default: .flywheel-import/<source>-<hash>.json")
+        Path | None,
+        typer.Option(
+            help="Default: $FLYWHEEL_STATE_DIR/imports/<source>-<hash>.json, else "
+            "~/.local/state/flywheel/imports/ (docs/IMPORTING.md)"
+        ),
     ] = None,
     restart: Annotated[bool, typer.Option(help="Ignore the checkpoint, start over.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Read, map and validate; send nothing.")] = False,

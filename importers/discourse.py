@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,9 @@ def like_delivery(action: dict[str, Any], base_url: str | None) -> Delivery | st
     post = {
         "id": action.get("post_id"),
         "topic_id": action.get("topic_id"),
-        "user_id": action.get("target_user_id", action.get("user_id")),
+        # UserAction.stream: `user_id` is the post's author; `target_user_id` is whose
+        # stream it is (the liker, in a filter=1 page), `acting_user_id` who liked
+        "user_id": action.get("user_id"),
         "post_number": action.get("post_number"),
         "post_type": action.get("post_type") or 1,
         "topic_slug": action.get("slug"),
@@ -134,7 +137,10 @@ def _stream(
     authors: dict[str, str],
 ) -> Iterator[Item]:
     for f in files:
-        for where, record in jsonpages.records(f, KEYS[stem], meter):
+        rows: Iterator[tuple[str, Any]] = jsonpages.records(f, KEYS[stem], meter)
+        if stem == "likes":  # pages come newest first: one person's likes, put in time order
+            rows = iter(sorted(rows, key=lambda row: _created(row[1])))
+        for where, record in rows:
             if not isinstance(record, dict):
                 yield bad(where, "expected a JSON object")
                 continue
@@ -152,6 +158,11 @@ def _stream(
                     if item.activity is not None:
                         item = Item(item.at, item.where, with_thread_author(item.activity, authors))
                     yield item
+
+
+def _created(record: Any) -> datetime:
+    at = parse_time(record.get("created_at")) if isinstance(record, dict) else None
+    return at or EPOCH
 
 
 def items(path: Path, meter: Meter, base_url: str | None = None) -> Iterator[Item]:

@@ -5,6 +5,10 @@ event id of live traffic (`derive_event_id("activity", source, activity_id)`). A
 all-or-nothing there; here a 422 problem's JSON pointers (`/activities/3/...`) name the bad
 items, which are reported and left out, and the rest of the batch is sent again. 503 and 429
 (and transport errors) are retried with exponential back-off, honouring Retry-After.
+
+`resolve_identities` (the platforms' exports) asks the gateway to resolve the derived member
+ids (`github:583231`) through its identity tables, as it does for the platforms' webhooks:
+`POST /v1/activities?resolve_identities=true` (docs/IMPORTING.md, *Identities*).
 """
 
 from __future__ import annotations
@@ -43,8 +47,10 @@ class GatewaySender:
         max_attempts: int = 8,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
+        resolve_identities: bool = False,
     ) -> None:
         self.client = client
+        self.path = "/v1/activities" + ("?resolve_identities=true" if resolve_identities else "")
         self.headers = {"content-type": "application/json"}
         if api_key:
             self.headers["authorization"] = f"Bearer {api_key}"
@@ -87,9 +93,7 @@ class GatewaySender:
         delay = self.initial_backoff_s
         for attempt in range(1, self.max_attempts + 1):
             try:
-                response = await self.client.post(
-                    "/v1/activities", content=body, headers=self.headers
-                )
+                response = await self.client.post(self.path, content=body, headers=self.headers)
             except httpx.TransportError as exc:
                 if attempt == self.max_attempts:
                     raise SendError(f"the gateway is unreachable: {exc!r}") from exc

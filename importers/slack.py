@@ -28,6 +28,7 @@ from importers.meter import Meter
 from importers.platform import Delivery, map_slack
 
 SOURCE = "slack"
+USERS_FILES = ("users.json", "org_users.json")  # a workspace's; an Enterprise Grid org's
 
 
 class Export:
@@ -44,14 +45,13 @@ class Export:
         # a zip may hold everything under one top folder
         tops = {PurePosixPath(n).parts[0] for n in names if len(PurePosixPath(n).parts) > 1}
         self.root = ""
-        if (
-            not any(PurePosixPath(n).name == n and n == "users.json" for n in names)
-            and len(tops) == 1
-        ):
+        if not any(n in USERS_FILES for n in names) and len(tops) == 1:
             top = next(iter(tops))
-            if f"{top}/users.json" in names:
+            if any(f"{top}/{u}" in names for u in USERS_FILES):
                 self.root = top + "/"
         self.names = sorted(n[len(self.root) :] for n in names if n.startswith(self.root))
+        # an Enterprise Grid export names its members org_users.json
+        self.users = next((u for u in USERS_FILES if u in self.names), USERS_FILES[0])
 
     def size(self, name: str) -> int:
         if self.zip is not None:
@@ -80,7 +80,7 @@ def _open(path: Path) -> Export:
 
 def check(path: Path) -> list[Path]:
     export = _open(path)
-    for name in ("users.json", "channels.json"):
+    for name in (export.users, "channels.json"):
         if name not in export.names:
             raise ExportError(f"{path}: {name} is missing")
         if not isinstance(export.load(name), list):
@@ -159,7 +159,7 @@ def _people(message: dict[str, Any]) -> list[str]:
 def items(path: Path, meter: Meter, _base_url: str | None = None) -> Iterator[Item]:
     export = _open(path)
     check(path)
-    users = {u["id"]: u for u in export.load("users.json") if isinstance(u, dict) and "id" in u}
+    users = {u["id"]: u for u in export.load(export.users) if isinstance(u, dict) and "id" in u}
     channels = {
         c["name"]: c["id"]
         for c in export.load("channels.json")

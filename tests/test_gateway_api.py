@@ -578,3 +578,54 @@ def test_openapi_documents_the_activity_body(client: TestClient) -> None:
     assert {"ActivityV1", "ActivityBatch", "Problem"} <= set(schemas)
     for ref in _refs(document):
         _resolve(document, ref)
+
+
+# ---- identity resolution on request (what `flywheel import` asks for) -------------------------
+
+
+def test_resolve_identities_without_an_identity_store_is_refused(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    response = client.post("/v1/activities?resolve_identities=true", json=activity())
+    assert_problem(response, 501)
+    assert publisher.records == []
+
+
+def test_resolve_identities_goes_through_the_resolver_per_source_in_order(
+    publisher: RecordingPublisher, journey: FakeJourney, readiness: Readiness
+) -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    async def resolve(platform: str, activities: list[ActivityV1]) -> list[ActivityV1]:
+        calls.append((platform, [a.activity_id for a in activities]))
+        return [
+            a.model_copy(update={"actor": a.actor.model_copy(update={"member_id": "m-linked"})})
+            for a in activities
+        ]
+
+    app = create_app(
+        publisher=publisher,
+        journey=journey,
+        readiness=readiness,
+        settings=settings(),
+        resolve=resolve,
+    )
+    batch = {
+        "activities": [
+            activity(1, source="github"),
+            activity(2, source="slack"),
+            activity(3, source="github"),
+        ]
+    }
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as test_client:
+        plain = test_client.post("/v1/activities", json=batch)
+        assert plain.status_code == 202, plain.text
+        assert calls == []  # not asked: member ids as sent
+        resolved = test_client.post("/v1/activities?resolve_identities=true", json=batch)
+        assert resolved.status_code == 202, resolved.text
+    assert resolved.json() == {"accepted": ["a-1", "a-2", "a-3"]}
+    assert calls == [("github", ["a-1", "a-3"]), ("slack", ["a-2"])]
+    keys = [r.key for r in publisher.records]
+    assert keys == [b"m-1", b"m-2", b"m-3", b"m-linked", b"m-linked", b"m-linked"]
+    ids = [json.loads(r.value)["activity_id"] for r in publisher.records[3:]]
+    assert ids == ["a-1", "a-2", "a-3"]  # the request's order

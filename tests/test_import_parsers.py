@@ -169,9 +169,9 @@ def test_activities_jsonl_and_csv(tmp_path: Path) -> None:
         activities.check(tmp_path / "b.csv")
 
 
-def slack_export(d: Path, as_zip: bool = False) -> Path:
+def slack_export(d: Path, as_zip: bool = False, users: str = "users.json") -> Path:
     files: dict[str, Any] = {
-        "users.json": [
+        users: [
             {"id": "U1", "name": "ada", "profile": {"display_name": "Ada"}},
             {"id": "U2", "name": "bob"},
             {"id": "B1", "name": "helperbot", "is_bot": True},
@@ -237,6 +237,13 @@ def test_slack_export(tmp_path: Path, as_zip: bool) -> None:
     assert any(i.skipped and "no activity" in i.skipped for i in items)  # U9
 
 
+def test_an_enterprise_grid_export_names_its_members_org_users(tmp_path: Path) -> None:
+    path = slack_export(tmp_path / "export.zip", True, users="org_users.json")
+    found = by_id(read(slack, path))
+    assert found["slack:user:U1"].kind == "signup"
+    assert any(i.skipped and "no activity" in i.skipped for i in read(slack, path))  # U9
+
+
 def test_slack_export_without_users_is_refused(tmp_path: Path) -> None:
     (tmp_path / "channels.json").write_text("[]")
     with pytest.raises(ExportError, match=r"users\.json is missing"):
@@ -286,17 +293,34 @@ def test_discourse_pages(tmp_path: Path) -> None:
     (tmp_path / "likes.json").write_text(
         json.dumps(
             {
+                # Discourse's UserAction.stream: target_* is whose stream it is (ada, the
+                # liker: filter=1 is the likes she gave), user_id/username the post's author,
+                # acting_* who acted; newest first
                 "user_actions": [
                     {
                         "action_type": 1,
                         "post_id": 145,
                         "topic_id": 61,
                         "post_number": 2,
-                        "target_user_id": 8,
+                        "target_user_id": 7,
+                        "target_username": "ada",
+                        "user_id": 8,
+                        "username": "bob",
+                        "acting_user_id": 7,
+                        "acting_username": "ada",
+                        "created_at": "2026-01-05T12:00:00Z",
+                    },
+                    {
+                        "action_type": 1,
+                        "post_id": 144,
+                        "topic_id": 61,
+                        "post_number": 1,
+                        "target_user_id": 7,
+                        "user_id": 7,
                         "acting_user_id": 7,
                         "acting_username": "ada",
                         "created_at": "2026-01-05T11:00:00Z",
-                    }
+                    },
                 ]
             }
         )
@@ -311,7 +335,10 @@ def test_discourse_pages(tmp_path: Path) -> None:
     assert solution.kind == "answer_accepted" and solution.actor.member_id == "discourse:8"
     assert solution.target.thread_author_member_id == "discourse:7"
     like = found["discourse:like:145:7"]
-    assert like.occurred_at.hour == 11 and like.target.parent_author_member_id == "discourse:8"
+    assert like.occurred_at.hour == 12 and like.target.parent_author_member_id == "discourse:8"
+    assert found["discourse:like:144:7"].target.parent_author_member_id == "discourse:7"
+    likes = [i.activity.activity_id for i in items if i.activity and i.activity.kind == "reaction"]
+    assert likes == ["discourse:like:144:7", "discourse:like:145:7"]  # oldest first
     assert found["discourse:user:7"].actor.email is None
     assert [w for w, _ in problems(items)] == ["1.json page 1 [1]", "posts.json page 1 [2]"]
 

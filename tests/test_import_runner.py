@@ -170,8 +170,9 @@ def test_the_cli_knows_every_source() -> None:
 
 
 def test_flywheel_import_dry_run(tmp_path: Path) -> None:
-    from ops.cli import app
     from typer.testing import CliRunner
+
+    from ops.cli import app
 
     generate_stackexchange(tmp_path / "dump", 300)
     result = CliRunner().invoke(
@@ -200,3 +201,22 @@ def test_flywheel_import_dry_run(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 2 and "not XML" in result.output
+
+
+def test_the_default_checkpoint_is_per_export_and_gateway_in_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importers.checkpoint import default_path
+
+    export = tmp_path / "dump"
+    monkeypatch.setenv("FLYWHEEL_STATE_DIR", str(tmp_path / "state"))
+    staging = default_path("stackexchange", export, "http://staging:8080")
+    assert staging.parent == tmp_path / "state" / "imports"
+    assert staging.name.startswith("stackexchange-") and staging.suffix == ".json"
+    assert default_path("stackexchange", export, "http://staging:8080/") == staging
+    assert default_path("stackexchange", export, "http://prod:8080") != staging
+    monkeypatch.chdir(tmp_path)  # the working directory does not matter
+    assert default_path("stackexchange", Path("dump"), "http://staging:8080") == staging
+    monkeypatch.delenv("FLYWHEEL_STATE_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_path("stackexchange", export).parent == tmp_path / "xdg" / "flywheel" / "imports"

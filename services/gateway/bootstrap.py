@@ -148,6 +148,7 @@ def create_app(
     readiness: ReadinessCheck,
     settings: Settings | None = None,
     lifespan: Lifespan | None = None,
+    resolve: ingest_routes.Resolver | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(
@@ -170,7 +171,7 @@ def create_app(
     )
     problems.install(app)
     auth.install(app, settings)
-    app.include_router(ingest_routes.router(publisher, settings))
+    app.include_router(ingest_routes.router(publisher, settings, resolve))
     app.include_router(journey_routes.router(journey))
     app.include_router(operations.router(readiness, asyncapi_document))
     _install_openapi(app)
@@ -274,6 +275,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         readiness=readiness,
         settings=settings,
         lifespan=lifespan,
+        resolve=identities.resolve_activities,  # ?resolve_identities=true: as the webhooks
     )
     webhook_store = webhooks.PgWebhookStore(
         lambda: service.pool, retention_days=settings.inbound_webhook_dedupe_days

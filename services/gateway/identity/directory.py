@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -59,6 +60,15 @@ SOURCE = source_of("gateway")
 MEMBER_ERASED_PROBLEM = TYPE_PREFIX + "member-erased"
 IDENTITY_BLOCKED = TYPE_PREFIX + "identity-blocked"
 _LOCK = 7277005  # serialises identity writes: links and merges are rare, and must not race
+
+
+@dataclass
+class _View:
+    """What one look at the identity tables found for a batch of activities."""
+
+    owners: dict[str, str]  # platform user id -> member id
+    email_owners: dict[str, str]  # normalised email -> member id
+    blocked: set[str]  # identity and email hashes
 
 
 class IdentityStore:
@@ -112,15 +122,24 @@ class IdentityStore:
                 owner: str | None = row["owner"]
                 if owner is not None and (email is None or row["email_owner"] == owner):
                     return owner
-                async with conn.transaction():
-                    member, merged = await self._resolve_locked(
-                        conn, platform, platform_user_id, email
-                    )
+        except TRANSIENT_DB_ERRORS as exc:
+            raise Unavailable("database", type(exc).__name__) from exc
+        member, _ = await self._resolve_new(platform, platform_user_id, email)
+        return member
+
+    async def _resolve_new(
+        self, platform: str, platform_user_id: str, email: str | None
+    ) -> tuple[str, bool]:
+        """`resolve` of an identity not known (or an email of another member): under the
+        lock, in a transaction. Returns the member and whether two members were merged."""
+        try:
+            async with self._ready_pool().acquire() as conn, conn.transaction():
+                member, merged = await self._resolve_locked(conn, platform, platform_user_id, email)
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
         if merged:
             self._wake()
-        return member
+        return member, merged
 
     async def _resolve_locked(
         self, conn: Connection, platform: str, platform_user_id: str, email: str | None
@@ -187,35 +206,124 @@ class IdentityStore:
     async def resolve_activities(
         self, platform: str, activities: Sequence[ActivityV1]
     ) -> list[ActivityV1]:
-        """A webhook delivery's activities with member ids from the identity tables instead of
-        the mappers' derived ids (`<platform>:<user id>`): the actor's through `resolve` (its
-        email only ever comes verified from the mappers), the people it mentions (a thread's
-        or a post's author) through `member_for`."""
+        """Activities with member ids from the identity tables instead of the mappers' derived
+        ids (`<platform>:<user id>`): the actor's as `resolve` gives it (its email is trusted
+        as verified: the webhook mappers only ever pass a verified one, and so does the
+        importer, which runs them), the people it mentions (a thread's or a post's author) as
+        `member_for` gives them. Only an actor whose member id is the derived id of its
+        `platform_user_id` is resolved; every other member id is left as it came.
+
+        The same answers as calling `resolve` and `member_for` one activity after the other,
+        in one look at the tables for the whole batch: what the look found answers every
+        identity already known; an unknown one (or one with an email of another member) goes
+        through `resolve`'s locked path, whose answer is remembered for the rest of the batch.
+        If that path merged two members, what the look found may be stale, and the rest of
+        the batch is resolved one identity at a time.
+        """
         prefix = f"{platform}:"
-        known: dict[str, str] = {}
+        actors: set[str] = set()
+        emails: set[str] = set()
+        mentioned: set[str] = set()
+        for a in activities:
+            uid = a.actor.platform_user_id
+            if uid and a.actor.member_id == derived_member_id(platform, uid):
+                actors.add(uid)
+                if a.actor.email:
+                    emails.add(normalize_email(a.actor.email))
+            if a.target is not None:
+                for value in (a.target.thread_author_member_id, a.target.parent_author_member_id):
+                    if isinstance(value, str) and value.startswith(prefix):
+                        mentioned.add(value[len(prefix) :])
+        if not actors and not mentioned:
+            return list(activities)
+        view = await self._look(platform, actors | mentioned, emails)
+        stale = False
+        answers: dict[tuple[str, str | None], str] = {}
+
+        async def actor_member(uid: str, email: str | None) -> str:
+            nonlocal stale
+            if (uid, email) in answers:
+                return answers[uid, email]
+            if stale:
+                member = await self.resolve(platform, uid, email)
+            elif identity_hash(platform, uid) in view.blocked or (
+                email is not None and email_hash(email) in view.blocked
+            ):
+                member = derived_member_id(platform, uid)
+            elif (owner := view.owners.get(uid)) is not None and (
+                email is None or view.email_owners.get(email) == owner
+            ):
+                member = owner
+            else:
+                member, merged = await self._resolve_new(platform, uid, email)
+                stale = stale or merged
+                view.owners[uid] = member
+                if email is not None:
+                    view.email_owners.setdefault(email, member)
+            answers[uid, email] = member
+            return member
+
+        async def mentioned_member(uid: str) -> str:
+            if stale:
+                return await self.member_for(platform, uid)
+            return view.owners.get(uid, derived_member_id(platform, uid))
+
         resolved: list[ActivityV1] = []
         for a in activities:
             actor = a.actor
             update: dict[str, Any] = {}
             uid = actor.platform_user_id
             if uid and actor.member_id == derived_member_id(platform, uid):
-                known[actor.member_id] = await self.resolve(platform, uid, actor.email)
-                if known[actor.member_id] != actor.member_id:
-                    update["actor"] = actor.model_copy(update={"member_id": known[actor.member_id]})
+                email = normalize_email(actor.email) if actor.email else None
+                member = await actor_member(uid, email)
+                if member != actor.member_id:
+                    update["actor"] = actor.model_copy(update={"member_id": member})
             target = a.target
             if target is not None:
                 names: dict[str, Any] = {}
                 for field in ("thread_author_member_id", "parent_author_member_id"):
                     value = getattr(target, field)
                     if isinstance(value, str) and value.startswith(prefix):
-                        if value not in known:
-                            known[value] = await self.member_for(platform, value[len(prefix) :])
-                        if known[value] != value:
-                            names[field] = known[value]
+                        member = await mentioned_member(value[len(prefix) :])
+                        if member != value:
+                            names[field] = member
                 if names:
                     update["target"] = target.model_copy(update=names)
             resolved.append(a.model_copy(update=update) if update else a)
         return resolved
+
+    async def _look(self, platform: str, uids: set[str], emails: set[str]) -> _View:
+        """Who owns these identities and emails, and which of them are blocked: one look."""
+        hashes = [identity_hash(platform, u) for u in uids] + [email_hash(e) for e in emails]
+        try:
+            async with self._ready_pool().acquire() as conn:
+                owners = await conn.fetch(
+                    "SELECT platform_user_id, member_id FROM identities"
+                    " WHERE platform = $1 AND platform_user_id = ANY($2::text[])",
+                    platform,
+                    sorted(uids),
+                )
+                email_owners = (
+                    await conn.fetch(
+                        "SELECT email, member_id FROM identity_emails"
+                        " WHERE email = ANY($1::text[])",
+                        sorted(emails),
+                    )
+                    if emails
+                    else []
+                )
+                blocked = await conn.fetch(
+                    "SELECT identity_hash FROM blocked_identities"
+                    " WHERE identity_hash = ANY($1::text[])",
+                    hashes,
+                )
+        except TRANSIENT_DB_ERRORS as exc:
+            raise Unavailable("database", type(exc).__name__) from exc
+        return _View(
+            owners={r["platform_user_id"]: r["member_id"] for r in owners},
+            email_owners={r["email"]: r["member_id"] for r in email_owners},
+            blocked={r["identity_hash"] for r in blocked},
+        )
 
     # ---- the API ------------------------------------------------------------------------
 

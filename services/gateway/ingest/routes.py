@@ -8,9 +8,10 @@ bootstrap adds to the OpenAPI components.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
@@ -21,6 +22,12 @@ from services.gateway.ingest.intake import ActivityBatch
 from services.gateway.ingest.publisher import ActivityPublisher
 from shared.contracts import ActivityV1
 from shared.settings import Settings
+
+Resolver = Callable[[str, list[ActivityV1]], Awaitable[list[ActivityV1]]]
+"""(platform, activities) -> the same activities with member ids from the identity tables:
+the gateway's `IdentityStore.resolve_activities`, the webhooks' resolver."""
+
+RESOLUTION_UNAVAILABLE = problems.TYPE_PREFIX + "identity-resolution-unavailable"
 
 OPENAPI_MODELS: tuple[type[BaseModel], ...] = (ActivityV1, ActivityBatch)
 """Referenced by the route's hand-written request body, so added to the OpenAPI components."""
@@ -70,7 +77,27 @@ _ACTIVITIES_BODY: dict[str, Any] = {
 }
 
 
-def router(publisher: ActivityPublisher, settings: Settings) -> APIRouter:
+async def resolve_identities_of(
+    resolve: Resolver, activities: Sequence[ActivityV1]
+) -> list[ActivityV1]:
+    """Each source's activities through the resolver, as the webhooks of that platform are;
+    the request's order is kept."""
+    by_source: dict[str, list[int]] = {}
+    for i, activity in enumerate(activities):
+        by_source.setdefault(activity.source, []).append(i)
+    resolved = list(activities)
+    for source, places in by_source.items():
+        answers = await resolve(source, [activities[i] for i in places])
+        for i, activity in zip(places, answers, strict=True):
+            resolved[i] = activity
+    return resolved
+
+
+def router(
+    publisher: ActivityPublisher, settings: Settings, resolve: Resolver | None = None
+) -> APIRouter:
+    """`resolve`: the identity resolver `?resolve_identities=true` asks for (the gateway's
+    `IdentityStore.resolve_activities`); without one, such a request is refused (501)."""
     routes = APIRouter(tags=["activities"])
 
     @routes.post(
@@ -88,11 +115,25 @@ def router(publisher: ActivityPublisher, settings: Settings) -> APIRouter:
             413: problems.doc("The body (or one activity) is too large."),
             415: problems.doc("The body is not declared as JSON."),
             422: problems.doc("An activity is invalid; `errors` names every bad field."),
+            501: problems.doc("resolve_identities asked of a gateway without identities."),
             503: problems.doc("The broker did not take the events; retry after Retry-After."),
         },
         openapi_extra=_ACTIVITIES_BODY,
     )
-    async def post_activities(request: Request) -> JSONResponse:
+    async def post_activities(
+        request: Request,
+        resolve_identities: Annotated[
+            bool,
+            Query(
+                description="Resolve platform identities as the signed webhooks do (what "
+                "`flywheel import` sets): an actor whose `member_id` is the derived id "
+                "`<source>:<platform_user_id>` is published as the member that identity is "
+                "linked to (recorded on first sight; its `email` is taken as verified and "
+                "joins the member who has it), and a thread's or parent's author named by a "
+                "derived id likewise. Off: member ids are published as sent."
+            ),
+        ] = False,
+    ) -> JSONResponse:
         intake.check_content_type(request.headers.get("content-type"))
         raw = await intake.read_body(
             request.headers.get("content-length"), request.stream(), settings.max_request_bytes
@@ -100,6 +141,15 @@ def router(publisher: ActivityPublisher, settings: Settings) -> APIRouter:
         body = intake.parse_json(raw)
         activities = intake.parse_activities(body, max_items=settings.max_batch_items)
         is_batch = isinstance(body, dict) and "activities" in body
+        if resolve_identities:
+            if resolve is None:
+                raise problems.ProblemError(
+                    501,
+                    RESOLUTION_UNAVAILABLE,
+                    "Identity resolution unavailable",
+                    "this gateway has no identity store; send without resolve_identities",
+                )
+            activities = await resolve_identities_of(resolve, activities)
         records = intake.to_records(activities, batch=is_batch)
         await publisher.publish(records)
         accepted = Accepted(accepted=[a.activity_id for a in activities])
