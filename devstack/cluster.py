@@ -344,6 +344,10 @@ class KafkaCluster:
         cluster = await self._admin_call(lambda admin: admin.describe_cluster())
         return int(cluster["controller_id"])
 
+    async def coordinator(self, group: str) -> int:
+        """Node id of the consumer group's coordinator (it holds the group's offsets)."""
+        return int(await self._admin_call(lambda admin: admin.find_coordinator(group)))
+
     async def partitions(self, topic: str) -> list[PartitionState]:
         (described,) = await self._admin_call(lambda admin: admin.describe_topics([topic]))
         if described["error_code"] != 0:
