@@ -18,6 +18,8 @@ module only writes another config per node and starts, kills and restarts them o
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import logging
 import os
 import subprocess
@@ -251,6 +253,7 @@ class KafkaCluster:
         if not id_file.exists():
             id_file.write_text(new_cluster_id() + "\n")
         self.cluster_id = id_file.read_text().strip()
+        self._atexit_registered = False
 
     @property
     def bootstrap(self) -> str:
@@ -266,6 +269,9 @@ class KafkaCluster:
         """Start every node at once (a quorum needs a majority to elect a controller), wait
         until each is registered, and until the group coordinator can serve."""
         began = time.monotonic()
+        if not self._atexit_registered:  # a test that dies leaves no JVMs behind
+            atexit.register(self._stop_at_exit)
+            self._atexit_registered = True
         for node in self.nodes.values():
             node.spawn(self.cluster_id)
         try:
@@ -282,6 +288,10 @@ class KafkaCluster:
     def stop(self, *, kill: bool = False) -> None:
         for node in self.nodes.values():
             node.stop(kill=kill)
+
+    def _stop_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop(kill=True)
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node: no controlled shutdown, no flush, leadership moves only when the

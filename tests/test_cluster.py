@@ -34,8 +34,6 @@ from shared.topics import ALL_TOPICS, MEMBER_ACTIVITY, SIGNALS_SUPPORT
 from tests import crashkit
 from tests.conftest import Namespace, Stack, running
 
-pytestmark = pytest.mark.integration
-
 OUTAGE_S = 8.0
 """How long a killed node stays down at least after the failover (a disturbance, not an
 assertion)."""
@@ -150,6 +148,25 @@ async def kill_leader_mid_stream(
     }
 
 
+def test_every_node_names_the_same_quorum_and_production_replication(tmp_path: Path) -> None:
+    """The config each node gets (without starting any): own id and ports, one voter set."""
+    cluster = KafkaCluster(tmp_path, nodes=3)
+    configs = []
+    for node in cluster.nodes.values():
+        node.dir.mkdir(parents=True)
+        lines = node._write_config().read_text().splitlines()
+        configs.append(dict(line.split("=", 1) for line in lines if "=" in line))
+    assert [c["node.id"] for c in configs] == ["1", "2", "3"]
+    assert len({c["listeners"] for c in configs}) == 3
+    assert len({c["controller.quorum.voters"] for c in configs}) == 1
+    assert configs[0]["controller.quorum.voters"].count("@127.0.0.1:") == 3
+    for c in configs:
+        assert c["default.replication.factor"] == c["offsets.topic.replication.factor"] == "3"
+        assert c["min.insync.replicas"] == c["transaction.state.log.min.isr"] == "2"
+    assert cluster.bootstrap.count(",") == 2
+
+
+@pytest.mark.integration
 async def test_a_service_bootstraps_from_a_list_of_brokers(namespace: Namespace) -> None:
     """KAFKA_BOOTSTRAP_SERVERS names several brokers; the first one named is down. (FastStream
     took the whole comma-separated string for one host name before shared.service split it.)"""
@@ -165,6 +182,7 @@ async def test_a_service_bootstraps_from_a_list_of_brokers(namespace: Namespace)
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 async def test_partition_leader_killed_mid_stream_nothing_lost_nothing_doubled(
     namespace: Namespace, tmp_path: Path
