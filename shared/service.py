@@ -63,6 +63,11 @@ class ServiceSpec:
         return self.group_id or self.name
 
 
+def bootstrap_hosts(servers: str) -> list[str]:
+    """`host:port,host:port` as the list FastStream's broker needs to try each of them."""
+    return [h.strip() for h in servers.split(",") if h.strip()]
+
+
 async def _no_decode(*_: Any) -> None:
     """Records are decoded by BatchProcessor, record by record, so one bad record
     cannot fail the batch."""
@@ -123,7 +128,9 @@ class ConsumingService:
         self.consumer_state = metrics.ConsumerState()
         self.metrics_poller: metrics.Poller | None = None
         self.broker = KafkaBroker(
-            s.kafka_bootstrap_servers,
+            # A list: FastStream wraps a str in one, and aiokafka splits only a str on commas,
+            # so "b1:9092,b2:9092" given whole was one unresolvable host.
+            bootstrap_hosts(s.kafka_bootstrap_servers),
             client_id=f"flywheel-{spec.name}",
             graceful_timeout=s.shutdown_grace_s * BATCH_SHARE,  # the batch in hand
             log_level=logging.DEBUG,  # one line per batch is noise at INFO
