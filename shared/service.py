@@ -187,6 +187,7 @@ class ConsumingService:
             on_committed=self.relay.wake,
             is_stopping=lambda: self._stopping,
             topic_prefix=s.topic_prefix,
+            max_future_s=s.max_future_s,
         )
         if s.health_port:
             self.health = HealthServer(

@@ -8,6 +8,7 @@ bootstrap adds to the OpenAPI components.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -87,7 +88,10 @@ def router(publisher: ActivityPublisher, settings: Settings) -> APIRouter:
             400: problems.doc("The body is not JSON."),
             413: problems.doc("The body (or one activity) is too large."),
             415: problems.doc("The body is not declared as JSON."),
-            422: problems.doc("An activity is invalid; `errors` names every bad field."),
+            422: problems.doc(
+                "An activity is invalid, or dated more than `max_future_s` ahead of the "
+                "gateway's clock; `errors` names every bad field."
+            ),
             503: problems.doc("The broker did not take the events; retry after Retry-After."),
         },
         openapi_extra=_ACTIVITIES_BODY,
@@ -100,6 +104,9 @@ def router(publisher: ActivityPublisher, settings: Settings) -> APIRouter:
         body = intake.parse_json(raw)
         activities = intake.parse_activities(body, max_items=settings.max_batch_items)
         is_batch = isinstance(body, dict) and "activities" in body
+        intake.refuse_future(
+            activities, now=datetime.now(UTC), max_future_s=settings.max_future_s, batch=is_batch
+        )
         records = intake.to_records(activities, batch=is_batch)
         await publisher.publish(records)
         accepted = Accepted(accepted=[a.activity_id for a in activities])
