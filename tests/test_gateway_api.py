@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -578,3 +578,61 @@ def test_openapi_documents_the_activity_body(client: TestClient) -> None:
     assert {"ActivityV1", "ActivityBatch", "Problem"} <= set(schemas)
     for ref in _refs(document):
         _resolve(document, ref)
+
+
+# ---- times in the future ----------------------------------------------------------------------
+
+
+def test_an_activity_from_the_future_is_refused(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    """One activity dated 2099 would move every service's clock past every deadline."""
+    problem = assert_problem(
+        client.post("/v1/activities", json=activity(1, occurred_at="2099-01-01T00:00:00Z")), 422
+    )
+    assert list(pointers(problem)) == ["/occurred_at"]
+    assert "ahead of the gateway's clock" in pointers(problem)["/occurred_at"]
+    assert publisher.records == []
+
+
+def test_a_batch_with_one_activity_from_the_future_is_refused_whole(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    now = datetime.now(UTC)
+    items = [
+        activity(0, occurred_at=(now + timedelta(seconds=60)).isoformat()),  # a fast clock: fine
+        activity(1, occurred_at=(now + timedelta(hours=1)).isoformat()),
+        activity(2),
+    ]
+    problem = assert_problem(client.post("/v1/activities", json={"activities": items}), 422)
+    assert list(pointers(problem)) == ["/activities/1/occurred_at"]
+    assert publisher.records == []
+
+    del items[1]
+    assert client.post("/v1/activities", json={"activities": items}).status_code == 202
+    assert len(publisher.records) == 2
+
+
+def test_the_future_margin_is_a_setting(publisher: RecordingPublisher) -> None:
+    app = create_app(
+        publisher=publisher,
+        journey=FakeJourney(),
+        readiness=Readiness(),
+        settings=settings(max_future_s=7200),
+    )
+    in_an_hour = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as client:
+        response = client.post("/v1/activities", json=activity(1, occurred_at=in_an_hour))
+    assert response.status_code == 202, response.text
+
+
+def test_unknown_fields_stay_refused_though_consumers_ignore_them(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    """The tolerant reading of events (shared.cloudevents.validate_tolerantly) is for
+    consumers; the public API still names a field it does not know."""
+    body = activity(1, colour="blue")
+    body["actor"]["nick"] = "ada"
+    problem = assert_problem(client.post("/v1/activities", json=body), 422)
+    assert set(pointers(problem)) == {"/colour", "/actor/nick"}
+    assert publisher.records == []

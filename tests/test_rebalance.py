@@ -144,6 +144,7 @@ async def test_partitions_revoked_mid_batch_are_redelivered_and_dropped(
         url,
         allowed_lateness_s=crashkit.LATENESS.total_seconds(),
         rules_file=rules,
+        max_future_s=crashkit.MAX_FUTURE.total_seconds(),
         consumer_max_records=5000,  # A's first batch holds records of every partition
     )
     entered, gate = asyncio.Event(), asyncio.Event()
