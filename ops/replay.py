@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -53,8 +53,9 @@ def replay(
     """Move a stopped service's consumer group back and (from the beginning) wipe its state.
 
     --from-beginning: offsets to the start of every input topic, and in one transaction the
-    service's state tables, inbox, outbox and watermark are truncated; the service rebuilds
-    everything from the log, emitting the same events with the same ids (consumers drop them).
+    tables of state the service derives from them, its inbox and event-time clock are
+    truncated; the service rebuilds them from the log, emitting the same events with the same
+    ids (consumers drop them). Its outbox (unsent events), configuration and identities stay.
     --from TIME: offsets to the first record at or after TIME; state and inbox are kept, so
     only what was never applied (e.g. records dead-lettered by a bug since fixed) is applied.
     """
@@ -73,14 +74,21 @@ def replay(
             )
         # Exactly the spec's tables, listed alphabetically as the confirmation always has.
         tables = sorted(spec.replay_tables) if from_beginning else []
+        absent: list[str] = []
         if from_beginning:  # an unreachable PostgreSQL is reported before asking, not after
             conn = await connect(target, service)
-            await conn.close()
+            try:
+                absent = await absent_tables(conn, tables)
+            finally:
+                await conn.close()
+            tables = [t for t in tables if t not in absent]
         what = (
             f"reset {group} to the beginning and TRUNCATE {', '.join(tables)}"
             if from_beginning
             else f"reset {group} to {since.isoformat() if since else ''} (state kept)"
         )
+        if absent:
+            what += f" (not created yet by this database's migrations: {', '.join(absent)})"
         if not yes and not typer.confirm(f"{what}?", default=False):
             raise typer.Exit(1)
         moved = await reset_and_truncate(target, spec, since, tables)
@@ -90,6 +98,15 @@ def replay(
             await watch_catch_up(target, spec, moved)
 
     run(work)
+
+
+async def absent_tables(conn: Any, tables: list[str]) -> list[str]:
+    """The tables of the list this database does not have: a service deployed before the
+    migration that creates one has nothing in it to truncate."""
+    rows = await conn.fetch(
+        "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NULL", tables
+    )
+    return [r["t"] for r in rows]
 
 
 async def reset_and_truncate(

@@ -56,7 +56,10 @@ class ServiceSpec:
     extra_migrations: Sequence[Path] = field(default_factory=tuple)
     replay_tables: tuple[str, ...] = ()
     """The tables `flywheel replay SERVICE --from-beginning` truncates: the state this service
-    derives from its input topics, rebuilt by reading them again. Nothing else is touched."""
+    derives from its input topics, rebuilt by reading them again, with the inbox and the
+    event-time clock. Never the outbox (its unsent rows must still be published; what the
+    re-read emits again carries the same event ids) nor what no topic holds (configuration,
+    identities, delivery logs)."""
 
     @property
     def consumer_group(self) -> str:
