@@ -18,6 +18,7 @@ from ops.target import (
     admin_partitions,
     connect,
     consumer_client,
+    err,
     group_lag,
     group_members,
     out,
@@ -25,6 +26,7 @@ from ops.target import (
     service_spec,
 )
 from services.registry import SERVICE_NAMES
+from shared.kafka import SESSION_TIMEOUT_MS
 from shared.service import ServiceSpec
 
 
@@ -66,7 +68,7 @@ def replay(
 
     async def work(target: Target) -> None:
         group = target.prefix + spec.consumer_group
-        members = await group_members(target, group)
+        members = await members_after_stop(target, group)
         if members:
             raise Unreachable(
                 f"{service} is running ({len(members)} consumer(s) in group {group}: "
@@ -98,6 +100,29 @@ def replay(
             await watch_catch_up(target, spec, moved)
 
     run(work)
+
+
+STOPPED_MEMBER_EXPIRY_S = SESSION_TIMEOUT_MS / 1000 + 5
+"""How long a replica stopped a moment ago may still be listed in its group: a static member
+(FLYWHEEL_INSTANCE_ID) does not leave when it stops, the coordinator drops it once its session
+times out."""
+
+
+async def members_after_stop(target: Target, group: str, poll_s: float = 0.5) -> list[str]:
+    """The group's members, once those of replicas just stopped have expired: the ones still
+    there after `STOPPED_MEMBER_EXPIRY_S` are alive."""
+    members = await group_members(target, group)
+    if members:
+        err.print(
+            f"{group} has {len(members)} member(s); waiting up to {STOPPED_MEMBER_EXPIRY_S:.0f} s "
+            "for those of stopped replicas to expire (static members stay until their session "
+            "times out)"
+        )
+    deadline = time.monotonic() + STOPPED_MEMBER_EXPIRY_S
+    while members and time.monotonic() < deadline:
+        await asyncio.sleep(poll_s)
+        members = await group_members(target, group)
+    return members
 
 
 async def absent_tables(conn: Any, tables: list[str]) -> list[str]:

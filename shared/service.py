@@ -92,7 +92,7 @@ def subscribe_batches(
         group_id=group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_no_decode,
-        **consumer_options(settings),
+        **consumer_options(settings, consumer_group),
     )
 
     async def _on_batch(msg: KafkaMessage) -> None:

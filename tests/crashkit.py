@@ -302,6 +302,19 @@ async def committed(bootstrap: str, prefix: str, service: str) -> int:
         await admin.close()
 
 
+async def first_commit_after(
+    bootstrap: str, prefix: str, service: str, before: int, *, timeout_s: float
+) -> float | None:
+    """time.monotonic() when the group first committed past `before` records, or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if await committed(bootstrap, prefix, service) > before:
+                return time.monotonic()
+        await asyncio.sleep(0.1)
+    return None
+
+
 # --- what a run left behind ---------------------------------------------------------------------
 
 
