@@ -40,6 +40,8 @@ class Report:
     redelivered_on_topics: dict[str, int] = field(default_factory=dict)
     emitted: dict[str, int] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    restart_to_ready_s: dict[str, list[float]] = field(default_factory=dict)
+    """From starting a killed service again to its readiness (it holds partitions)."""
     restart_to_resume_s: dict[str, list[float | None]] = field(default_factory=dict)
     """From starting a killed service again to its group's first commit after: with static
     membership (FLYWHEEL_INSTANCE_ID) it takes its partitions back without waiting out the
@@ -116,7 +118,10 @@ async def crash_run(
         report.kills += 1
         before = await crashkit.committed(bootstrap, namespace.prefix, service)
         restarted = time.monotonic()
-        await asyncio.to_thread(start, service)
+        await asyncio.to_thread(start, service)  # returns once ready: it holds partitions
+        report.restart_to_ready_s.setdefault(service, []).append(
+            round(time.monotonic() - restarted, 1)
+        )
         resumed = await crashkit.first_commit_after(
             bootstrap, namespace.prefix, service, before, timeout_s=60
         )
