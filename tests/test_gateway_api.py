@@ -630,9 +630,11 @@ def test_unknown_fields_stay_refused_though_consumers_ignore_them(
     client: TestClient, publisher: RecordingPublisher
 ) -> None:
     """The tolerant reading of events (shared.cloudevents.validate_tolerantly) is for
-    consumers; the public API still names a field it does not know."""
-    body = activity(1, colour="blue")
-    body["actor"]["nick"] = "ada"
+    consumers; the public API still names a field it does not know. The same fields as
+    tests/test_poison.py::test_a_v1_event_with_fields_added_by_a_newer_producer_is_applied."""
+    body = activity(1, channel="forum", target={"thread_id": "t-1", "thread_tags": ["kafka"]})
+    body["actor"]["pronouns"] = "she/her"
     problem = assert_problem(client.post("/v1/activities", json=body), 422)
-    assert set(pointers(problem)) == {"/colour", "/actor/nick"}
+    assert set(pointers(problem)) == {"/channel", "/actor/pronouns", "/target/thread_tags"}
+    assert all("Extra inputs" in detail for detail in pointers(problem).values())
     assert publisher.records == []
