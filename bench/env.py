@@ -137,6 +137,9 @@ class Namespace:
             "FLYWHEEL_TOPIC_PARTITIONS": str(self.partitions),
             "FLYWHEEL_DATABASE_URL": self.databases[service],
             "FLYWHEEL_CLOCK_TICK_INTERVAL_S": "0",  # simulated time, as a replay
+            # a simulated year from workload.START, not anchored to the wall clock: part of it
+            # may lie ahead of it, and must not be refused as a far-future time
+            "FLYWHEEL_MAX_FUTURE_S": str(10 * 365 * 86400),
         }
         env.update(extra)
         return env

@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # The community lives on simulated time: wall-clock ticks would age it to today.
     os.environ["FLYWHEEL_CLOCK_TICK_INTERVAL_S"] = "0"
+    # ... which starts on a fixed date: a long simulation (--weeks) runs past today, and must
+    # not be refused as times in the future (FLYWHEEL_MAX_FUTURE_S, ten years here).
+    os.environ["FLYWHEEL_MAX_FUTURE_S"] = str(10 * 365 * 86400)
     # The gateway refuses calls without credentials: this run gets a key of its own.
     api_key = secrets.token_hex(24)
     os.environ["FLYWHEEL_API_KEYS"] = f"demo={api_key}:ingest,read,admin"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -18,6 +18,7 @@ from ops.target import (
     admin_partitions,
     connect,
     consumer_client,
+    err,
     group_lag,
     group_members,
     out,
@@ -25,6 +26,7 @@ from ops.target import (
     service_spec,
 )
 from services.registry import SERVICE_NAMES
+from shared.kafka import SESSION_TIMEOUT_MS
 from shared.service import ServiceSpec
 
 
@@ -53,8 +55,9 @@ def replay(
     """Move a stopped service's consumer group back and (from the beginning) wipe its state.
 
     --from-beginning: offsets to the start of every input topic, and in one transaction the
-    service's state tables, inbox, outbox and watermark are truncated; the service rebuilds
-    everything from the log, emitting the same events with the same ids (consumers drop them).
+    tables of state the service derives from them, its inbox and event-time clock are
+    truncated; the service rebuilds them from the log, emitting the same events with the same
+    ids (consumers drop them). Its outbox (unsent events), configuration and identities stay.
     --from TIME: offsets to the first record at or after TIME; state and inbox are kept, so
     only what was never applied (e.g. records dead-lettered by a bug since fixed) is applied.
     """
@@ -65,7 +68,7 @@ def replay(
 
     async def work(target: Target) -> None:
         group = target.prefix + spec.consumer_group
-        members = await group_members(target, group)
+        members = await members_after_stop(target, group)
         if members:
             raise Unreachable(
                 f"{service} is running ({len(members)} consumer(s) in group {group}: "
@@ -73,14 +76,21 @@ def replay(
             )
         # Exactly the spec's tables, listed alphabetically as the confirmation always has.
         tables = sorted(spec.replay_tables) if from_beginning else []
+        absent: list[str] = []
         if from_beginning:  # an unreachable PostgreSQL is reported before asking, not after
             conn = await connect(target, service)
-            await conn.close()
+            try:
+                absent = await absent_tables(conn, tables)
+            finally:
+                await conn.close()
+            tables = [t for t in tables if t not in absent]
         what = (
             f"reset {group} to the beginning and TRUNCATE {', '.join(tables)}"
             if from_beginning
             else f"reset {group} to {since.isoformat() if since else ''} (state kept)"
         )
+        if absent:
+            what += f" (not created yet by this database's migrations: {', '.join(absent)})"
         if not yes and not typer.confirm(f"{what}?", default=False):
             raise typer.Exit(1)
         moved = await reset_and_truncate(target, spec, since, tables)
@@ -90,6 +100,38 @@ def replay(
             await watch_catch_up(target, spec, moved)
 
     run(work)
+
+
+STOPPED_MEMBER_EXPIRY_S = SESSION_TIMEOUT_MS / 1000 + 5
+"""How long a replica stopped a moment ago may still be listed in its group: a static member
+(FLYWHEEL_INSTANCE_ID) does not leave when it stops, the coordinator drops it once its session
+times out."""
+
+
+async def members_after_stop(target: Target, group: str, poll_s: float = 0.5) -> list[str]:
+    """The group's members, once those of replicas just stopped have expired: the ones still
+    there after `STOPPED_MEMBER_EXPIRY_S` are alive."""
+    members = await group_members(target, group)
+    if members:
+        err.print(
+            f"{group} has {len(members)} member(s); waiting up to {STOPPED_MEMBER_EXPIRY_S:.0f} s "
+            "for those of stopped replicas to expire (static members stay until their session "
+            "times out)"
+        )
+    deadline = time.monotonic() + STOPPED_MEMBER_EXPIRY_S
+    while members and time.monotonic() < deadline:
+        await asyncio.sleep(poll_s)
+        members = await group_members(target, group)
+    return members
+
+
+async def absent_tables(conn: Any, tables: list[str]) -> list[str]:
+    """The tables of the list this database does not have: a service deployed before the
+    migration that creates one has nothing in it to truncate."""
+    rows = await conn.fetch(
+        "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(quote_ident(t)) IS NULL", tables
+    )
+    return [r["t"] for r in rows]
 
 
 async def reset_and_truncate(

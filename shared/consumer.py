@@ -2,7 +2,8 @@
 
 What can go wrong, and what happens:
 - a record that cannot be decoded or fails its schema: dead-lettered at once (it will never
-  get better), the rest of the batch is applied;
+  get better), the rest of the batch is applied; so is an event dated further ahead of its
+  record's Kafka timestamp than `max_future_s` (`future_reason`);
 - the database or broker is unreachable: the batch is retried with back-off, never
   dead-lettered; offsets are not committed until it succeeds;
 - the handler raises for some record: the batch is split and each record retried on its own
@@ -18,6 +19,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -88,6 +90,28 @@ def dead_letter(
     )
 
 
+def future_reason(envelope: Envelope, timestamp_ms: int | None, max_future_s: float) -> str | None:
+    """Why an event is dated too far ahead of its record to be believed, or None.
+
+    An event time in the future would move a service's event-time clock ahead of every real
+    event, and every engaged member would look inactive until the world caught up with it. The
+    gateway refuses such activities and the webhooks clamp them, but a topic has other
+    producers. The bound is measured against the record's Kafka timestamp, not this process's
+    clock: a replay a year later decides every record exactly as the first reading did.
+    """
+    if timestamp_ms is None or timestamp_ms <= 0:
+        return None  # no timestamp to compare with: the record passes
+    written = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    ahead = (envelope.time - written).total_seconds()
+    if ahead <= max_future_s:
+        return None
+    return (
+        f"event time {envelope.time.astimezone(UTC).isoformat()} is {ahead:.0f} s ahead of the "
+        f"record's Kafka timestamp {written.isoformat()}; at most {max_future_s:g} s "
+        "(FLYWHEEL_MAX_FUTURE_S) is allowed"
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_DB_ERRORS)
 
@@ -106,7 +130,9 @@ class BatchProcessor:
         on_committed: Callable[[], None] = lambda: None,
         is_stopping: Callable[[], bool] = lambda: False,
         topic_prefix: str = "",
+        max_future_s: float | None = None,
     ) -> None:
+        """`max_future_s`: see `future_reason`; None accepts any event time."""
         self.service = service
         self.pool = pool
         self.handle_batch = handle_batch
@@ -117,6 +143,7 @@ class BatchProcessor:
         self.on_committed = on_committed
         self.is_stopping = is_stopping
         self.topic_prefix = topic_prefix
+        self.max_future_s = max_future_s
         self.stats = BatchStats()
 
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Envelope], list[OutgoingRecord]]:
@@ -124,17 +151,20 @@ class BatchProcessor:
         poison: list[OutgoingRecord] = []
         for record in records:
             try:
-                envelopes.append(
-                    decode(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value,
-                        headers=record.headers,
-                        max_value_bytes=self.max_value_bytes,
-                    )
+                envelope = decode(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=record.headers,
+                    max_value_bytes=self.max_value_bytes,
                 )
+                if self.max_future_s is not None:
+                    timestamp = getattr(record, "timestamp", None)  # fakes and old formats
+                    if reason := future_reason(envelope, timestamp, self.max_future_s):
+                        raise DecodeError(reason)
+                envelopes.append(envelope)
             except DecodeError as exc:
                 log.warning(
                     "dead-lettering %s[%d]@%d: %s",

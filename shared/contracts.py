@@ -1,8 +1,9 @@
 """Versioned event contracts: the only thing services share.
 
 Each event type is a pydantic model registered with its CloudEvents `type` and the topic it
-travels on. A breaking change is a new type (`...v2`) published beside the old one, never an
-edit of an existing model.
+travels on. Within a version only additive changes are allowed (a new optional field, which
+consumers not yet upgraded ignore); a breaking change is a new type (`...v2`) published beside
+the old one, never an edit of an existing model.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ Url = Annotated[str, Field(max_length=2000, pattern=r"^https?://\S+$")]
 
 
 class Contract(BaseModel):
-    """Strict about what comes in: unknown fields are rejected, not silently dropped."""
+    """Strict about what comes in: unknown fields are rejected, not silently dropped (the
+    public API answers 422 naming them). Consumers read events tolerantly instead, ignoring
+    fields a newer producer added within the same version: `shared.cloudevents.decode`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 

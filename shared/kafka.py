@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -15,6 +16,11 @@ from shared.topics import ALL_TOPICS, Topic
 log = logging.getLogger(__name__)
 
 FETCH_MAX_WAIT_MS = 50
+SESSION_TIMEOUT_MS = 10_000
+"""How long the group coordinator waits for a silent member before giving its partitions to
+the others. With static membership it is also how long a replica may take to restart and get
+its partitions back without a rebalance, and how long a stopped one keeps them (`ops replay`
+waits for it: a static member does not leave its group when it stops)."""
 PRODUCER_MAX_BATCH_BYTES = 262_144
 
 
@@ -33,9 +39,25 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def consumer_options(settings: Settings) -> dict[str, Any]:
-    """Batch consumption with commits only after the batch is durable (never auto-commit)."""
+def group_instance_id(settings: Settings, consumer_group: str) -> str:
+    """This replica's static member name in `consumer_group` (KIP-345): FLYWHEEL_INSTANCE_ID,
+    else the host name (a pod's name in Kubernetes), then the group.
+
+    Static, not per process: a process restarted after a crash rejoins under the same name
+    and the coordinator hands it the partitions it had at once, instead of waiting out the
+    session timeout of the dead member and rebalancing the whole group. The group is
+    appended so the gateway's two groups, and services run side by side on one host, keep
+    names of their own; replicas of one service on one host must set distinct instance ids.
+    """
+    return f"{settings.instance_id or socket.gethostname()}-{consumer_group}"[:249]
+
+
+def consumer_options(settings: Settings, consumer_group: str) -> dict[str, Any]:
+    """Batch consumption with commits only after the batch is durable (never auto-commit),
+    as a static member of `consumer_group`."""
     return {
+        "group_instance_id": group_instance_id(settings, consumer_group),
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
         "batch": True,
         "max_records": settings.consumer_max_records,
         "batch_timeout_ms": settings.consumer_batch_timeout_ms,

@@ -19,6 +19,7 @@ and a Prometheus that scrapes every replica sums them. Names as Prometheus shows
 | `flywheel_watermark_timestamp_seconds` | service | the service's event-time clock |
 | `flywheel_gateway_published_total` | outcome | activities acknowledged or refused by Kafka |
 | `flywheel_webhook_deliveries_total` | subscription, outcome | webhook delivery attempts |
+| `flywheel_webhook_time_clamped_total` | source | platform times in the future, clamped |
 | `flywheel_webhook_delivery_duration_seconds` | subscription, outcome | their latency |
 """
 
@@ -93,6 +94,12 @@ WEBHOOK_DELIVERIES = METER.create_counter(
     unit="{delivery}",
     description="Webhook delivery attempts by subscription and outcome.",
 )
+WEBHOOK_TIME_CLAMPED = METER.create_counter(
+    "flywheel.webhook.time_clamped",
+    unit="{activity}",
+    description="Activities whose platform time was further in the future than max_future_s, "
+    "published at their receipt time instead, by source platform.",
+)
 WEBHOOK_DURATION = METER.create_histogram(
     "flywheel.webhook.delivery.duration",
     unit="s",
@@ -107,6 +114,11 @@ def record_webhook_delivery(subscription: str, outcome: str, seconds: float) -> 
     attrs = {"subscription": subscription, "outcome": outcome}
     WEBHOOK_DELIVERIES.add(1, attrs)
     WEBHOOK_DURATION.record(seconds, attrs)
+
+
+def record_time_clamped(source: str, count: int) -> None:
+    """For the webhook receiver: activities whose time it clamped to their receipt."""
+    WEBHOOK_TIME_CLAMPED.add(count, {"source": source})
 
 
 def record_published(outcome: str, count: int) -> None:

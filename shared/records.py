@@ -20,3 +20,7 @@ class RawRecord(Protocol):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
+    timestamp: int | None
+    """Milliseconds since the epoch: when the producer created the record, or when the broker
+    appended it (the topic's message.timestamp.type). None or negative when unknown (a record
+    of the oldest message format); a check that needs it then passes the record."""

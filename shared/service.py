@@ -56,7 +56,10 @@ class ServiceSpec:
     extra_migrations: Sequence[Path] = field(default_factory=tuple)
     replay_tables: tuple[str, ...] = ()
     """The tables `flywheel replay SERVICE --from-beginning` truncates: the state this service
-    derives from its input topics, rebuilt by reading them again. Nothing else is touched."""
+    derives from its input topics, rebuilt by reading them again, with the inbox and the
+    event-time clock. Never the outbox (its unsent rows must still be published; what the
+    re-read emits again carries the same event ids) nor what no topic holds (configuration,
+    identities, delivery logs)."""
 
     @property
     def consumer_group(self) -> str:
@@ -94,7 +97,7 @@ def subscribe_batches(
         group_id=group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_no_decode,
-        **consumer_options(settings),
+        **consumer_options(settings, consumer_group),
     )
 
     async def _on_batch(msg: KafkaMessage) -> None:
@@ -194,6 +197,7 @@ class ConsumingService:
             on_committed=self.relay.wake,
             is_stopping=lambda: self._stopping,
             topic_prefix=s.topic_prefix,
+            max_future_s=s.max_future_s,
         )
         if s.health_port:
             self.health = HealthServer(

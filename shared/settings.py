@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     consumer_auto_offset_reset: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new consumer group starts: the whole log, or its end."
     )
+    instance_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._\-]+$",
+        description="This replica's name in its consumer groups (Kafka static membership): a "
+        "replica restarted under the same name takes its partitions back at once, without a "
+        "rebalance. Stable per replica and unique among a service's replicas (in Kubernetes, "
+        "the pod name); default: the host name. Each consumer group gets it with its own "
+        "name appended.",
+    )
     handler_max_attempts: int = Field(
         3, ge=1, description="Tries of a record whose handler fails before it is dead-lettered."
     )

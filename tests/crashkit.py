@@ -167,10 +167,16 @@ def write_rules(directory: Path) -> Path:
     return path
 
 
+MAX_FUTURE = timedelta(days=3650)
+"""The flush tick is years after the log, and the log's times are not anchored to the wall
+clock that stamps its Kafka records: a simulated history, not a far-future event to refuse."""
+
+
 def deterministic_env(rules_file: Path, **extra: str) -> dict[str, str]:
     """The settings that make two runs over one log comparable (see the module docstring)."""
     return {
         "FLYWHEEL_ALLOWED_LATENESS_S": str(int(LATENESS.total_seconds())),
+        "FLYWHEEL_MAX_FUTURE_S": str(int(MAX_FUTURE.total_seconds())),
         "FLYWHEEL_RULES_FILE": str(rules_file),
         "FLYWHEEL_CLOCK_TICK_INTERVAL_S": "0",
         "FLYWHEEL_TRANSIENT_RETRY_INITIAL_S": "0.1",
@@ -294,6 +300,19 @@ async def committed(bootstrap: str, prefix: str, service: str) -> int:
         return sum(max(0, m.offset) for m in offsets.values())
     finally:
         await admin.close()
+
+
+async def first_commit_after(
+    bootstrap: str, prefix: str, service: str, before: int, *, timeout_s: float
+) -> float | None:
+    """time.monotonic() when the group first committed past `before` records, or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if await committed(bootstrap, prefix, service) > before:
+                return time.monotonic()
+        await asyncio.sleep(0.1)
+    return None
 
 
 # --- what a run left behind ---------------------------------------------------------------------

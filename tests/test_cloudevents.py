@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.cloudevents import DecodeError, decode, derive_event_id, encode
+from shared.consumer import future_reason
 from shared.contracts import ACTIVITY, STAGE_CHANGED, StageChangedV1
 from tests.factories import T0, activity
 
@@ -104,3 +107,53 @@ def test_oversized_and_tombstone_records_are_refused() -> None:
         )
     with pytest.raises(DecodeError, match="tombstone"):
         _decode(None, good.headers)  # type: ignore[arg-type]
+
+
+# ---- tolerant reading: additive changes within a version ---------------------------------------
+
+
+def _with_unknown_fields(value: bytes) -> bytes:
+    """The event as a newer producer might send it: one new field at the top, one nested."""
+    data = json.loads(value)
+    data["channel"] = "forum"
+    data["actor"]["pronouns"] = "she/her"
+    return json.dumps(data).encode()
+
+
+def test_unknown_fields_of_a_known_version_are_ignored() -> None:
+    data = activity("m-1", "post", properties={"question": True})
+    record = encode(ACTIVITY, data, event_id="e-1", source="/gateway")
+
+    envelope = _decode(_with_unknown_fields(record.value), record.headers)
+
+    assert envelope.data == data  # the known fields, exactly; the new ones dropped
+
+
+def test_an_unknown_field_does_not_hide_a_real_error() -> None:
+    record = encode(ACTIVITY, activity("m-1", "post"), event_id="e-1", source="/gateway")
+    data = json.loads(_with_unknown_fields(record.value))
+    data["kind"] = "Not Snake"
+
+    with pytest.raises(DecodeError) as caught:
+        _decode(json.dumps(data).encode(), record.headers)
+
+    assert "kind" in caught.value.reason
+    assert [e["loc"] for e in caught.value.detail] == ["kind"]  # not the unknown fields
+
+
+# ---- times in the future ----------------------------------------------------------------------
+
+
+def test_future_reason_measures_against_the_record_timestamp() -> None:
+    envelope = _decode(
+        encode(ACTIVITY, activity("m-1", "post"), event_id="e", source="/t").value,
+        encode(ACTIVITY, activity("m-1", "post"), event_id="e", source="/t").headers,
+    )
+    written_ms = int(envelope.time.timestamp() * 1000)
+
+    assert future_reason(envelope, written_ms - 300_000, 300) is None  # exactly the margin
+    reason = future_reason(envelope, written_ms - 301_000, 300)
+    assert reason is not None and "301 s ahead" in reason and "FLYWHEEL_MAX_FUTURE_S" in reason
+    assert future_reason(envelope, written_ms + 86_400_000, 300) is None  # the past is fine
+    assert future_reason(envelope, None, 0) is None  # no timestamp: nothing to compare
+    assert future_reason(envelope, -1, 0) is None

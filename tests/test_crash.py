@@ -40,6 +40,13 @@ class Report:
     redelivered_on_topics: dict[str, int] = field(default_factory=dict)
     emitted: dict[str, int] = field(default_factory=dict)
     exit_codes: dict[str, int | None] = field(default_factory=dict)
+    restart_to_ready_s: dict[str, list[float]] = field(default_factory=dict)
+    """From starting a killed service again to its readiness (it holds partitions)."""
+    restart_to_resume_s: dict[str, list[float | None]] = field(default_factory=dict)
+    """From starting a killed service again to its group's first commit after: with static
+    membership (FLYWHEEL_INSTANCE_ID) it takes its partitions back without waiting out the
+    dead member's session. None: no commit within a minute. Reported, not asserted (a shared
+    machine's timing)."""
 
     def __str__(self) -> str:
         return crashkit.summary(vars(self).items())
@@ -90,8 +97,10 @@ async def crash_run(
             assert record is not None and record.alive(), f"{s} died: {tail(logs[s])}"
 
     replica = crashkit.ServiceProcess(
-        "engagement", service_env["engagement"], tmp_path / "engagement-replica.log"
-    )
+        "engagement",
+        {**service_env["engagement"], "FLYWHEEL_INSTANCE_ID": "engagement-replica"},
+        tmp_path / "engagement-replica.log",
+    )  # its own static member name: the devstack's engagement has the host's
     await crashkit.start_in_order(start, bootstrap, namespace.prefix, list(crashkit.STAGES))
     # The log keeps flowing through every disturbance (about 500 activities a second, for
     # longer than the disturbances take); the rest goes at once when they are over.
@@ -107,7 +116,17 @@ async def crash_run(
         await pause()
         await asyncio.to_thread(devstack.stop_service, service, kill=True)
         report.kills += 1
-        await asyncio.to_thread(start, service)
+        before = await crashkit.committed(bootstrap, namespace.prefix, service)
+        restarted = time.monotonic()
+        await asyncio.to_thread(start, service)  # returns once ready: it holds partitions
+        report.restart_to_ready_s.setdefault(service, []).append(
+            round(time.monotonic() - restarted, 1)
+        )
+        resumed = await crashkit.first_commit_after(
+            bootstrap, namespace.prefix, service, before, timeout_s=60
+        )
+        took = round(resumed - restarted, 1) if resumed is not None else None
+        report.restart_to_resume_s.setdefault(service, []).append(took)
 
     try:
         victims = ["engagement", "awareness", "advocacy"]

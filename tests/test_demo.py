@@ -15,7 +15,7 @@ def test_demo_grows_a_community_and_closes_the_loop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the demo configures its services through its environment: give it back afterwards
-    for name in ("FLYWHEEL_API_KEYS", "FLYWHEEL_CLOCK_TICK_INTERVAL_S"):
+    for name in ("FLYWHEEL_API_KEYS", "FLYWHEEL_CLOCK_TICK_INTERVAL_S", "FLYWHEEL_MAX_FUTURE_S"):
         monkeypatch.delenv(name, raising=False)
     code = demo.main(["--people", "80", "--weeks", "10", "--state-dir", str(tmp_path / "demo")])
     out = capsys.readouterr().out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -629,3 +629,63 @@ def test_resolve_identities_goes_through_the_resolver_per_source_in_order(
     assert keys == [b"m-1", b"m-2", b"m-3", b"m-linked", b"m-linked", b"m-linked"]
     ids = [json.loads(r.value)["activity_id"] for r in publisher.records[3:]]
     assert ids == ["a-1", "a-2", "a-3"]  # the request's order
+
+
+# ---- times in the future ----------------------------------------------------------------------
+
+
+def test_an_activity_from_the_future_is_refused(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    """One activity dated 2099 would move every service's clock past every deadline."""
+    problem = assert_problem(
+        client.post("/v1/activities", json=activity(1, occurred_at="2099-01-01T00:00:00Z")), 422
+    )
+    assert list(pointers(problem)) == ["/occurred_at"]
+    assert "ahead of the gateway's clock" in pointers(problem)["/occurred_at"]
+    assert publisher.records == []
+
+
+def test_a_batch_with_one_activity_from_the_future_is_refused_whole(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    now = datetime.now(UTC)
+    items = [
+        activity(0, occurred_at=(now + timedelta(seconds=60)).isoformat()),  # a fast clock: fine
+        activity(1, occurred_at=(now + timedelta(hours=1)).isoformat()),
+        activity(2),
+    ]
+    problem = assert_problem(client.post("/v1/activities", json={"activities": items}), 422)
+    assert list(pointers(problem)) == ["/activities/1/occurred_at"]
+    assert publisher.records == []
+
+    del items[1]
+    assert client.post("/v1/activities", json={"activities": items}).status_code == 202
+    assert len(publisher.records) == 2
+
+
+def test_the_future_margin_is_a_setting(publisher: RecordingPublisher) -> None:
+    app = create_app(
+        publisher=publisher,
+        journey=FakeJourney(),
+        readiness=Readiness(),
+        settings=settings(max_future_s=7200),
+    )
+    in_an_hour = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with TestClient(app, raise_server_exceptions=False, headers=AUTH) as client:
+        response = client.post("/v1/activities", json=activity(1, occurred_at=in_an_hour))
+    assert response.status_code == 202, response.text
+
+
+def test_unknown_fields_stay_refused_though_consumers_ignore_them(
+    client: TestClient, publisher: RecordingPublisher
+) -> None:
+    """The tolerant reading of events (shared.cloudevents.validate_tolerantly) is for
+    consumers; the public API still names a field it does not know. The same fields as
+    tests/test_poison.py::test_a_v1_event_with_fields_added_by_a_newer_producer_is_applied."""
+    body = activity(1, channel="forum", target={"thread_id": "t-1", "thread_tags": ["kafka"]})
+    body["actor"]["pronouns"] = "she/her"
+    problem = assert_problem(client.post("/v1/activities", json=body), 422)
+    assert set(pointers(problem)) == {"/channel", "/actor/pronouns", "/target/thread_tags"}
+    assert all("Extra inputs" in detail for detail in pointers(problem).values())
+    assert publisher.records == []

@@ -138,6 +138,10 @@ def test_kubernetes_manifests_agree_with_the_code() -> None:
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["resources"]["requests"] and container["resources"]["limits"]
         assert pod["terminationGracePeriodSeconds"] > grace
+        variables = {env["name"]: env for env in container.get("env", [])}
+        # static membership: one member name per replica, the pod's (shared.kafka)
+        instance = variables["FLYWHEEL_INSTANCE_ID"]["valueFrom"]["fieldRef"]
+        assert instance["fieldPath"] == "metadata.name", name
         for env in container.get("env", []):
             ref = env.get("valueFrom", {}).get("secretKeyRef")
             if ref:

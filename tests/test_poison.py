@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -259,3 +260,63 @@ async def test_a_database_restart_is_retried_never_dead_lettered(namespace: Name
     assert stats.dead_lettered == 0
     assert await inbox(url) == {r.event_id for r in stream}
     assert len({e.id for e in envelopes(transitions)}) == len(stream)
+
+
+def dated(member: str, at: datetime) -> OutgoingRecord:
+    return encode(
+        ACTIVITY,
+        activity(member, "event_talk", activity_id=f"{member}-dated", at=at),
+        event_id=f"dated:{member}",
+        source="/tests/poison",
+    )
+
+
+async def test_an_event_far_ahead_of_its_record_is_dead_lettered(namespace: Namespace) -> None:
+    """A producer other than the gateway wrote an activity dated an hour after its record's
+    Kafka timestamp (the margin is 300 s): it would move the clock past every deadline."""
+    url = await namespace.create_database("engagement")
+    now = datetime.now(UTC)
+    before, after = good("f-0", 0), good("f-2", 2)
+    future = dated("f-1", now + timedelta(hours=1))
+    fast_clock = dated("f-3", now + timedelta(seconds=60))  # within the margin: applied
+    stream = [before, future, after, fast_clock]
+
+    async with running(ENGAGEMENT, settings(namespace, url, max_future_s=300)):
+        where = await send(namespace, [(r.key, r.value, r.headers) for r in stream])
+        dead = await read_topic(namespace, "member-activity.dlq", until=1)
+        await read_topic(namespace, "journey-transitions", until=3)
+
+    assert await inbox(url) >= {before.event_id, after.event_id, fast_clock.event_id}
+    assert future.event_id not in await inbox(url)
+    [letter] = dead
+    meta = {k: v.decode() for k, v in letter.headers}
+    assert meta["ce_id"] == future.event_id
+    assert "ahead of the record's Kafka timestamp" in meta["dlq_reason"]
+    assert "FLYWHEEL_MAX_FUTURE_S" in meta["dlq_reason"]
+    assert (int(meta["dlq_partition"]), int(meta["dlq_offset"])) == where[1]
+    assert letter.value == future.value
+
+
+async def test_a_v1_event_with_fields_added_by_a_newer_producer_is_applied(
+    namespace: Namespace,
+) -> None:
+    """An additive change within v1 (a rolling upgrade: the producer first): the consumer
+    ignores the fields it does not know, top level and nested, instead of dead-lettering."""
+    url = await namespace.create_database("engagement")
+    record = good("x-1", 1)
+    data = json.loads(record.value)
+    data["channel"] = "forum"
+    data["actor"]["pronouns"] = "she/her"
+    data["target"] = {"thread_id": "t-1", "thread_tags": ["kafka"]}
+    newer = json.dumps(data).encode()
+
+    async with running(ENGAGEMENT, settings(namespace, url)):
+        await send(namespace, [(record.key, newer, record.headers)])
+        transitions = await read_topic(namespace, "journey-transitions", until=1)
+        dead = await read_topic(namespace, "member-activity.dlq", until=0, timeout_s=1)
+
+    assert dead == []
+    assert record.event_id in await inbox(url)
+    [engaged] = [e.data for e in envelopes(transitions)]
+    assert isinstance(engaged, StageChangedV1)
+    assert (engaged.member_id, engaged.to_stage) == ("x-1", "engaged")

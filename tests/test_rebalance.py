@@ -53,7 +53,8 @@ async def test_replicas_share_the_partitions_and_join_and_leave_mid_stream(
     namespace: Namespace, tmp_path: Path
 ) -> None:
     """Two engagement processes in one group: the second joins while the log flows, the first
-    leaves (SIGTERM) while it still flows."""
+    leaves (SIGTERM) while it still flows. A static member does not leave its group when it
+    stops: its partitions pass to the second when its session times out."""
     bootstrap, prefix = namespace.stack.kafka_bootstrap, namespace.prefix
     records = crashkit.community_records(people=400, weeks=14, seed=21)
     records.append(crashkit.flush_tick(records))
@@ -66,8 +67,13 @@ async def test_replicas_share_the_partitions_and_join_and_leave_mid_stream(
 
     url = await namespace.create_database("engagement")
     urls = {"engagement": url}
+    # two replicas on one host: each needs its own static member name (FLYWHEEL_INSTANCE_ID)
     first, second = (
-        crashkit.ServiceProcess("engagement", namespace.env(url, **env), tmp_path / f"{n}.log")
+        crashkit.ServiceProcess(
+            "engagement",
+            namespace.env(url, **env, FLYWHEEL_INSTANCE_ID=n),
+            tmp_path / f"{n}.log",
+        )
         for n in ("first", "second")
     )
     body, tick = records[:-1], records[-1]
@@ -144,6 +150,7 @@ async def test_partitions_revoked_mid_batch_are_redelivered_and_dropped(
         url,
         allowed_lateness_s=crashkit.LATENESS.total_seconds(),
         rules_file=rules,
+        max_future_s=crashkit.MAX_FUTURE.total_seconds(),
         consumer_max_records=5000,  # A's first batch holds records of every partition
     )
     entered, gate = asyncio.Event(), asyncio.Event()
@@ -151,11 +158,11 @@ async def test_partitions_revoked_mid_batch_are_redelivered_and_dropped(
         ENGAGEMENT, build_handler=gated(ENGAGEMENT.build_handler, entered, gate)
     )
     await crashkit.publish(bootstrap, prefix, records[:-1])
-    async with running(a_spec, settings) as a:
+    async with running(a_spec, settings.model_copy(update={"instance_id": "a"})) as a:
         await until(entered.is_set, "A took its first batch", 30)
         held = assigned(a)
         assert len(held) >= 3
-        async with running(ENGAGEMENT, settings) as b:
+        async with running(ENGAGEMENT, settings.model_copy(update={"instance_id": "b"})) as b:
             await until(lambda: bool(assigned(b)), "B got partitions", 60)
             await until(lambda: assigned(a) < held, "A gave partitions up", 60)
             taken = assigned(b)

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from services.gateway.webhooks.mapping import CLAMPED_FROM, clamp_future
 from services.gateway.webhooks.signatures import sign_discourse
+from shared import metrics
+from shared.contracts import ActivityV1
 from shared.members import member_id
-from tests.test_webhooks_api import DISCOURSE_SECRET, Hooks, make_hooks, slack_message
+from tests.factories import activity
+from tests.test_webhooks_api import (
+    DISCOURSE_SECRET,
+    NOW,
+    Hooks,
+    issue_comment,
+    make_hooks,
+    slack_message,
+)
 
 FORUM = "https://forum.example.org"
 
@@ -430,3 +441,85 @@ def test_member_ids_come_from_one_function() -> None:
     assert member_id("discourse", "-1") == "discourse:-1"
     with pytest.raises(ValueError):
         member_id("slack", "U1 with space")
+
+
+# ---- times in the future ----------------------------------------------------------------------
+
+FAR_FUTURE = "2099-01-01T00:00:00+00:00"
+
+
+def _clamped_count(source: str) -> float:
+    """flywheel_webhook_time_clamped_total{source=...} as Prometheus would scrape it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = metrics.prometheus_text()[1].decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "flywheel_webhook_time_clamped_total"
+        and sample.labels.get("source") == source
+    )
+
+
+def test_clamp_future_moves_only_far_future_times_to_the_receipt() -> None:
+    received = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    near = activity("m-1", "post", at=received + timedelta(seconds=299))
+    far = activity("m-2", "post", at=received + timedelta(seconds=301), properties={"q": True})
+    past = activity("m-3", "post", at=received - timedelta(days=3))
+
+    bounded, clamped = clamp_future([near, far, past], received_at=received, max_future_s=300)
+
+    assert clamped == 1
+    assert bounded[0] is near and bounded[2] is past
+    assert bounded[1].occurred_at == received
+    assert bounded[1].properties == {
+        "q": True,
+        CLAMPED_FROM: (received + timedelta(seconds=301)).isoformat(),
+    }
+    assert bounded[1].model_copy(update={"occurred_at": far.occurred_at}) != far  # flagged
+    ActivityV1.model_validate(bounded[1].model_dump())  # still a valid activity
+
+
+def test_a_github_time_in_the_future_is_clamped_and_counted(hooks: Hooks) -> None:
+    metrics.configure()
+    before = _clamped_count("github")
+    payload = issue_comment()
+    payload["comment"]["created_at"] = "2099-01-01T00:00:00Z"
+
+    assert hooks.github("issue_comment", payload).status_code == 202
+
+    [reply] = hooks.activities()
+    assert reply.occurred_at == NOW
+    assert reply.properties[CLAMPED_FROM] == FAR_FUTURE
+    assert _clamped_count("github") == before + 1
+
+
+def test_a_discourse_time_in_the_future_is_clamped(hooks: Hooks) -> None:
+    body = {"post": post(created_at="2099-01-01T00:00:00.000Z")}
+    assert hooks.discourse("post_created", body).status_code == 202
+
+    [reply] = hooks.activities()
+    assert reply.occurred_at == NOW
+    assert reply.properties[CLAMPED_FROM] == FAR_FUTURE
+
+
+def test_a_slack_time_in_the_future_is_clamped(hooks: Hooks) -> None:
+    future = datetime(2099, 1, 1, tzinfo=UTC).timestamp()
+    body = slack_message(ts=f"{future:.6f}", event_ts=f"{future:.6f}")
+    assert hooks.slack(body).status_code == 202
+
+    [message] = hooks.activities()
+    assert message.occurred_at == NOW
+    assert message.properties[CLAMPED_FROM] == FAR_FUTURE
+
+
+def test_a_slightly_fast_platform_clock_is_left_alone(hooks: Hooks) -> None:
+    payload = issue_comment()
+    ahead = NOW + timedelta(seconds=60)
+    payload["comment"]["created_at"] = ahead.isoformat()
+
+    assert hooks.github("issue_comment", payload).status_code == 202
+
+    [reply] = hooks.activities()
+    assert reply.occurred_at == ahead and CLAMPED_FROM not in reply.properties

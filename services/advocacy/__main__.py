@@ -23,8 +23,8 @@ SPEC = ServiceSpec(
         "contributions",
         "review_clock",
         "inbox",
-        "outbox",
         "watermark",
+        "event_clock",
     ),
 )
 

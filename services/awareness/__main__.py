@@ -14,7 +14,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
-    replay_tables=("people", "aliases", "inbox", "outbox", "watermark"),
+    replay_tables=("people", "aliases", "inbox", "watermark", "event_clock"),
 )
 
 if __name__ == "__main__":

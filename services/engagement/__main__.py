@@ -13,7 +13,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
-    replay_tables=("participants", "inbox", "outbox", "watermark"),
+    replay_tables=("participants", "inbox", "watermark", "event_clock"),
 )
 
 if __name__ == "__main__":

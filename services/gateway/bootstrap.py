@@ -99,6 +99,11 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,  # the projections, through merges and erasures
     extra_migrations=(lifecycle.MIGRATIONS,),
+    # Rebuilt from the topics: the journeys and the flywheel's facts. Kept: what only this
+    # database holds (identities, blocked identities, outbound subscriptions and their
+    # deliveries, webhook_* redelivery records) and the outbox, whose unsent rows (a pending
+    # member.erased.v1) must still go out; what the re-read emits again (dead letters) carries
+    # the same event ids.
     replay_tables=(
         "journey_transitions",
         "member_stages",
@@ -106,15 +111,7 @@ SPEC = ServiceSpec(
         "flywheel_peer_help",
         "flywheel_questions",
         "flywheel_churn_risk",
-        "identities",
-        "identity_emails",
-        "blocked_identities",
-        "outbound_subscriptions",
-        "outbound_deliveries",
-        "outbound_delivery_attempts",
         "inbox",
-        "outbox",
-        "watermark",
     ),
 )
 

@@ -95,6 +95,7 @@ class DeliveryWorker:
             on_committed=self._committed,
             is_stopping=lambda: self._stopping,
             topic_prefix=s.topic_prefix,
+            max_future_s=s.max_future_s,
         )
         self.sender = Sender(self.pool, s, observer=self.observer)
         self.sender.start()

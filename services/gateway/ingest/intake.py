@@ -8,6 +8,7 @@ pointer, and nothing reaches the publisher unless the whole request is valid.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -179,6 +180,30 @@ def parse_activities(body: Any, *, max_items: int) -> list[ActivityV1]:
     if duplicates:
         raise _invalid(duplicates, "an activity appears twice in the batch")
     return activities
+
+
+def refuse_future(
+    activities: Sequence[ActivityV1], *, now: datetime, max_future_s: float, batch: bool
+) -> None:
+    """Refuse the request when an activity happened more than `max_future_s` after `now`.
+
+    A time in the future is a client's clock or parser gone wrong (a year of 2099), never an
+    activity: accepted, it would move every service's event-time clock ahead of every real
+    event, and the members engaged today would all look inactive. The margin is for clocks that
+    disagree a little (FLYWHEEL_MAX_FUTURE_S).
+    """
+    latest = now + timedelta(seconds=max_future_s)
+    errors = [
+        FieldError(
+            pointer=f"/activities/{i}/occurred_at" if batch else "/occurred_at",
+            detail=f"{a.occurred_at.astimezone(UTC).isoformat()} is more than "
+            f"{max_future_s:g} s ahead of the gateway's clock ({now.astimezone(UTC).isoformat()})",
+        )
+        for i, a in enumerate(activities)
+        if a.occurred_at > latest
+    ]
+    if errors:
+        raise _invalid(errors, f"{len(errors)} activity time(s) in the future")
 
 
 def event_id(activity: ActivityV1) -> str:

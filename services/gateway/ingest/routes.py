@@ -9,6 +9,7 @@ bootstrap adds to the OpenAPI components.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -114,7 +115,10 @@ def router(
             400: problems.doc("The body is not JSON."),
             413: problems.doc("The body (or one activity) is too large."),
             415: problems.doc("The body is not declared as JSON."),
-            422: problems.doc("An activity is invalid; `errors` names every bad field."),
+            422: problems.doc(
+                "An activity is invalid, or dated more than `max_future_s` ahead of the "
+                "gateway's clock; `errors` names every bad field."
+            ),
             501: problems.doc("resolve_identities asked of a gateway without identities."),
             503: problems.doc("The broker did not take the events; retry after Retry-After."),
         },
@@ -141,6 +145,9 @@ def router(
         body = intake.parse_json(raw)
         activities = intake.parse_activities(body, max_items=settings.max_batch_items)
         is_batch = isinstance(body, dict) and "activities" in body
+        intake.refuse_future(
+            activities, now=datetime.now(UTC), max_future_s=settings.max_future_s, batch=is_batch
+        )
         if resolve_identities:
             if resolve is None:
                 raise problems.ProblemError(

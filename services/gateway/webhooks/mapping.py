@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import JsonValue
@@ -159,6 +159,40 @@ class Fields:
             return member_id(source, self.ident(key))
         except IdentityError as exc:
             raise Malformed(self._where(key), str(exc)) from None
+
+
+CLAMPED_FROM = "occurred_at_clamped_from"
+"""The property a clamped activity carries: the time the platform gave, as it gave it."""
+
+
+def clamp_future(
+    activities: Sequence[ActivityV1], *, received_at: datetime, max_future_s: float
+) -> tuple[list[ActivityV1], int]:
+    """The activities, those dated more than `max_future_s` after their receipt moved back to
+    it; and how many were.
+
+    The public API refuses such an activity (the client can fix its clock and send again); a
+    platform cannot be asked to resend, and the delivery is otherwise good. So it keeps its
+    place at the time we know it had happened by, and says what its platform claimed in
+    `properties.occurred_at_clamped_from`, instead of moving every service's event-time clock
+    into the future.
+    """
+    latest = received_at + timedelta(seconds=max_future_s)
+    bounded: list[ActivityV1] = []
+    for activity in activities:
+        if activity.occurred_at <= latest:
+            bounded.append(activity)
+            continue
+        original = activity.occurred_at.astimezone(UTC).isoformat()
+        bounded.append(
+            activity.model_copy(  # mappers set a handful of properties: far below the 100 allowed
+                update={
+                    "occurred_at": received_at,
+                    "properties": {**activity.properties, CLAMPED_FROM: original},
+                }
+            )
+        )
+    return bounded, sum(1 for a, b in zip(activities, bounded, strict=True) if a is not b)
 
 
 def parse_time(value: Any) -> datetime | None:

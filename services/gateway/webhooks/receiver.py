@@ -8,7 +8,8 @@ For every delivery, in this order:
 2. The body is read raw (size-limited) and its signature verified over those bytes: 401,
    and nothing else happens, when it is missing or wrong.
 3. It is parsed and mapped: 400 when a mapped event lacks what the mapping needs; events not
-   mapped are acknowledged 200 `ignored`. Nothing a platform sends makes a 5xx.
+   mapped are acknowledged 200 `ignored`. Nothing a platform sends makes a 5xx. A time more
+   than `max_future_s` after the receipt is clamped to the receipt (`mapping.clamp_future`).
 4. A delivery id already recorded is acknowledged 200 `duplicate` and not published again.
 5. The activities are published (503 with Retry-After when the broker does not take them:
    the platform retries), then the delivery id is recorded, and 202 `accepted`.
@@ -46,7 +47,14 @@ from services.gateway.ingest import intake
 from services.gateway.ingest.publisher import ActivityPublisher
 from services.gateway.webhooks.discourse import map_discourse
 from services.gateway.webhooks.github import map_github
-from services.gateway.webhooks.mapping import Delivery, Malformed, Mapped, web_url
+from services.gateway.webhooks.mapping import (
+    CLAMPED_FROM,
+    Delivery,
+    Malformed,
+    Mapped,
+    clamp_future,
+    web_url,
+)
 from services.gateway.webhooks.signatures import (
     SignatureError,
     verify_discourse,
@@ -56,6 +64,7 @@ from services.gateway.webhooks.signatures import (
 from services.gateway.webhooks.slack import map_slack
 from services.gateway.webhooks.stats import Clock, WebhookStats
 from services.gateway.webhooks.store import WebhookStore
+from shared import metrics
 from shared.contracts import ActivityV1
 from shared.settings import Settings
 
@@ -281,7 +290,23 @@ class Receiver:
                     update={"status": "duplicate", "reason": "this delivery was published already"}
                 ),
             )
-        activities = mapped.activities
+        activities, clamped = clamp_future(
+            mapped.activities,
+            received_at=delivery.received_at,
+            max_future_s=self.settings.max_future_s,
+        )
+        if clamped:
+            metrics.record_time_clamped(source, clamped)
+            log.warning(
+                "%s %s %s: %d activity time(s) more than %g s after the delivery's receipt, "
+                "published at the receipt time (properties.%s keeps the original)",
+                source,
+                name,
+                delivery.delivery_id,
+                clamped,
+                self.settings.max_future_s,
+                CLAMPED_FROM,
+            )
         if self.resolve is not None:  # one member per person: services/gateway/identity/
             activities = await self.resolve(source, activities)
         activities, started = await self._with_thread_authors(source, activities)
