@@ -84,7 +84,7 @@ def app_with_subscriptions(
         probe.ran.append("authentication")
         return original(*args, **kwargs)
 
-    auth._authenticate = spy  # type: ignore[assignment]
+    auth._authenticate = spy
     return app, probe
 
 
@@ -92,7 +92,7 @@ def app_with_subscriptions(
 def _restore_auth() -> Any:
     original = auth._authenticate
     yield
-    auth._authenticate = original  # type: ignore[assignment]
+    auth._authenticate = original
 
 
 async def call(
@@ -244,7 +244,7 @@ async def served() -> AsyncIterator[tuple[str, uvicorn.Config]]:
 
 
 async def test_the_server_is_bounded_by_settings(served: tuple[str, uvicorn.Config]) -> None:
-    url, config = served
+    url, _config = served
     s = settings(
         http_limit_concurrency=77, http_keep_alive_s=3, http_max_header_bytes=4096, http_port=9
     )
