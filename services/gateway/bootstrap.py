@@ -28,7 +28,7 @@ from pydantic.json_schema import models_json_schema
 
 from services.gateway import flywheel, identity, member_state, webhooks
 from services.gateway.delivery.worker import DeliveryWorker
-from services.gateway.http import auth, limits, operations, problems
+from services.gateway.http import auth, limits, operations, problems, strength
 from services.gateway.http.asyncapi import build_asyncapi
 from services.gateway.http.operations import ReadinessCheck
 from services.gateway.http.problems import Unavailable
@@ -242,6 +242,8 @@ async def tick_clock(publisher: KafkaActivityPublisher, interval_s: float) -> No
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # placeholders and guessable secrets stop the gateway here, before anything starts
+    strength.check_settings(settings)
     # /healthz and /readyz are served by the API itself, on http_port.
     service = ConsumingService(SPEC, settings.model_copy(update={"health_port": 0}))
     publisher = KafkaActivityPublisher(
