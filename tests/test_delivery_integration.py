@@ -87,6 +87,7 @@ sender's timeout)."""
 class Receiver:
     decide: Decide = lambda _n, _id: "ok"
     slow_s: float = 1.0
+    answer_body: str = "boom"  # what a failing receiver answers
     arrivals: list[Arrival] = field(default_factory=list)
     url: str = ""
 
@@ -101,7 +102,7 @@ class Receiver:
         self.arrivals.append(arrival)
         if verdict == "slow":
             await asyncio.sleep(self.slow_s)
-        return Response("boom" if answer == 500 else None, status_code=answer)
+        return Response(self.answer_body if answer == 500 else None, status_code=answer)
 
     def ids(self) -> list[str]:
         return [a.webhook_id for a in self.arrivals]
