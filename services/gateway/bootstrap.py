@@ -37,6 +37,7 @@ from services.gateway.ingest.publisher import ActivityPublisher, KafkaActivityPu
 from services.gateway.journey import routes as journey_routes
 from services.gateway.journey.projection import project_transitions
 from services.gateway.journey.store import JourneyReader, PgJourneyStore
+from services.gateway.reports import ReportsDb
 from shared import lifecycle, metrics, telemetry
 from shared.cloudevents import Envelope, derive_event_id, encode, source_of
 from shared.consumer import BatchHandler
@@ -249,7 +250,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     publisher = KafkaActivityPublisher(
         service.broker, topic_prefix=settings.topic_prefix, timeout_s=settings.publish_timeout_s
     )
-    journey_store = PgJourneyStore(lambda: service.pool)
+    # reports (/v1/flywheel, journeys, stages) have connections of their own: never ingest's
+    reports = ReportsDb(settings)
+    journey_store = PgJourneyStore(reports.connection)
     identities = identity.IdentityStore(
         lambda: service.pool, wake=lambda: service.relay.wake() if service.relay else None
     )
@@ -283,6 +286,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         await service.start_resources()
         ticker: asyncio.Task[None] | None = None
         try:
+            assert service.pool is not None
+            await reports.start(
+                settings.database_url,
+                search_path=await service.pool.fetchval("SELECT current_setting('search_path')"),
+            )
             await delivery.start(service)
             await service.broker.start()
             if settings.clock_tick_interval_s > 0:
@@ -295,6 +303,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             delivery.on_shutdown_signal()
             await service.broker.stop()
             await delivery.stop()
+            await reports.stop()
             await service.stop_resources()
             if metrics_server is not None:
                 await metrics_server.stop()
@@ -317,7 +326,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             resolve=identities.resolve_activities,  # one member per person
         )
     )
-    app.include_router(flywheel.router(lambda: service.pool))
+    app.include_router(flywheel.router(reports.connection))
     app.include_router(identity.router(identities))
     app.include_router(delivery.router())
     app.state.metrics_server = metrics_server
