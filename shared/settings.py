@@ -177,7 +177,8 @@ class Settings(BaseSettings):
         "scope`, scopes `ingest` (POST /v1/activities), `read` (journeys, stages, flywheel), "
         "`admin` (webhook stats, subscriptions), e.g. `crm=k3y...:read;etl=s3cr3t...:ingest`. "
         "A key is at least 16 characters of `A-Za-z0-9._~+/-`, sent as `Authorization: Bearer "
-        "<key>` or `X-API-Key: <key>`; only its SHA-256 is kept in memory. Unset: every API "
+        "<key>` or `X-API-Key: <key>`; only its SHA-256 is kept in memory. A placeholder "
+        "(CHANGE-ME...) or a guessable key stops the gateway at start. Unset: every API "
         "call is refused (401); health, docs and signed webhooks stay open.",
     )
     github_webhook_secret: SecretStr | None = Field(
