@@ -301,3 +301,13 @@ async def test_asyncapi_names_brokers_only_when_configured() -> None:
             assert "kafka.internal" not in json.dumps(document)
         else:
             assert len(document["servers"]) == expected
+
+
+def test_database_urls_are_not_shown_with_their_password() -> None:
+    from shared.postgres import redact
+
+    url = "postgresql://gw:s3cr3t-pw@db.internal:5432/gw?sslmode=require&password=other-pw"
+    assert "s3cr3t-pw" not in repr(Settings(database_url=url))
+    shown = redact(url)
+    assert "s3cr3t-pw" not in shown and "other-pw" not in shown
+    assert shown.startswith("postgresql://gw:***@db.internal:5432/gw?")
