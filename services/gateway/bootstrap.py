@@ -172,7 +172,7 @@ def create_app(
         version=API_VERSION,
     )
     problems.install(app)
-    # Outermost: an oversized body is refused before any route, key check or parse.
+    # Around the router: an oversized body is refused before any route, key check or parse.
     app.add_middleware(
         limits.BodyLimit,
         max_bytes=settings.max_request_bytes,
@@ -280,9 +280,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if metrics_server is not None:
-            await metrics_server.start()
+    async def running(_: FastAPI) -> AsyncIterator[None]:
         await service.start_resources()
         ticker: asyncio.Task[None] | None = None
         try:
@@ -305,8 +303,19 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             await delivery.stop()
             await reports.stop()
             await service.stop_resources()
-            if metrics_server is not None:
-                await metrics_server.stop()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if metrics_server is None:
+            async with running(app):
+                yield
+            return
+        await metrics_server.start()
+        try:
+            async with running(app):
+                yield
+        finally:
+            await metrics_server.stop()
 
     app = create_app(
         publisher=guarded,
