@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         description="Connections and tasks the gateway's HTTP server handles at once; beyond "
         "it new requests get 503 at once (uvicorn limit_concurrency).",
     )
+    http_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest the gateway waits for a request's whole body (it is read before "
+        "any route runs); slower: 408.",
+    )
     http_keep_alive_s: float = Field(
         5.0, gt=0, description="How long an idle keep-alive connection is kept open."
     )

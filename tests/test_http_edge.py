@@ -96,9 +96,15 @@ def _restore_auth() -> Any:
 
 
 async def call(
-    app: FastAPI, path: str, body_chunks: list[bytes], headers: dict[str, str]
+    app: FastAPI,
+    path: str,
+    body_chunks: list[bytes],
+    headers: dict[str, str],
+    *,
+    stall: bool = False,
 ) -> tuple[int, dict[str, Any], int]:
-    """One request straight through ASGI; returns (status, body, chunks the app pulled)."""
+    """One request straight through ASGI; returns (status, body, chunks the app pulled).
+    `stall`: the client says more is coming after the last chunk, and sends nothing."""
     pulled = 0
     queue = list(body_chunks)
 
@@ -108,7 +114,7 @@ async def call(
             await asyncio.sleep(3600)  # a client that sends nothing more
         pulled += 1
         chunk = queue.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": bool(queue)}
+        return {"type": "http.request", "body": chunk, "more_body": bool(queue) or stall}
 
     sent: list[Message] = []
 
@@ -311,3 +317,20 @@ def test_database_urls_are_not_shown_with_their_password() -> None:
     shown = redact(url)
     assert "s3cr3t-pw" not in shown and "other-pw" not in shown
     assert shown.startswith("postgresql://gw:***@db.internal:5432/gw?")
+
+
+async def test_a_body_that_trickles_in_is_refused_408_before_any_route() -> None:
+    app, probe = app_with_subscriptions(settings(http_body_timeout_s=0.3))
+    # one chunk, then the client sends nothing more (the fake receive waits for ever)
+    for headers in ({"content-length": "5000"}, {}):
+        status, problem, pulled = await call(
+            app,
+            "/v1/subscriptions",
+            [b"{" * 100],
+            {"content-type": "application/json", **headers},
+            stall=True,
+        )
+        assert status == 408, problem
+        assert "FLYWHEEL_HTTP_BODY_TIMEOUT_S" in problem["detail"]
+        assert pulled == 1
+        assert probe.ran == []

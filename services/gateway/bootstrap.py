@@ -183,6 +183,7 @@ def create_app(
                 "FLYWHEEL_INBOUND_WEBHOOK_MAX_BYTES",
             )
         ],
+        body_timeout_s=settings.http_body_timeout_s,
     )
     auth.install(app, settings)
     app.include_router(ingest_routes.router(publisher, settings))

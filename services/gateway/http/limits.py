@@ -1,28 +1,32 @@
 """The body limit of every route, enforced before any route or authentication runs.
 
-`BodyLimit` is a pure ASGI middleware, the outermost layer of the app: a request whose
-`Content-Length` is over its path's limit is answered 413 at once, without reading a byte of
-the body; a request without one (`Transfer-Encoding: chunked`) is read into memory up to the
-limit, the byte counted, and answered 413 as soon as it goes over; only a body that fits is
-handed to the app. So an unauthenticated 8 MiB POST costs the gateway at most the limit in
-memory for as long as it takes to read it, and never a JSON parse or a key check.
+`BodyLimit` is a pure ASGI middleware around the router: a request whose `Content-Length` is
+over its path's limit is answered 413 at once, without reading a byte of the body; any other
+body (declared, or `Transfer-Encoding: chunked`) is read into memory up to the limit, the
+bytes counted, and answered 413 as soon as it goes over, or 408 if it has not fully arrived
+within `FLYWHEEL_HTTP_BODY_TIMEOUT_S` (a client trickling bytes to hold a slot); only a body
+that fits, in time, is handed to the app. So an unauthenticated 8 MiB POST costs the gateway
+at most the limit in memory for at most the timeout, and never a JSON parse or a key check.
 
-A request that declared its length still has its bytes counted: the app is handed that many and
-no more, whatever the client sends after them.
+A request that declared its length is handed that many bytes and no more, whatever the client
+sends after them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.http.problems import BODY_TOO_LARGE, problem_response
+from services.gateway.http.problems import BODY_TOO_LARGE, TYPE_PREFIX, problem_response
 from services.gateway.http.views import Problem
 
 log = logging.getLogger(__name__)
+
+BODY_TIMEOUT = TYPE_PREFIX + "body-timeout"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,15 @@ class PathLimit:
     prefix: str
     max_bytes: int
     setting: str
+
+
+def too_slow(timeout_s: float) -> Problem:
+    return Problem(
+        type=BODY_TIMEOUT,
+        title="Request timeout",
+        status=408,
+        detail=f"the body did not arrive within {timeout_s:g} s (FLYWHEEL_HTTP_BODY_TIMEOUT_S)",
+    )
 
 
 def too_large(limit: int, setting: str) -> Problem:
@@ -44,9 +57,17 @@ def too_large(limit: int, setting: str) -> Problem:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int, per_path: Sequence[PathLimit] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        per_path: Sequence[PathLimit] = (),
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
         # longest prefix first, so a more specific limit wins
         self.per_path = sorted(per_path, key=lambda p: len(p.prefix), reverse=True)
 
@@ -62,31 +83,42 @@ class BodyLimit:
             return
         limit, setting = self.limit_for(scope.get("path", ""))
         declared = _content_length(scope)
-        if declared is not None:
-            if declared > limit:
-                await self._refuse(scope, send, limit, setting)
-                return
-            await self.app(scope, _counting(receive, declared), send)
+        if declared is not None and declared > limit:
+            await self._refuse(scope, send, too_large(limit, setting))
             return
-        # No length declared: read the body here, up to the limit, before the app sees it.
+        # Read the body here, up to the limit and within the timeout, before the app sees it.
         messages: list[Message] = []
         size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break  # the client went away: the app sees it as it would have
-            size += len(message.get("body", b""))
-            if size > limit:
-                await self._refuse(scope, send, limit, setting)
-                return
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        messages.append(message)
+                        break  # the client went away: the app sees it as it would have
+                    body = message.get("body", b"")
+                    if declared is not None and size + len(body) >= declared:
+                        # all it declared: whatever else it sends is not the body
+                        message = {"type": "http.request", "body": body[: declared - size]}
+                        message["more_body"] = False
+                        body = message["body"]
+                    size += len(body)
+                    if size > limit:
+                        await self._refuse(scope, send, too_large(limit, setting))
+                        return
+                    messages.append(message)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await self._refuse(scope, send, too_slow(self.body_timeout_s))
+            return
         await self.app(scope, _replaying(messages, receive), send)
 
-    async def _refuse(self, scope: Scope, send: Send, limit: int, setting: str) -> None:
-        log.info("%s %s: 413, body over %d bytes", scope.get("method"), scope.get("path"), limit)
-        response = problem_response(too_large(limit, setting), {"Connection": "close"})
+    async def _refuse(self, scope: Scope, send: Send, problem: Problem) -> None:
+        log.info(
+            "%s %s: %d, %s", scope.get("method"), scope.get("path"), problem.status, problem.detail
+        )
+        response = problem_response(problem, {"Connection": "close"})
         await response(scope, _no_receive, send)
 
 
@@ -99,26 +131,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-def _counting(receive: Receive, declared: int) -> Receive:
-    seen = 0
-
-    async def counted() -> Message:
-        nonlocal seen
-        if seen >= declared > 0:
-            # all it declared was handed on; whatever else it sends is not the body
-            return {"type": "http.request", "body": b"", "more_body": False}
-        message = await receive()
-        if message["type"] == "http.request":
-            body = message.get("body", b"")
-            if seen + len(body) >= declared:  # the body ends here, whatever follows
-                message = {"type": "http.request", "body": body[: declared - seen]}
-                message["more_body"] = False
-            seen += len(message["body"])
-        return message
-
-    return counted
 
 
 def _replaying(messages: list[Message], receive: Receive) -> Receive:
