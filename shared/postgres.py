@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,13 +37,18 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and error messages."""
+    """The URL without its password (in the user info or a `password=` query parameter), for
+    logs and error messages."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     if "@" not in url or "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
 async def create_pool(

@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         default="postgresql://flywheel@127.0.0.1:5432/flywheel",
-        description="This service's own PostgreSQL database (never another service's).",
+        repr=False,  # it may hold a password: never in a repr, a log line or an error
+        description="This service's own PostgreSQL database (never another service's). A "
+        "secret when it holds a password: logged only through `shared.postgres.redact`.",
     )
 
     # --- consuming ----------------------------------------------------------------------------
@@ -125,6 +127,66 @@ class Settings(BaseSettings):
         "on simulated time).",
     )
 
+    # --- the gateway's HTTP edge (docs/SECURITY.md) -------------------------------------------
+    inbound_webhook_max_bytes: int = Field(
+        4_194_304,
+        ge=1024,
+        description="Largest accepted body of a platform webhook (POST /v1/webhooks/*); every "
+        "other route takes at most FLYWHEEL_MAX_REQUEST_BYTES. Larger: 413 before any "
+        "signature or key is checked.",
+    )
+    http_limit_concurrency: int = Field(
+        256,
+        ge=1,
+        description="Connections and tasks the gateway's HTTP server handles at once; beyond "
+        "it new requests get 503 at once (uvicorn limit_concurrency).",
+    )
+    http_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest the gateway waits for a request's whole body (it is read before "
+        "any route runs); slower: 408.",
+    )
+    http_keep_alive_s: float = Field(
+        5.0, gt=0, description="How long an idle keep-alive connection is kept open."
+    )
+    http_max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        description="Largest request line plus headers the HTTP server buffers (h11 max "
+        "incomplete event size); larger: the connection is refused with 400.",
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        description="Port of the gateway's Prometheus /metrics (with /healthz and /readyz), "
+        "apart from the public API port; 0: not served. Stage services serve /metrics on "
+        "FLYWHEEL_HEALTH_PORT.",
+    )
+    asyncapi_show_servers: bool = Field(
+        False,
+        description="Name the Kafka bootstrap servers in /asyncapi.json (which anyone may "
+        "read); off: the document names no host.",
+    )
+    reports_pool_size: int = Field(
+        2,
+        ge=1,
+        description="Database connections of the gateway's reports (/v1/flywheel, journeys, "
+        "stages): a pool of their own, so reports never take ingest's or readiness's.",
+    )
+    reports_acquire_timeout_s: float = Field(
+        2.0,
+        gt=0,
+        description="Longest a report waits for one of those connections before answering "
+        "503 with Retry-After.",
+    )
+    reports_statement_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="PostgreSQL statement_timeout of report queries; a report that takes "
+        "longer is cancelled and answered 503.",
+    )
+
     # --- access and inbound webhooks (gateway) ------------------------------------------------
     api_keys: SecretStr | None = Field(
         None,
@@ -132,7 +194,8 @@ class Settings(BaseSettings):
         "scope`, scopes `ingest` (POST /v1/activities), `read` (journeys, stages, flywheel), "
         "`admin` (webhook stats, subscriptions), e.g. `crm=k3y...:read;etl=s3cr3t...:ingest`. "
         "A key is at least 16 characters of `A-Za-z0-9._~+/-`, sent as `Authorization: Bearer "
-        "<key>` or `X-API-Key: <key>`; only its SHA-256 is kept in memory. Unset: every API "
+        "<key>` or `X-API-Key: <key>`; only its SHA-256 is kept in memory. A placeholder "
+        "(CHANGE-ME...) or a guessable key stops the gateway at start. Unset: every API "
         "call is refused (401); health, docs and signed webhooks stay open.",
     )
     github_webhook_secret: SecretStr | None = Field(
@@ -189,6 +252,27 @@ class Settings(BaseSettings):
         gt=0,
         description="How long delivered and dead webhook deliveries (and their attempt log) "
         "are kept, listable and replayable.",
+    )
+
+    webhook_allow_hosts: str = Field(
+        "",
+        description="Comma-separated host names, IP addresses or CIDR networks outbound webhooks "
+        "may reach although they are not public (loopback, private, link-local...): local "
+        "receivers in development and tests. Cloud metadata addresses stay refused.",
+    )
+    webhook_allow_http: bool = Field(
+        False,
+        description="Accept plain `http://` subscription URLs, for hosts in "
+        "FLYWHEEL_WEBHOOK_ALLOW_HOSTS only; every other URL must be https.",
+    )
+    secrets_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated Fernet keys (`python -c 'from cryptography.fernet import "
+        "Fernet; print(Fernet.generate_key().decode())'`) encrypting the outbound webhook "
+        "signing secrets in PostgreSQL: the first encrypts, all decrypt; at start the gateway "
+        "re-encrypts every secret under the first (rotation: put a new key first, keep the old "
+        "one until the gateway started once). Unset: outbound webhooks are off (the "
+        "subscriptions API answers 503, nothing is sent).",
     )
 
     # --- process ------------------------------------------------------------------------------

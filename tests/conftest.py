@@ -88,6 +88,7 @@ class Namespace:
             "consumer_batch_timeout_ms": 50,
             "transient_retry_initial_s": 0.05,
             "shutdown_grace_s": 10.0,
+            "metrics_port": 0,  # several gateways may run at once: no fixed metrics port
         }
         if database_url:
             values["database_url"] = database_url
@@ -103,6 +104,7 @@ class Namespace:
                 "FLYWHEEL_TOPIC_PREFIX": self.prefix,
                 "FLYWHEEL_DATABASE_URL": database_url,
                 "FLYWHEEL_CONSUMER_BATCH_TIMEOUT_MS": "50",
+                "FLYWHEEL_METRICS_PORT": "0",
             }
         )
         env.update(extra)

@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
@@ -30,6 +31,8 @@ from services.gateway.delivery import fanout, store
 from services.gateway.delivery.routes import router
 from services.gateway.delivery.sender import AttemptReport, Sender
 from services.gateway.delivery.signing import generate_secret
+from services.gateway.delivery.targets import TargetPolicy
+from services.gateway.delivery.vault import SecretVault
 from services.gateway.journey.models import MemberJourney, StageCounts
 from shared.cloudevents import OutgoingRecord, decode, derive_event_id, encode
 from shared.contracts import EVENT_TYPES, PEER_HELP, STAGE_CHANGED, PeerHelpV1, StageChangedV1
@@ -45,6 +48,7 @@ ADMIN_KEY = "admin-key-0123456789abcdef"
 READ_KEY = "read-key-0123456789abcdef"
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+SECRETS_KEY = Fernet.generate_key().decode()
 
 FAST: dict[str, Any] = {
     "webhook_retry_initial_s": 0.02,
@@ -55,6 +59,10 @@ FAST: dict[str, Any] = {
     "webhook_max_in_flight": 8,
     "transient_retry_initial_s": 0.05,
     "api_keys": f"admin={ADMIN_KEY}:admin;reader={READ_KEY}:read",
+    # the receivers here are local: allow-listed, plain http (production: public https only)
+    "webhook_allow_hosts": "127.0.0.1",
+    "webhook_allow_http": True,
+    "secrets_keys": SECRETS_KEY,
 }
 
 
@@ -79,6 +87,7 @@ sender's timeout)."""
 class Receiver:
     decide: Decide = lambda _n, _id: "ok"
     slow_s: float = 1.0
+    answer_body: str = "boom"  # what a failing receiver answers
     arrivals: list[Arrival] = field(default_factory=list)
     url: str = ""
 
@@ -93,7 +102,7 @@ class Receiver:
         self.arrivals.append(arrival)
         if verdict == "slow":
             await asyncio.sleep(self.slow_s)
-        return Response("boom" if answer == 500 else None, status_code=answer)
+        return Response(self.answer_body if answer == 500 else None, status_code=answer)
 
     def ids(self) -> list[str]:
         return [a.webhook_id for a in self.arrivals]
@@ -466,7 +475,14 @@ def _api_app(config: Settings, pool: asyncpg.Pool, wake: Callable[[], None]) -> 
         publisher=_NoPublisher(), journey=_NoJourney(), readiness=_ready, settings=config
     )
     app.state.wake = wake
-    app.include_router(router(lambda: pool, wake_sender=lambda: app.state.wake()))
+    app.include_router(
+        router(
+            lambda: pool,
+            wake_sender=lambda: app.state.wake(),
+            policy=TargetPolicy.from_settings(config),
+            vault=SecretVault.from_settings(config),
+        )
+    )
     return app
 
 

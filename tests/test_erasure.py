@@ -23,6 +23,7 @@ from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.gateway.bootstrap import SPEC as GATEWAY
 from services.gateway.journey.store import mention_pattern
+from shared import metrics  # the in-process gateway's (/metrics is on its own port)
 from shared.cloudevents import derive_event_id
 from shared.contracts import ActivityV1, Target
 from shared.kafka import consumer_lag
@@ -197,14 +198,14 @@ async def test_erasure_leaves_nothing_and_nothing_brings_the_person_back(
 
     # later activity of the person: through the gateway, acknowledged and not published ...
     before = len(await read_all(namespace, "member-activity"))
-    blocked_before = _blocked((await d.client.get("/metrics")).text)
+    blocked_before = _blocked(metrics.prometheus_text()[1].decode())
     again = activity(X, "post", day=9, thread_id="t-back")
     other_id = activity("fresh-id-1", "code_contribution", day=9, source="github")
     other_id = other_id.model_copy(
         update={"actor": other_id.actor.model_copy(update={"platform_user_id": "xerase-4242"})}
     )
     await d.post(again, other_id)
-    assert _blocked((await d.client.get("/metrics")).text) - blocked_before == 2
+    assert _blocked(metrics.prometheus_text()[1].decode()) - blocked_before == 2
     after = len(await read_all(namespace, "member-activity"))  # acknowledged = written
     assert after == before, "an erased person's activity was published"
     assert await d.identities.resolve("github", "xerase-4242") == GITHUB  # and not recorded

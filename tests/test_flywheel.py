@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
-from services.gateway import flywheel
+from services.gateway import flywheel, reports
 from services.gateway.bootstrap import SPEC as GATEWAY
 from services.gateway.bootstrap import create_app
 from tests.conftest import Namespace, publish_activities, running
@@ -35,7 +35,7 @@ def test_window_must_be_ordered_and_zoned() -> None:
         readiness=Readiness(),
         settings=settings(),
     )
-    app.include_router(flywheel.router(lambda: None))
+    app.include_router(flywheel.router(reports.from_pool(lambda: None)))
     client = TestClient(app, raise_server_exceptions=False, headers=AUTH)
     assert (
         client.get("/v1/flywheel?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z").status_code

@@ -89,7 +89,7 @@ def test_prometheus_scrapes_every_service_where_it_listens() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     listening = {
         name: compose[name]["environment"].get("FLYWHEEL_HEALTH_PORT")
-        or compose[name]["environment"].get("FLYWHEEL_HTTP_PORT")
+        or compose[name]["environment"].get("FLYWHEEL_METRICS_PORT")  # the gateway's
         for name in ("awareness", "engagement", "advocacy", "gateway")
     }
     config = yaml.safe_load((REPO / "deploy/otel/prometheus.yml").read_text())
@@ -132,8 +132,8 @@ def test_kubernetes_manifests_agree_with_the_code() -> None:
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]
         assert container["command"] == ["python", "-m", f"services.{name}"]
-        port = 8080 if name == "gateway" else int(config["FLYWHEEL_HEALTH_PORT"])
-        assert [p["containerPort"] for p in container["ports"]] == [port]
+        ports = [8080, 9464] if name == "gateway" else [int(config["FLYWHEEL_HEALTH_PORT"])]
+        assert [p["containerPort"] for p in container["ports"]] == ports
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["resources"]["requests"] and container["resources"]["limits"]

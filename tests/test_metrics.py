@@ -142,33 +142,58 @@ async def test_readiness_names_what_is_missing(namespace: Namespace) -> None:
     assert set(problems) == {"consumer", "kafka", "database"}, problems
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.mark.integration
-async def test_the_gateway_serves_metrics_on_its_http_port(namespace: Namespace) -> None:
+async def test_the_gateway_serves_metrics_on_its_own_port_not_the_api(
+    namespace: Namespace,
+) -> None:
     from services.gateway.bootstrap import build_app
 
     url = await namespace.create_database("gateway")
-    app = build_app(namespace.settings(url, clock_tick_interval_s=0, api_keys=API_KEYS))
+    port = _free_port()
+    app = build_app(
+        namespace.settings(url, clock_tick_interval_s=0, api_keys=API_KEYS, metrics_port=port)
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gw", headers=AUTH
         ) as client,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper,
     ):
         before = _value(
-            _samples((await client.get("/metrics")).text),
+            _samples((await scraper.get("/metrics")).text),
             "flywheel_gateway_published_total",
             outcome="acknowledged",
         )
         body = activity("gm-1", "signup", source="web").model_dump(mode="json")
         assert (await client.post("/v1/activities", json=body)).status_code == 202
-        response = await client.get("/metrics")
+        response = await scraper.get("/metrics")
         assert response.status_code == 200
         samples = _samples(response.text)
         ready = await client.get("/readyz")
+        internal_ready = await scraper.get("/readyz")
+        on_the_api = await client.get("/metrics")  # even with a valid key
     after = _value(samples, "flywheel_gateway_published_total", outcome="acknowledged")
     assert after - before == 1
     assert ready.status_code == 200, ready.text  # the API needs no partition of its own
+    assert internal_ready.status_code == 200, internal_ready.text
+    assert on_the_api.status_code == 404
     assert "/metrics" not in (await _openapi_paths(app))
+
+
+@pytest.mark.integration
+async def test_a_gateway_with_metrics_port_0_serves_no_metrics(namespace: Namespace) -> None:
+    from services.gateway.bootstrap import build_app
+
+    url = await namespace.create_database("gateway")
+    app = build_app(namespace.settings(url, clock_tick_interval_s=0, api_keys=API_KEYS))
+    assert app.state.metrics_server is None
 
 
 async def _openapi_paths(app: object) -> set[str]:

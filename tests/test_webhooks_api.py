@@ -450,7 +450,7 @@ def test_a_form_encoded_github_delivery(hooks: Hooks) -> None:
 
 
 def test_a_body_over_the_limit_is_refused() -> None:
-    for hooks in make_hooks(max_request_bytes=2048):
+    for hooks in make_hooks(inbound_webhook_max_bytes=2048):  # webhooks have their own limit
         payload = issue_comment()
         payload["comment"]["body"] = "x" * 4096
         assert_problem(hooks.github("issue_comment", payload), 413)

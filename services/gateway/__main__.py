@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from services.gateway.bootstrap import build_app
 from shared.logs import configure_logging
@@ -25,19 +26,30 @@ class _Server(uvicorn.Server):
         yield
 
 
-def main() -> None:
-    settings = Settings()
-    configure_logging("gateway", settings.log_level, settings.log_format)
-    config = uvicorn.Config(
-        build_app(settings),
+def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """uvicorn, bounded: connections at once, idle keep-alive, header size (docs/SECURITY.md);
+    bodies are bounded by the app's own `BodyLimit`."""
+    return uvicorn.Config(
+        app,
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="h11",  # h11_max_incomplete_event_size applies to h11 only
         log_config=None,  # keep configure_logging's handlers and format
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        limit_concurrency=settings.http_limit_concurrency,
+        timeout_keep_alive=max(1, round(settings.http_keep_alive_s)),
+        h11_max_incomplete_event_size=settings.http_max_header_bytes,
         server_header=False,
+        date_header=True,
+        proxy_headers=False,  # client addresses are not taken from X-Forwarded-For
     )
-    _Server(config).run()
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("gateway", settings.log_level, settings.log_format)
+    _Server(server_config(build_app(settings), settings)).run()
 
 
 if __name__ == "__main__":

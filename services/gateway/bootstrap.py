@@ -25,12 +25,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
-from starlette.requests import Request
-from starlette.responses import Response
 
 from services.gateway import flywheel, identity, member_state, webhooks
 from services.gateway.delivery.worker import DeliveryWorker
-from services.gateway.http import auth, operations, problems
+from services.gateway.http import auth, limits, operations, problems, strength
 from services.gateway.http.asyncapi import build_asyncapi
 from services.gateway.http.operations import ReadinessCheck
 from services.gateway.http.problems import Unavailable
@@ -39,10 +37,12 @@ from services.gateway.ingest.publisher import ActivityPublisher, KafkaActivityPu
 from services.gateway.journey import routes as journey_routes
 from services.gateway.journey.projection import project_transitions
 from services.gateway.journey.store import JourneyReader, PgJourneyStore
+from services.gateway.reports import ReportsDb
 from shared import lifecycle, metrics, telemetry
 from shared.cloudevents import Envelope, derive_event_id, encode, source_of
 from shared.consumer import BatchHandler
 from shared.contracts import CLOCK_TICK, ClockTickV1
+from shared.health import HealthServer
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
 from shared.topics import (
@@ -163,10 +163,26 @@ def create_app(
     )
     asyncapi_document = build_asyncapi(
         topic_prefix=settings.topic_prefix,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        # anyone may read it: broker addresses only where the operator chose to publish them
+        bootstrap_servers=(
+            settings.kafka_bootstrap_servers if settings.asyncapi_show_servers else ""
+        ),
         version=API_VERSION,
     )
     problems.install(app)
+    # Around the router: an oversized body is refused before any route, key check or parse.
+    app.add_middleware(
+        limits.BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        per_path=[
+            limits.PathLimit(
+                "/v1/webhooks/",
+                settings.inbound_webhook_max_bytes,
+                "FLYWHEEL_INBOUND_WEBHOOK_MAX_BYTES",
+            )
+        ],
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     auth.install(app, settings)
     app.include_router(ingest_routes.router(publisher, settings, resolve))
     app.include_router(journey_routes.router(journey))
@@ -226,12 +242,16 @@ async def tick_clock(publisher: KafkaActivityPublisher, interval_s: float) -> No
 
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # placeholders and guessable secrets stop the gateway here, before anything starts
+    strength.check_settings(settings)
     # /healthz and /readyz are served by the API itself, on http_port.
     service = ConsumingService(SPEC, settings.model_copy(update={"health_port": 0}))
     publisher = KafkaActivityPublisher(
         service.broker, topic_prefix=settings.topic_prefix, timeout_s=settings.publish_timeout_s
     )
-    journey_store = PgJourneyStore(lambda: service.pool)
+    # reports (/v1/flywheel, journeys, stages) have connections of their own: never ingest's
+    reports = ReportsDb(settings)
+    journey_store = PgJourneyStore(reports.connection)
     identities = identity.IdentityStore(
         lambda: service.pool, wake=lambda: service.relay.wake() if service.relay else None
     )
@@ -239,11 +259,35 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     # outbound webhooks: a second subscriber on the same broker (its own group) and a sender
     delivery = DeliveryWorker(service.broker, settings)
 
+    async def readiness() -> dict[str, str]:
+        # Any replica serves the API; the read model is fed by whichever holds partitions.
+        return await service.readiness(need_assignment=False)
+
+    async def prometheus() -> tuple[str, bytes]:
+        return metrics.prometheus_text()
+
+    # /metrics on a port of its own, never on the public API's (docs/SECURITY.md)
+    metrics_server = (
+        HealthServer(
+            settings.http_host,
+            settings.metrics_port,
+            lambda: operations.public_readiness(readiness),
+            extra_routes={"/metrics": prometheus},
+        )
+        if settings.metrics_port > 0
+        else None
+    )
+
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def running(_: FastAPI) -> AsyncIterator[None]:
         await service.start_resources()
         ticker: asyncio.Task[None] | None = None
         try:
+            assert service.pool is not None
+            await reports.start(
+                settings.database_url,
+                search_path=await service.pool.fetchval("SELECT current_setting('search_path')"),
+            )
             await delivery.start(service)
             await service.broker.start()
             if settings.clock_tick_interval_s > 0:
@@ -256,15 +300,21 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             delivery.on_shutdown_signal()
             await service.broker.stop()
             await delivery.stop()
+            await reports.stop()
             await service.stop_resources()
 
-    async def readiness() -> dict[str, str]:
-        # Any replica serves the API; the read model is fed by whichever holds partitions.
-        return await service.readiness(need_assignment=False)
-
-    async def prometheus(_: Request) -> Response:
-        content_type, body = metrics.prometheus_text()
-        return Response(body, media_type=content_type)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if metrics_server is None:
+            async with running(app):
+                yield
+            return
+        await metrics_server.start()
+        try:
+            async with running(app):
+                yield
+        finally:
+            await metrics_server.stop()
 
     app = create_app(
         publisher=guarded,
@@ -285,9 +335,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             resolve=identities.resolve_activities,  # one member per person
         )
     )
-    app.include_router(flywheel.router(lambda: service.pool))
+    app.include_router(flywheel.router(reports.connection))
     app.include_router(identity.router(identities))
     app.include_router(delivery.router())
-    app.add_route("/metrics", prometheus, include_in_schema=False)
+    app.state.metrics_server = metrics_server
     telemetry.instrument_fastapi(app)
     return app

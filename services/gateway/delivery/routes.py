@@ -18,12 +18,21 @@ from starlette.responses import Response
 from services.gateway.delivery import store
 from services.gateway.delivery.fanout import DELIVERABLE_TYPES
 from services.gateway.delivery.signing import check_secret, generate_secret
+from services.gateway.delivery.targets import TargetPolicy, TargetRefused
+from services.gateway.delivery.vault import SecretVault
 from services.gateway.http import auth
-from services.gateway.http.problems import PROBLEM_JSON, TYPE_PREFIX, ProblemError, Unavailable
-from services.gateway.http.views import Problem
+from services.gateway.http.problems import (
+    INVALID_REQUEST,
+    PROBLEM_JSON,
+    TYPE_PREFIX,
+    ProblemError,
+    Unavailable,
+)
+from services.gateway.http.views import FieldError, Problem
 from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 
 SUBSCRIPTION_NOT_FOUND = TYPE_PREFIX + "subscription-not-found"
+WEBHOOKS_OFF = TYPE_PREFIX + "outbound-webhooks-off"
 DELIVERY_NOT_FOUND = TYPE_PREFIX + "delivery-not-found"
 INVALID_REPLAY_WINDOW = TYPE_PREFIX + "invalid-replay-window"
 
@@ -54,7 +63,8 @@ class SubscriptionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     url: AnyHttpUrl = Field(
-        description="Where each event is POSTed (https in production).",
+        description="Where each event is POSTed: https, no user info, a host resolving to "
+        "public addresses only (checked now and at every delivery).",
         examples=["https://crm.example.com/hooks/flywheel"],
     )
     event_types: Annotated[list[DeliverableType], AfterValidator(_unique)] = Field(
@@ -192,12 +202,37 @@ def _no_subscription(subscription_id: str) -> ProblemError:
     )
 
 
+def _refused_url(reason: str) -> ProblemError:
+    return ProblemError(
+        422,
+        INVALID_REQUEST,
+        "Invalid request",
+        f"the URL cannot receive webhooks: {reason}",
+        [FieldError(pointer="/url", detail=reason)],
+    )
+
+
+def _webhooks_off() -> ProblemError:
+    return ProblemError(
+        503,
+        WEBHOOKS_OFF,
+        "Outbound webhooks are off",
+        "this gateway has no key to encrypt signing secrets with: its operator sets "
+        "FLYWHEEL_SECRETS_KEYS to enable outbound webhooks",
+    )
+
+
 def router(
     pool: Callable[[], asyncpg.Pool | None],
     *,
     wake_sender: Callable[[], None] = lambda: None,
     dependencies: Sequence[Depends] = ADMIN_DEPENDENCIES,
+    policy: TargetPolicy | None = None,
+    vault: SecretVault | None = None,
 ) -> APIRouter:
+    """`policy`: where subscriptions may point (default: public https receivers only);
+    `vault`: encrypts their secrets (None: creating a subscription answers 503)."""
+    targets = policy or TargetPolicy()
     routes = APIRouter(
         tags=["subscriptions"], dependencies=list(dependencies), responses=dict(auth.RESPONSES)
     )
@@ -222,16 +257,30 @@ def router(
         "`webhook-signature`). Events emitted before the subscription are not sent.",
         status_code=201,
         response_model=CreatedSubscription,
-        responses={422: _problem("A field is invalid; `errors` names each.")},
+        responses={
+            422: _problem(
+                "A field is invalid; `errors` names each. A URL is refused unless it is "
+                "https, carries no user info and resolves to public addresses only."
+            ),
+            503: _problem(
+                "Outbound webhooks are off (FLYWHEEL_SECRETS_KEYS), or the database is unreachable."
+            ),
+        },
     )
     async def create(body: Annotated[SubscriptionRequest, Body()]) -> CreatedSubscription:
+        if vault is None:
+            raise _webhooks_off()
+        try:
+            await targets.check_subscription(str(body.url))
+        except TargetRefused as exc:
+            raise _refused_url(exc.reason) from None
         secret = body.secret or generate_secret()
         async with connection() as conn:
             row = await store.create_subscription(
                 conn,
                 url=str(body.url),
                 event_types=body.event_types,
-                secret=secret,
+                secret=vault.seal(secret),
                 description=body.description,
             )
         return CreatedSubscription(**_subscription(row).model_dump(), secret=secret)

@@ -24,13 +24,24 @@ import httpx
 
 from services.gateway.delivery import store
 from services.gateway.delivery.signing import STRUCTURED_CONTENT_TYPE, signature_headers
+from services.gateway.delivery.targets import (
+    GuardedTransport,
+    TargetPolicy,
+    TargetRefused,
+    refusal_reason,
+    sanitize,
+)
+from services.gateway.delivery.vault import PREFIX, SecretUnreadable, SecretVault
 from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "flywheel-webhooks/1.0"
-ERROR_BODY_CHARS = 300
+EXCERPT_CHARS = 64
+"""Of a receiver's answer, only this much is kept, sanitized: the delivery log is not a way to
+read what an internal service answers."""
+ERROR_CHARS = 200
 PRUNE_INTERVAL_S = 600.0
 
 AttemptOutcome = Literal["delivered", "retrying", "dead"]
@@ -58,15 +69,17 @@ def backoff_s(attempt: int, *, initial_s: float, max_s: float, rng: random.Rando
 
 
 async def _head(response: httpx.Response) -> str:
-    """The start of a receiver's answer, for the log: never the whole of an unbounded body."""
+    """A short, printable excerpt of a receiver's answer, for the log: never the whole of an
+    unbounded body, never control characters."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         chunks.append(chunk)
         size += len(chunk)
-        if size >= ERROR_BODY_CHARS:
+        if size >= EXCERPT_CHARS * 4:
             break
-    return b"".join(chunks)[:ERROR_BODY_CHARS].decode("utf-8", "replace")
+    text = b"".join(chunks)[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
+    return sanitize(text, EXCERPT_CHARS)
 
 
 class Sender:
@@ -78,9 +91,13 @@ class Sender:
         observer: DeliveryObserver = lambda _: None,
         client: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        policy: TargetPolicy | None = None,
+        vault: SecretVault | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
+        self.policy = policy or TargetPolicy.from_settings(settings)
+        self.vault = vault if vault is not None else SecretVault.from_settings(settings)
         self.observer = observer
         self._client = client
         self._own_client = client is None
@@ -98,10 +115,12 @@ class Sender:
 
     def start(self) -> None:
         if self._client is None:
+            limits = httpx.Limits(max_connections=self.settings.webhook_max_in_flight)
             self._client = httpx.AsyncClient(
+                # connects only to checked addresses of the URL's host (targets.py)
+                transport=GuardedTransport(self.policy, limits=limits),
                 follow_redirects=False,
                 timeout=httpx.Timeout(self.settings.webhook_timeout_s),
-                limits=httpx.Limits(max_connections=self.settings.webhook_max_in_flight),
                 headers={"user-agent": USER_AGENT},
             )
         self._task = asyncio.create_task(self._run(), name="webhook-sender")
@@ -187,24 +206,35 @@ class Sender:
     async def _attempt(self, delivery: store.ClaimedDelivery) -> None:
         assert self._client is not None
         attempted_at = datetime.now(UTC)
-        headers = {
-            "content-type": STRUCTURED_CONTENT_TYPE,
-            **signature_headers(delivery.secret, delivery.event_id, delivery.body, attempted_at),
-        }
         started = time.perf_counter()
         status_code: int | None = None
         error: str | None = None
         try:
+            secret = self._secret(delivery.secret)
+            headers = {
+                "content-type": STRUCTURED_CONTENT_TYPE,
+                **signature_headers(secret, delivery.event_id, delivery.body, attempted_at),
+            }
+            self.policy.check_url(delivery.url)  # a subscription from before the rules
             async with self._client.stream(
                 "POST", delivery.url, content=delivery.body.encode(), headers=headers
             ) as response:
                 status_code = response.status_code
                 if not 200 <= status_code < 300:
                     error = f"HTTP {status_code}: {await _head(response)}"
+        except TargetRefused as exc:
+            error = f"target refused: {exc.reason}"
+        except SecretUnreadable as exc:
+            error = str(exc)
         except httpx.TimeoutException as exc:
             error = f"timeout after {self.settings.webhook_timeout_s} s ({type(exc).__name__})"
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:ERROR_BODY_CHARS]
+            reason = refusal_reason(exc)
+            error = (
+                f"target refused: {reason}"
+                if reason is not None
+                else sanitize(f"{type(exc).__name__}: {exc}", ERROR_CHARS)
+            )
         latency_s = time.perf_counter() - started
         outcome, next_at = self._judge(delivery, error is None)
         if error is not None:
@@ -245,6 +275,15 @@ class Sender:
         except Exception:  # a metric must never stop deliveries
             log.exception("webhook delivery observer failed")
         self.wake()  # the member's next delivery may be due now
+
+    def _secret(self, stored: str) -> str:
+        if self.vault is not None:
+            return self.vault.open(stored)
+        if stored.startswith(PREFIX):
+            raise SecretUnreadable(
+                "the signing secret is encrypted and FLYWHEEL_SECRETS_KEYS is not set"
+            )
+        return stored
 
     def _judge(
         self, delivery: store.ClaimedDelivery, ok: bool

@@ -42,6 +42,8 @@ def check_secret(secret: str) -> str:
         raise ValueError(
             f"must encode {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} random bytes, not {len(key)}"
         )
+    if len(set(key)) < MIN_SECRET_BYTES // 2:  # random bytes repeat rarely; a pattern does
+        raise ValueError("must encode random bytes (these repeat too much to be a secret)")
     return secret
 
 

@@ -19,7 +19,7 @@ import asyncpg
 from fastapi import APIRouter
 from faststream.kafka import KafkaBroker
 
-from services.gateway.delivery import fanout, routes
+from services.gateway.delivery import fanout, routes, targets, vault
 from services.gateway.delivery.sender import AttemptReport, DeliveryObserver, Sender
 from shared import metrics
 from shared.consumer import BatchProcessor
@@ -49,6 +49,9 @@ class DeliveryWorker:
         """Registers the fan-out subscriber: call before the broker starts."""
         self.settings = settings
         self.observer = observer
+        # a refusal to start (a malformed or placeholder key) comes here, before anything runs
+        self.vault = vault.SecretVault.from_settings(settings)
+        self.policy = targets.TargetPolicy.from_settings(settings)
         self.gateway: ConsumingService | None = None
         self.pool: asyncpg.Pool | None = None
         self.processor: BatchProcessor | None = None
@@ -97,7 +100,17 @@ class DeliveryWorker:
             topic_prefix=s.topic_prefix,
             max_future_s=s.max_future_s,
         )
-        self.sender = Sender(self.pool, s, observer=self.observer)
+        if self.vault is None:
+            log.warning(
+                "FLYWHEEL_SECRETS_KEYS is not set: outbound webhooks are off (nothing is sent; "
+                "creating a subscription answers 503); events are still queued for them"
+            )
+            return
+        async with self.pool.acquire() as conn:
+            await vault.reseal_all(conn, self.vault)  # plaintext or older-key rows: current key
+        self.sender = Sender(
+            self.pool, s, observer=self.observer, policy=self.policy, vault=self.vault
+        )
         self.sender.start()
 
     def on_shutdown_signal(self) -> None:
@@ -119,7 +132,9 @@ class DeliveryWorker:
                 self.pool.terminate()
 
     def router(self) -> APIRouter:
-        return routes.router(lambda: self.pool, wake_sender=self._wake_sender)
+        return routes.router(
+            lambda: self.pool, wake_sender=self._wake_sender, policy=self.policy, vault=self.vault
+        )
 
     def _wake_sender(self) -> None:
         if self.sender is not None:

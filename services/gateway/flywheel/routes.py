@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Annotated
 
-import asyncpg
 from fastapi import APIRouter, Query
 
 from services.gateway.flywheel.models import FlywheelReport
 from services.gateway.flywheel.store import flywheel_report
 from services.gateway.http import auth
-from services.gateway.http.problems import TYPE_PREFIX, ProblemError, Unavailable
-from shared.postgres import TRANSIENT_DB_ERRORS
+from services.gateway.http.problems import TYPE_PREFIX, ProblemError
+from shared.postgres import Connection
 
 INVALID_WINDOW = TYPE_PREFIX + "invalid-window"
 
 
-def router(pool: Callable[[], asyncpg.Pool | None]) -> APIRouter:
+def router(connect: Callable[[], AbstractAsyncContextManager[Connection]]) -> APIRouter:
+    """`connect`: the reports' connections (services/gateway/reports.py)."""
     routes = APIRouter(tags=["journey"])
 
     @routes.get(
@@ -49,13 +50,7 @@ def router(pool: Callable[[], asyncpg.Pool | None]) -> APIRouter:
                 )
         if start and end and start >= end:
             raise ProblemError(422, INVALID_WINDOW, "Invalid window", "`from` must be before `to`")
-        current = pool()
-        if current is None:
-            raise Unavailable("database", "the read model is starting")
-        try:
-            async with current.acquire() as conn:
-                return await flywheel_report(conn, start, end)
-        except TRANSIENT_DB_ERRORS as exc:
-            raise Unavailable("database", f"the read model's database: {exc}") from exc
+        async with connect() as conn:
+            return await flywheel_report(conn, start, end)
 
     return routes

@@ -25,6 +25,7 @@ from fastapi import Depends, FastAPI, Request, Security, params
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
+from services.gateway.http import strength
 from services.gateway.http.problems import PROBLEM_JSON, TYPE_PREFIX, ProblemError
 from services.gateway.http.views import Problem
 from shared.settings import Settings
@@ -99,6 +100,8 @@ class ApiKeys:
                     "A-Za-z0-9._~+/- (e.g. `python -c 'import secrets; "
                     "print(secrets.token_urlsafe(32))'`)"
                 )
+            if (weak := strength.weakness(key)) is not None:
+                raise ValueError(f"{where} ({name}): the key is refused: {weak}")
             scopes = frozenset(s.strip() for s in scope_list.split(",") if s.strip())
             unknown = sorted(scopes - set(SCOPES))
             if not scopes or unknown:

@@ -3,6 +3,7 @@ AsyncAPI document of the event contracts."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,8 +13,22 @@ from starlette.responses import JSONResponse
 from services.gateway.http import auth
 from services.gateway.http.views import Readiness
 
+log = logging.getLogger(__name__)
+
 ReadinessCheck = Callable[[], Awaitable[dict[str, str]]]
 """Returns {component: problem} for what is not ready; empty when ready."""
+
+
+NOT_READY = "unavailable"
+
+
+async def public_readiness(readiness: ReadinessCheck) -> dict[str, str]:
+    """What is not ready, by component name only: the detail (exception text, host names,
+    ports) goes to the log, never to whoever asks /readyz."""
+    problems = await readiness()
+    for component, detail in problems.items():
+        log.warning("not ready: %s: %s", component, detail)
+    return {component: NOT_READY for component in problems}
 
 
 def router(readiness: ReadinessCheck, asyncapi_document: dict[str, Any]) -> APIRouter:
@@ -35,7 +50,7 @@ def router(readiness: ReadinessCheck, asyncapi_document: dict[str, Any]) -> APIR
         responses={503: {"model": Readiness, "description": "Something is not ready."}},
     )
     async def readyz() -> JSONResponse:
-        problems = await readiness()
+        problems = await public_readiness(readiness)
         body = Readiness(status="not ready" if problems else "ready", problems=problems)
         return JSONResponse(body.model_dump(mode="json"), status_code=503 if problems else 200)
 

@@ -7,17 +7,15 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, get_args
 
-import asyncpg
-
-from services.gateway.http.problems import Unavailable
 from services.gateway.journey.models import MemberJourney, StageCounts, StageView, TimelineEntry
 from shared import lifecycle
 from shared.contracts import Dimension
-from shared.postgres import TRANSIENT_DB_ERRORS, Connection
+from shared.postgres import Connection
 
 DIMENSIONS: tuple[str, ...] = get_args(Dimension)
 
@@ -138,32 +136,21 @@ class JourneyReader(Protocol):
 
 
 class PgJourneyStore:
-    """The JourneyReader over the gateway's database; the pool appears at start-up."""
+    """The JourneyReader over the gateway's database, through the reports' own connections
+    (`services/gateway/reports.py`: bounded, timed out, answered 503 when busy)."""
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool | None]) -> None:
-        self._pool = pool
-
-    def _ready_pool(self) -> asyncpg.Pool:
-        pool = self._pool()
-        if pool is None:
-            raise Unavailable("database", "the read model is not started yet")
-        return pool
+    def __init__(self, connect: Callable[[], AbstractAsyncContextManager[Connection]]) -> None:
+        self._connect = connect
 
     async def member_journey(self, member_id: str) -> MemberJourney | None:
-        try:
-            async with self._ready_pool().acquire() as conn:
-                # a merged id shows its survivor's journey; an erased one, none
-                member = (await lifecycle.load_members(conn, [member_id])).resolve(member_id)
-                return None if member is None else await fetch_journey(conn, member)
-        except TRANSIENT_DB_ERRORS as exc:
-            raise Unavailable("database", type(exc).__name__) from exc
+        async with self._connect() as conn:
+            # a merged id shows its survivor's journey; an erased one, none
+            member = (await lifecycle.load_members(conn, [member_id])).resolve(member_id)
+            return None if member is None else await fetch_journey(conn, member)
 
     async def stage_counts(self) -> StageCounts:
-        try:
-            async with self._ready_pool().acquire() as conn:
-                return await fetch_stage_counts(conn)
-        except TRANSIENT_DB_ERRORS as exc:
-            raise Unavailable("database", type(exc).__name__) from exc
+        async with self._connect() as conn:
+            return await fetch_stage_counts(conn)
 
 
 # --------------------------------------------------------------------------------------------

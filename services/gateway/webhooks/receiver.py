@@ -143,7 +143,7 @@ class Receiver:
         raw = await intake.read_body(
             request.headers.get("content-length"),
             request.stream(),
-            self.settings.max_request_bytes,
+            self.settings.inbound_webhook_max_bytes,
         )
         try:
             verify(secret, raw)
