@@ -254,6 +254,10 @@ class DevStack:
         if name == "gateway":
             env["FLYWHEEL_HTTP_PORT"] = port
             env["FLYWHEEL_API_KEYS"] = self.api_keys()
+            # /metrics has a port of its own: a free one, so two stacks on one machine coexist
+            env["FLYWHEEL_METRICS_PORT"] = os.environ.get(
+                "FLYWHEEL_METRICS_PORT", str(free_ports(1)[0])
+            )
         else:
             env["FLYWHEEL_HEALTH_PORT"] = port
         return env
