@@ -26,6 +26,7 @@ from quixstreams import Application, State  # type: ignore[import-not-found,unus
 from services.engagement import domain
 from shared.cloudevents import DecodeError, decode, encode
 from shared.contracts import ActivityV1
+from shared.topics import MEMBER_ACTIVITY
 from shared.journey import transition_record
 
 RULES = domain.Rules()
@@ -67,7 +68,12 @@ def score(
     """One record: decode, fold into the member's state, emit what it caused."""
     try:
         envelope = decode(
-            topic="", partition=-1, offset=-1, key=key, value=value, headers=headers or ()
+            topic=MEMBER_ACTIVITY.name,
+            partition=-1,
+            offset=-1,
+            key=key,
+            value=value,
+            headers=headers or (),
         )
     except DecodeError:
         return []  # the service dead-letters it; the peer only skips

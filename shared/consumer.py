@@ -133,6 +133,7 @@ class BatchProcessor:
                         value=record.value,
                         headers=record.headers,
                         max_value_bytes=self.max_value_bytes,
+                        topic_prefix=self.topic_prefix,  # the type must belong to the topic
                     )
                 )
             except DecodeError as exc:

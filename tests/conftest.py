@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -205,6 +206,12 @@ async def read_topic(
     return records
 
 
+def _prefix_of(topic: str) -> str:
+    """The namespace prefix of a topic read back (decode checks the logical topic)."""
+    match = re.match(r"^t[0-9a-f]{10}\.", topic)
+    return match.group(0) if match else ""
+
+
 def envelopes(records: list[Any]) -> list[Envelope]:
     return [
         decode(
@@ -214,6 +221,7 @@ def envelopes(records: list[Any]) -> list[Envelope]:
             key=r.key,
             value=r.value,
             headers=r.headers,
+            topic_prefix=_prefix_of(r.topic),
         )
         for r in records
     ]

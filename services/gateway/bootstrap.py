@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.gateway import flywheel, identity, member_state, webhooks
+from services.gateway.delivery import fanout
+from services.gateway.delivery.worker import CONSUMER_GROUP as DELIVERY_GROUP
 from services.gateway.delivery.worker import DeliveryWorker
 from services.gateway.http import auth, operations, problems
 from services.gateway.http.asyncapi import build_asyncapi
@@ -42,7 +44,7 @@ from services.gateway.journey.store import JourneyReader, PgJourneyStore
 from shared import lifecycle, metrics, telemetry
 from shared.cloudevents import Envelope, derive_event_id, encode, source_of
 from shared.consumer import BatchHandler
-from shared.contracts import CLOCK_TICK, ClockTickV1
+from shared.contracts import ACTIVITY, CLOCK_TICK, MEMBER_ERASED, MEMBER_MERGED, ClockTickV1
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
 from shared.topics import (
@@ -116,6 +118,9 @@ SPEC = ServiceSpec(
         "outbox",
         "watermark",
     ),
+    # activities and clock ticks from HTTP and webhooks; merges and erasures from identity/
+    emits=(ACTIVITY, CLOCK_TICK, MEMBER_MERGED, MEMBER_ERASED),
+    other_groups=((DELIVERY_GROUP, fanout.OUTPUT_TOPICS),),  # outbound webhooks (delivery/)
 )
 
 
