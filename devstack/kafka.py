@@ -18,6 +18,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstack.common import (
     PidRecord,
@@ -33,6 +34,9 @@ from devstack.common import (
     write_pidfile,
 )
 from devstack.kafka_ready import broker_listed
+
+if TYPE_CHECKING:
+    from devstack.kafka_security import BrokerSecurity
 
 POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
 """The broker's Maven coordinates, kept with the other deployable files under deploy/."""
@@ -164,8 +168,11 @@ class LocalKafka:
         controller_port: int,
         partitions: int,
         progress: Progress,
+        security: BrokerSecurity | None = None,
     ) -> None:
+        """`security`: SASL_SSL and the authorizer (devstack.kafka_security); None: PLAINTEXT."""
         self.state_dir = state_dir
+        self.security = security
         self.port = port
         self.controller_port = controller_port
         self.partitions = partitions
@@ -256,6 +263,8 @@ class LocalKafka:
             "broker.session.timeout.ms": "3000",
             "auto.create.topics.enable": "false",
         }
+        if self.security is not None:  # the secured broker: devstack/kafka_security.py
+            props.update(self.security.broker_properties(self.port, self.controller_port))
         server_props = self.dir / "server.properties"
         body = "".join(f"{k}={v}\n" for k, v in props.items())
         server_props.write_text("# Written by devstack/stack.py at every start.\n" + body)
@@ -279,6 +288,7 @@ class LocalKafka:
             "kafka.tools.StorageTool", "format",
             f"--cluster-id={cluster_id}",  # "=": an id may start with "-"
             "-c", str(server_props),
+            *(self.security.format_args() if self.security is not None else ()),
         ]  # fmt: skip
         result = subprocess.run(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, check=False
@@ -355,7 +365,9 @@ class LocalKafka:
                     f"{timeout_s:.0f} s; see {self.log_file}\n{tail(self.log_file)}"
                 )
             if await wait_tcp("127.0.0.1", self.port, min(0.5, remaining)) and await broker_listed(
-                self.bootstrap, min(5.0, max(remaining, 0.1))
+                self.bootstrap,
+                min(5.0, max(remaining, 0.1)),
+                security=self.security.client_options() if self.security is not None else {},
             ):
                 return
             await asyncio.sleep(0.05)
