@@ -26,8 +26,8 @@ from quixstreams import Application, State  # type: ignore[import-not-found,unus
 from services.engagement import domain
 from shared.cloudevents import DecodeError, decode, encode
 from shared.contracts import ActivityV1
-from shared.topics import MEMBER_ACTIVITY
 from shared.journey import transition_record
+from shared.topics import MEMBER_ACTIVITY
 
 RULES = domain.Rules()
 _TIMES = ("score_at", "first_seen_at", "last_active_at", "stage_since")

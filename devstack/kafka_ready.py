@@ -95,7 +95,10 @@ async def wait_topics_online(
     ]
     remaining_ms = max(1000, int((deadline - time.monotonic()) * 1000))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, request_timeout_ms=remaining_ms, retry_backoff_ms=20, **security
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=remaining_ms,
+        retry_backoff_ms=20,
+        **security,
     )
     await consumer.start()
     try:

@@ -107,10 +107,16 @@ class BrokerSecurity:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
-                ),  # fmt: skip
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
                 critical=True,
             )
             .add_extension(
@@ -186,9 +192,7 @@ class BrokerSecurity:
             "ssl.truststore.certificates": _escape(self.ca_file.read_text()),
             "ssl.endpoint.identification.algorithm": "https",
             "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
-            "authorizer.class.name": (
-                "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
-            ),
+            "authorizer.class.name": ("org.apache.kafka.metadata.authorizer.StandardAuthorizer"),
             "allow.everyone.if.no.acl.found": "false",
             # ANONYMOUS: the broker's own connection to the controller listener (PLAINTEXT)
             "super.users": f"User:{ADMIN};User:ANONYMOUS",
@@ -225,7 +229,7 @@ class BrokerSecurity:
             kafka_security_protocol="SASL_SSL",
             kafka_sasl_mechanism=MECHANISM,
             kafka_sasl_username=principal,
-            kafka_sasl_password=env["FLYWHEEL_KAFKA_SASL_PASSWORD"],  # type: ignore[arg-type]
+            kafka_sasl_password=env["FLYWHEEL_KAFKA_SASL_PASSWORD"],
             kafka_ssl_cafile=self.ca_file,
         )
         return client_security(settings)

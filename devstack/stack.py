@@ -70,8 +70,8 @@ from devstack.common import (
 from devstack.containers import Containers, docker_available
 from devstack.endpoints import ENDPOINTS_FILE, Endpoints, default_state_dir, repo_root
 from devstack.kafka import LocalKafka
-from devstack.kafka_security import ADMIN, BrokerSecurity, secure_from_env
 from devstack.kafka_ready import wait_external_kafka, wait_topics_online, warm_group_coordinator
+from devstack.kafka_security import ADMIN, BrokerSecurity, secure_from_env
 from devstack.postgres import LocalPostgres, state_secret
 from devstack.provision import provision, service_passwords, service_url
 from services.registry import SERVICE_NAMES
@@ -202,9 +202,7 @@ class DevStack:
                 database_urls=database_urls,
                 log_dir=str(self.log_dir),
                 state_dir=str(self.state_dir),
-                kafka_env=(
-                    self.kafka_security.client_env(ADMIN) if self.kafka_security else {}
-                ),
+                kafka_env=(self.kafka_security.client_env(ADMIN) if self.kafka_security else {}),
             )
             self._write_endpoints()
             if self.with_services:

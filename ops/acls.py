@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -161,7 +161,8 @@ def markdown_table(prefix: str = "", principal_format: str = PRINCIPAL_FORMAT) -
         return ", ".join(f"`{n}`" for n in items)
 
     rows = [
-        "| principal | reads (Read, Describe) | writes (Write, Describe) | consumer groups (Read) |",
+        "| principal | reads (Read, Describe) | writes (Write, Describe) "
+        "| consumer groups (Read) |",
         "| --- | --- | --- | --- |",
     ]
     for g in grants(prefix, principal_format):
@@ -224,10 +225,10 @@ async def describe_acls(admin: Any, principal: str) -> list[tuple[str, str, str,
         admin,
         DescribeAclsRequest(
             resource_type=ResourceType.ANY.value,
-            resource_name=None,  # type: ignore[arg-type]  # null: any
+            resource_name=None,  # null: any
             resource_pattern_type_filter=PatternType.ANY.value,
             principal=principal,
-            host=None,  # type: ignore[arg-type]
+            host=None,
             operation=Operation.ANY.value,
             permission_type=Permission.ANY.value,
         ),
@@ -263,7 +264,7 @@ async def delete_acl(admin: Any, principal: str, binding: tuple[str, str, str, s
             resource_name=resource_name,
             resource_pattern_type_filter=PatternType[pattern_type].value,
             principal=principal,
-            host=None,  # type: ignore[arg-type]
+            host=None,
             operation=Operation[operation].value,
             permission_type=Permission.ALLOW.value if permission == "ALLOW" else 2,
         ),
@@ -313,7 +314,7 @@ async def _apply(
 # --- the command ------------------------------------------------------------------------------
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"

@@ -95,8 +95,10 @@ def kafka_security(stack_env: dict[str, str]) -> dict[str, Any]:
     if "FLYWHEEL_KAFKA_SECURITY_PROTOCOL" in os.environ or not stack_env:
         settings = Settings()
     else:
-        prefix = "FLYWHEEL_"
-        settings = Settings(**{k.removeprefix(prefix).lower(): v for k, v in stack_env.items()})
+        fields: dict[str, Any] = {
+            k.removeprefix("FLYWHEEL_").lower(): v for k, v in stack_env.items()
+        }
+        settings = Settings(**fields)
     return client_security(settings)
 
 

@@ -89,6 +89,7 @@ def broker_security(settings: Settings) -> BaseSecurity | None:
     )
     return security
 
+
 FETCH_MAX_WAIT_MS = 50
 PRODUCER_MAX_BATCH_BYTES = 262_144
 

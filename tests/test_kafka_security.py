@@ -193,9 +193,7 @@ async def test_a_service_may_not_use_another_services_consumer_group(secured: An
         await consumer.stop()
 
 
-async def test_a_wrong_password_is_refused(
-    secured: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_wrong_password_is_refused(secured: Any, caplog: pytest.LogCaptureFixture) -> None:
     options = _as(secured, "engagement")
     options["sasl_plain_password"] = "not-the-password"
     producer = AIOKafkaProducer(**options, request_timeout_ms=10_000)
@@ -211,7 +209,9 @@ async def test_an_erasure_on_the_activity_topic_is_dead_lettered_and_erases_nobo
 ) -> None:
     response = await gateway.post(
         "/v1/activities",
-        json={"activities": [activity("cyd", "signup", day=1, source="web").model_dump(mode="json")]},
+        json={
+            "activities": [activity("cyd", "signup", day=1, source="web").model_dump(mode="json")]
+        },
     )
     assert response.status_code == 202, response.text
     await _journeys(gateway, {"cyd"}, {"awareness"})
