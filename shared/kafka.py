@@ -41,11 +41,13 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     )
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if settings.kafka_ssl_certfile is not None:
-        password = settings.kafka_ssl_key_password
+        secret = settings.kafka_ssl_key_password
+        password = secret.get_secret_value() if secret is not None else ""
         context.load_cert_chain(
             certfile=str(settings.kafka_ssl_certfile),
             keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            password=password.get_secret_value() if password is not None else None,
+            # a callable: an encrypted key without its password fails, never prompts on a tty
+            password=lambda: password,
         )
     return context
 
