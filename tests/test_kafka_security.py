@@ -271,3 +271,46 @@ async def _dead_letters(
     finally:
         await consumer.stop()
     return found
+
+
+async def test_the_cli_runs_as_the_stacks_admin_and_applies_the_acls(secured: Any) -> None:
+    """`flywheel` finds the secured stack's admin in endpoints.json; `acls --apply` is
+    idempotent (the stack applied them already) and finds nothing to prune."""
+    import os
+    import sys
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FLYWHEEL_KAFKA_", "KAFKA_BOOTSTRAP"))
+    }
+    env["FLYWHEEL_STATE_DIR"] = str(secured.state_dir)
+
+    async def flywheel(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "--timeout",
+            "60",
+            *args,
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 180)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await flywheel("acls", "--apply", "--prune")
+    assert code == 0, err
+    assert f"applied {len(required_acls())} ACL bindings for 4 principals" in out
+    assert "deleted" not in out
+    code, out, err = await flywheel("topics", "describe")
+    assert code == 0, err
+    assert "member-activity" in out and "missing" not in out
+
+    # without the admin's credentials the same command is refused by the broker
+    env["FLYWHEEL_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
+    code, out, err = await flywheel("topics", "describe")
+    assert code == 1 and "error:" in err
