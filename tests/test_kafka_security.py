@@ -35,6 +35,7 @@ from tests.factories import activity
 pytestmark = pytest.mark.integration
 
 API_KEY = "secured-stack-key-0123456789"
+REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("gateway", "awareness", "engagement", "advocacy")
 
 
@@ -294,7 +295,7 @@ async def test_the_cli_runs_as_the_stacks_admin_and_applies_the_acls(secured: An
             "--timeout",
             "60",
             *args,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=REPO,
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
