@@ -198,6 +198,8 @@ class LocalKafka:
         server_props = self._write_config()
         if not (self.data_dir / "meta.properties").exists():
             self._format(java, libs, server_props)
+            (self.dir / "formatted-secure").write_text(f"{int(self.security is not None)}\n")
+        self._check_formatted_security()
 
         started = time.monotonic()
         cmd = [java, *self._jvm_opts(java, libs), "kafka.Kafka", str(server_props)]
@@ -270,6 +272,19 @@ class LocalKafka:
         server_props.write_text("# Written by devstack/stack.py at every start.\n" + body)
         (self.dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         return server_props
+
+    def _check_formatted_security(self) -> None:
+        """SCRAM users are made when the storage is formatted: a state dir formatted plaintext
+        cannot become secured (nor the other way round) without starting afresh."""
+        marker = self.dir / "formatted-secure"
+        wanted = "1" if self.security is not None else "0"
+        formatted = marker.read_text().strip() if marker.exists() else "0"  # before the marker
+        if formatted != wanted:
+            was = "with" if wanted == "0" else "without"
+            raise StackError(
+                f"the Kafka storage in {self.data_dir} was formatted {was} SASL users "
+                "(FLYWHEEL_KAFKA_SECURE): use another --state-dir, or remove this one"
+            )
 
     def _logging_opts(self) -> list[str]:
         return [

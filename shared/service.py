@@ -77,7 +77,7 @@ class ServiceSpec:
         """The topics of the event types it emits, each once, in declaration order."""
         found: dict[str, Topic] = {}
         for event_type in self.emits:
-            for topic in getattr(event_type, "topics", (event_type.topic,)):
+            for topic in event_type.topics:
                 found.setdefault(topic.name, topic)
         return tuple(found.values())
 
