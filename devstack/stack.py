@@ -22,6 +22,10 @@ Where things come from, first match wins:
   engine answers; FLYWHEEL_USE_TESTCONTAINERS=0 forces local processes. (The container path
   has never run: the machine this was written on has no Docker engine. See devstack/containers.py.)
 
+Secured: FLYWHEEL_KAFKA_SECURE=1 (or `secure=True`) runs the local broker with SASL_SSL, SCRAM
+users and the authorizer, applies the ACLs of `flywheel acls`, and starts each service as its
+own principal (devstack/kafka_security.py, docs/SECURITY.md). Local broker only.
+
 Ports of `up`: Kafka 9092 (controller 9093), PostgreSQL 5433, gateway 8080, stage services'
 /readyz 8081-8083; override with FLYWHEEL_KAFKA_PORT, FLYWHEEL_KAFKA_CONTROLLER_PORT,
 FLYWHEEL_POSTGRES_PORT, FLYWHEEL_HTTP_PORT, FLYWHEEL_<SERVICE>_HEALTH_PORT. Broker heap:
