@@ -19,7 +19,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.workload import Record
-from shared.kafka import ensure_topics
+from shared.kafka import client_security, ensure_topics
+from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic
 
 PACKAGES = (
@@ -115,6 +116,7 @@ class Namespace:
             replication_factor=1,
             topics=(*ALL_TOPICS, *extra_topics),
             prefix=self.prefix,
+            security=client_security(Settings()),
         )
 
     async def database(self, service: str) -> str:
@@ -184,7 +186,11 @@ async def _load_aiokafka(bootstrap: str, topic: str, records: Iterable[Record]) 
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512_000
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=20,
+        max_batch_size=512_000,
+        **client_security(Settings()),  # FLYWHEEL_KAFKA_*: a secured broker of your own
     )
     await producer.start()
     n = 0
@@ -208,8 +214,13 @@ class LagWatch:
 
     def __init__(self, bootstrap: str) -> None:
         self.bootstrap = bootstrap
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="bench-lag")
-        self.probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        security = client_security(Settings())
+        self.admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="bench-lag", **security
+        )
+        self.probe = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, **security
+        )
         self._partitions: dict[tuple[str, ...], list[TopicPartition]] = {}
 
     async def __aenter__(self) -> LagWatch:

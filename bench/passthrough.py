@@ -15,7 +15,7 @@ import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.kafka import producer_options
+from shared.kafka import client_security, producer_options
 from shared.settings import Settings
 
 
@@ -28,8 +28,11 @@ async def run(bootstrap: str, source: str, sink: str, group: str, max_records: i
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        **client_security(settings),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **producer_options(settings))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, **producer_options(settings), **client_security(settings)
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

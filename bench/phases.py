@@ -40,7 +40,8 @@ from bench.env import (
 from bench.workload import Record, community, e2e_activity
 from devstack.stack import DevStack
 from services import registry
-from shared.kafka import FETCH_MAX_WAIT_MS
+from shared.kafka import FETCH_MAX_WAIT_MS, client_security
+from shared.settings import Settings
 from shared.topics import JOURNEY_TRANSITIONS, MEMBER_ACTIVITY
 
 Say = Callable[[str], None]
@@ -464,6 +465,7 @@ async def _drive(
         auto_offset_reset="latest",
         enable_auto_commit=False,
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # as the services: the bench must not add its own
+        **client_security(Settings()),
     )
     await consumer.start()
     await consumer.getmany(timeout_ms=500)  # assigned, positioned at the end

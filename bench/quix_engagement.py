@@ -27,6 +27,7 @@ from services.engagement import domain
 from shared.cloudevents import DecodeError, decode, encode
 from shared.contracts import ActivityV1
 from shared.journey import transition_record
+from shared.topics import MEMBER_ACTIVITY
 
 RULES = domain.Rules()
 _TIMES = ("score_at", "first_seen_at", "last_active_at", "stage_since")
@@ -67,7 +68,12 @@ def score(
     """One record: decode, fold into the member's state, emit what it caused."""
     try:
         envelope = decode(
-            topic="", partition=-1, offset=-1, key=key, value=value, headers=headers or ()
+            topic=MEMBER_ACTIVITY.name,
+            partition=-1,
+            offset=-1,
+            key=key,
+            value=value,
+            headers=headers or (),
         )
     except DecodeError:
         return []  # the service dead-letters it; the peer only skips

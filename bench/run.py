@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     state_dir.chmod(0o755)
     from devstack.stack import DevStack
 
-    stack = DevStack(state_dir, service_timeout_s=180.0, progress=lambda m: say(f"stack: {m}"))
+    stack = DevStack(
+        state_dir, secure=False, service_timeout_s=180.0, progress=lambda m: say(f"stack: {m}")
+    )
     started = time.monotonic()
     try:
         stack.start()

@@ -249,7 +249,14 @@ def check_sample(records: list[Record], every: int = 97) -> int:
     checked = 0
     for i in range(0, len(records), every):
         r = records[i]
-        decode(topic="t", partition=0, offset=i, key=r.key, value=r.value, headers=r.headers)
+        decode(
+            topic=ACTIVITY.topic.name,
+            partition=0,
+            offset=i,
+            key=r.key,
+            value=r.value,
+            headers=r.headers,
+        )
         checked += 1
     return checked
 

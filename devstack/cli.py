@@ -79,6 +79,8 @@ def _cmd_up(state_dir: Path, infra_only: bool) -> int:
     endpoints = stack.start()
     _say("")
     _say(f"Kafka bootstrap servers  {endpoints.kafka_bootstrap}")
+    if endpoints.kafka_env:
+        _say("  security               SASL_SSL, SCRAM-SHA-512, ACLs; admin in endpoints.json")
     _say(f"PostgreSQL (superuser)   {endpoints.postgres_admin_url}")
     for service, url in endpoints.database_urls.items():
         _say(f"  {service:<22} {url}")

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rich.table import Table
 
 from devstack.community import simulate
 from devstack.stack import DevStack, StackError, default_state_dir
-from shared.kafka import consumer_lag
+from shared.kafka import PLAINTEXT, consumer_lag
 
 console = Console()
 HEADERS: dict[str, str] = {}  # the demo's credentials, set in main()
@@ -68,20 +69,22 @@ def post_activities(gateway: str, activities: list[dict[str, Any]], batch: int =
             progress.advance(task, len(chunk))
 
 
-async def _total_lag(bootstrap: str) -> int:
+async def _total_lag(bootstrap: str, security: Mapping[str, Any]) -> int:
     total = 0
     for group, topics in consumer_groups().items():
-        total += sum((await consumer_lag(bootstrap, group, topics)).values())
+        total += sum((await consumer_lag(bootstrap, group, topics, security)).values())
     return total
 
 
-def wait_until_caught_up(bootstrap: str, timeout_s: float = 300) -> float:
+def wait_until_caught_up(
+    bootstrap: str, timeout_s: float = 300, security: Mapping[str, Any] = PLAINTEXT
+) -> float:
     """Every group at lag 0 twice in a row (the second look lets the outboxes flush)."""
     started = time.monotonic()
     quiet = 0
     with console.status("waiting for every service to catch up...") as status:
         while quiet < 2:
-            lag = asyncio.run(_total_lag(bootstrap))
+            lag = asyncio.run(_total_lag(bootstrap, security))
             status.update(f"waiting for every service to catch up... {lag} records behind")
             quiet = quiet + 1 if lag == 0 else 0
             if time.monotonic() - started > timeout_s:
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         post_activities(endpoints.gateway_url, activities)
         posted = time.monotonic() - started
-        drained = wait_until_caught_up(endpoints.kafka_bootstrap)
+        drained = wait_until_caught_up(endpoints.kafka_bootstrap, security=stack.admin_security())
         console.print(f"posted in {posted:.1f} s; every service caught up {drained:.1f} s later")
         show_results(endpoints.gateway_url, activities)
         if args.keep_running:

@@ -38,6 +38,9 @@ class Endpoints:
     health_urls: dict[str, str] = field(default_factory=dict)  # service -> base URL of /readyz
     log_dir: str = ""
     state_dir: str = ""
+    kafka_env: dict[str, str] = field(default_factory=dict)
+    """The secured stack's admin principal as FLYWHEEL_KAFKA_* variables (its password
+    included: the file is mode 0600, like the database URLs); empty: PLAINTEXT."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -18,6 +18,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devstack.common import (
     PidRecord,
@@ -33,6 +34,9 @@ from devstack.common import (
     write_pidfile,
 )
 from devstack.kafka_ready import broker_listed
+
+if TYPE_CHECKING:
+    from devstack.kafka_security import BrokerSecurity
 
 POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
 """The broker's Maven coordinates, kept with the other deployable files under deploy/."""
@@ -164,8 +168,11 @@ class LocalKafka:
         controller_port: int,
         partitions: int,
         progress: Progress,
+        security: BrokerSecurity | None = None,
     ) -> None:
+        """`security`: SASL_SSL and the authorizer (devstack.kafka_security); None: PLAINTEXT."""
         self.state_dir = state_dir
+        self.security = security
         self.port = port
         self.controller_port = controller_port
         self.partitions = partitions
@@ -191,6 +198,8 @@ class LocalKafka:
         server_props = self._write_config()
         if not (self.data_dir / "meta.properties").exists():
             self._format(java, libs, server_props)
+            (self.dir / "formatted-secure").write_text(f"{int(self.security is not None)}\n")
+        self._check_formatted_security()
 
         started = time.monotonic()
         cmd = [java, *self._jvm_opts(java, libs), "kafka.Kafka", str(server_props)]
@@ -256,11 +265,26 @@ class LocalKafka:
             "broker.session.timeout.ms": "3000",
             "auto.create.topics.enable": "false",
         }
+        if self.security is not None:  # the secured broker: devstack/kafka_security.py
+            props.update(self.security.broker_properties(self.port, self.controller_port))
         server_props = self.dir / "server.properties"
         body = "".join(f"{k}={v}\n" for k, v in props.items())
         server_props.write_text("# Written by devstack/stack.py at every start.\n" + body)
         (self.dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         return server_props
+
+    def _check_formatted_security(self) -> None:
+        """SCRAM users are made when the storage is formatted: a state dir formatted plaintext
+        cannot become secured (nor the other way round) without starting afresh."""
+        marker = self.dir / "formatted-secure"
+        wanted = "1" if self.security is not None else "0"
+        formatted = marker.read_text().strip() if marker.exists() else "0"  # before the marker
+        if formatted != wanted:
+            was = "with" if wanted == "0" else "without"
+            raise StackError(
+                f"the Kafka storage in {self.data_dir} was formatted {was} SASL users "
+                "(FLYWHEEL_KAFKA_SECURE): use another --state-dir, or remove this one"
+            )
 
     def _logging_opts(self) -> list[str]:
         return [
@@ -279,6 +303,7 @@ class LocalKafka:
             "kafka.tools.StorageTool", "format",
             f"--cluster-id={cluster_id}",  # "=": an id may start with "-"
             "-c", str(server_props),
+            *(self.security.format_args() if self.security is not None else ()),
         ]  # fmt: skip
         result = subprocess.run(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, check=False
@@ -355,7 +380,9 @@ class LocalKafka:
                     f"{timeout_s:.0f} s; see {self.log_file}\n{tail(self.log_file)}"
                 )
             if await wait_tcp("127.0.0.1", self.port, min(0.5, remaining)) and await broker_listed(
-                self.bootstrap, min(5.0, max(remaining, 0.1))
+                self.bootstrap,
+                min(5.0, max(remaining, 0.1)),
+                security=self.security.client_options() if self.security is not None else {},
             ):
                 return
             await asyncio.sleep(0.05)

@@ -7,16 +7,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from devstack.common import StackError
 
+NO_SECURITY: Mapping[str, Any] = {}
+"""`security` below: aiokafka's TLS and SASL arguments (`shared.kafka.client_security`) of a
+principal allowed to describe the cluster and every topic (the secured stack's admin)."""
 
-async def broker_listed(bootstrap: str, timeout_s: float) -> bool:
+
+async def broker_listed(
+    bootstrap: str, timeout_s: float, security: Mapping[str, Any] = NO_SECURITY
+) -> bool:
     """True if the cluster's metadata lists at least one broker (so topics can be created)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(1000, int(timeout_s * 1000))
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=max(1000, int(timeout_s * 1000)),
+        **security,
     )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
@@ -29,17 +39,23 @@ async def broker_listed(bootstrap: str, timeout_s: float) -> bool:
             await admin.close()
 
 
-async def wait_external_kafka(bootstrap: str, timeout_s: float) -> None:
+async def wait_external_kafka(
+    bootstrap: str, timeout_s: float, security: Mapping[str, Any] = NO_SECURITY
+) -> None:
     """Wait for a broker we did not start (KAFKA_BOOTSTRAP_SERVERS, a container)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if await broker_listed(bootstrap, min(5.0, max(deadline - time.monotonic(), 0.5))):
+        if await broker_listed(
+            bootstrap, min(5.0, max(deadline - time.monotonic(), 0.5)), security
+        ):
             return
         await asyncio.sleep(0.2)
     raise StackError(f"the Kafka broker at {bootstrap} did not answer within {timeout_s:.0f} s")
 
 
-async def wait_topics_online(bootstrap: str, topics: list[str], timeout_s: float) -> None:
+async def wait_topics_online(
+    bootstrap: str, topics: list[str], timeout_s: float, security: Mapping[str, Any] = NO_SECURITY
+) -> None:
     """Wait until the leader of every partition of `topics` serves requests.
 
     CreateTopics returns before leaders are elected, and a restarted broker reloads its logs
@@ -51,7 +67,7 @@ async def wait_topics_online(bootstrap: str, topics: list[str], timeout_s: float
     from aiokafka.admin import AIOKafkaAdminClient
 
     deadline = time.monotonic() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security)
     await admin.start()
     try:
         while True:
@@ -79,7 +95,10 @@ async def wait_topics_online(bootstrap: str, topics: list[str], timeout_s: float
     ]
     remaining_ms = max(1000, int((deadline - time.monotonic()) * 1000))
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, request_timeout_ms=remaining_ms, retry_backoff_ms=20
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=remaining_ms,
+        retry_backoff_ms=20,
+        **security,
     )
     await consumer.start()
     try:
@@ -91,7 +110,9 @@ async def wait_topics_online(bootstrap: str, topics: list[str], timeout_s: float
         await consumer.stop()
 
 
-async def warm_group_coordinator(bootstrap: str, timeout_s: float) -> None:
+async def warm_group_coordinator(
+    bootstrap: str, timeout_s: float, security: Mapping[str, Any] = NO_SECURITY
+) -> None:
     """Have the broker create `__consumer_offsets` now rather than at the first group join.
 
     The first FindCoordinator creates that topic; until its partitions have leaders every
@@ -101,7 +122,7 @@ async def warm_group_coordinator(bootstrap: str, timeout_s: float) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     deadline = time.monotonic() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security)
     await admin.start()
     try:
         while True:

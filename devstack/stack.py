@@ -22,6 +22,10 @@ Where things come from, first match wins:
   engine answers; FLYWHEEL_USE_TESTCONTAINERS=0 forces local processes. (The container path
   has never run: the machine this was written on has no Docker engine. See devstack/containers.py.)
 
+Secured: FLYWHEEL_KAFKA_SECURE=1 (or `secure=True`) runs the local broker with SASL_SSL, SCRAM
+users and the authorizer, applies the ACLs of `flywheel acls`, and starts each service as its
+own principal (devstack/kafka_security.py, docs/SECURITY.md). Local broker only.
+
 Ports of `up`: Kafka 9092 (controller 9093), PostgreSQL 5433, gateway 8080, stage services'
 /readyz 8081-8083; override with FLYWHEEL_KAFKA_PORT, FLYWHEEL_KAFKA_CONTROLLER_PORT,
 FLYWHEEL_POSTGRES_PORT, FLYWHEEL_HTTP_PORT, FLYWHEEL_<SERVICE>_HEALTH_PORT. Broker heap:
@@ -49,7 +53,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from devstack.common import (
     PidRecord,
@@ -71,6 +75,7 @@ from devstack.containers import Containers, docker_available
 from devstack.endpoints import ENDPOINTS_FILE, Endpoints, default_state_dir, repo_root
 from devstack.kafka import LocalKafka
 from devstack.kafka_ready import wait_external_kafka, wait_topics_online, warm_group_coordinator
+from devstack.kafka_security import ADMIN, BrokerSecurity, secure_from_env
 from devstack.postgres import LocalPostgres, state_secret
 from devstack.provision import provision, service_passwords, service_url
 from services.registry import SERVICE_NAMES
@@ -137,7 +142,12 @@ class DevStack:
         progress: Progress | None = None,
         kafka_timeout_s: float = 60.0,
         service_timeout_s: float = 60.0,
+        secure: bool | None = None,
     ) -> None:
+        """`secure`: the local broker with SASL_SSL, SCRAM users and ACLs, each service as
+        its own principal (devstack/kafka_security.py); None: FLYWHEEL_KAFKA_SECURE."""
+        self.secure = secure_from_env() if secure is None else secure
+        self.kafka_security: BrokerSecurity | None = None
         self.state_dir = Path(state_dir if state_dir is not None else default_state_dir()).resolve()
         self.with_services = with_services
         self.backend = backend
@@ -196,6 +206,7 @@ class DevStack:
                 database_urls=database_urls,
                 log_dir=str(self.log_dir),
                 state_dir=str(self.state_dir),
+                kafka_env=(self.kafka_security.client_env(ADMIN) if self.kafka_security else {}),
             )
             self._write_endpoints()
             if self.with_services:
@@ -250,6 +261,8 @@ class DevStack:
             "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap,
             "FLYWHEEL_DATABASE_URL": endpoints.database_urls[name],
         }
+        if self.kafka_security is not None:  # each service its own principal
+            env.update(self.kafka_security.client_env(name))
         port = str(self._service_ports[name])
         if name == "gateway":
             env["FLYWHEEL_HTTP_PORT"] = port
@@ -369,7 +382,11 @@ class DevStack:
         """Stop the broker (SIGKILL if `hard`) and start it on the same ports and data."""
         if self._kafka_source == "container" and self._containers is not None:
             self._containers.restart("kafka")
-            run_async(wait_external_kafka(self.endpoints.kafka_bootstrap, self.kafka_timeout_s))
+            run_async(
+                wait_external_kafka(
+                    self.endpoints.kafka_bootstrap, self.kafka_timeout_s, self.admin_security()
+                )
+            )
             self._wait_topics_online()
             return
         if self._kafka is None:
@@ -427,6 +444,14 @@ class DevStack:
             )
 
     def _choose_sources(self) -> None:
+        self._choose_kafka_and_postgres_sources()
+        if self.secure and self._kafka_source != "local":
+            raise StackError(
+                "the secured stack (FLYWHEEL_KAFKA_SECURE=1) runs the local broker only: unset "
+                "KAFKA_BOOTSTRAP_SERVERS and FLYWHEEL_USE_TESTCONTAINERS"
+            )
+
+    def _choose_kafka_and_postgres_sources(self) -> None:
         if self.backend == "local":
             self._kafka_source = self._postgres_source = "local"
             return
@@ -511,7 +536,7 @@ class DevStack:
         if self._kafka_source == "external":
             bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
             self.progress(f"using Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS is set)")
-            run_async(wait_external_kafka(bootstrap, self.kafka_timeout_s))
+            run_async(wait_external_kafka(bootstrap, self.kafka_timeout_s, self.admin_security()))
         elif self._kafka_source == "container":
             assert self._containers is not None and self._kafka_port is not None
             self.progress("starting Kafka container (apache/kafka) ...")
@@ -519,12 +544,17 @@ class DevStack:
             run_async(wait_external_kafka(bootstrap, self.kafka_timeout_s))
         else:
             assert self._kafka_port is not None and self._controller_port is not None
+            if self.secure:
+                self.kafka_security = BrokerSecurity.create(
+                    self.state_dir / "kafka", tuple(SERVICE_NAMES)
+                )
             self._kafka = LocalKafka(
                 self.state_dir,
                 port=self._kafka_port,
                 controller_port=self._controller_port,
                 partitions=self._partitions(),
                 progress=self.progress,
+                security=self.kafka_security,
             )
             self._kafka.start(timeout_s=self.kafka_timeout_s)
             bootstrap = self._kafka.bootstrap
@@ -568,6 +598,7 @@ class DevStack:
                 partitions=settings.topic_partitions,
                 replication_factor=1,
                 prefix=settings.topic_prefix,  # services read the same variable
+                security=self.admin_security(),
             )
         )
         names = [settings.topic(t.name) for t in ALL_TOPICS]
@@ -577,6 +608,18 @@ class DevStack:
             self.progress(f"created {len(created)} topics in {took:.1f} s")
         else:
             self.progress("topics already exist")
+        if self.kafka_security is not None:
+            from ops.acls import apply_acls, required_acls
+
+            acls = required_acls(settings.topic_prefix)
+            run_async(apply_acls(bootstrap, self.admin_security(), acls))
+            self.progress(f"ACLs applied: {len(acls)} bindings for {len(SERVICE_NAMES)} services")
+
+    def admin_security(self) -> dict[str, Any]:
+        """aiokafka's security arguments of the stack's admin principal (empty: PLAINTEXT)."""
+        if self.kafka_security is None:
+            return {}
+        return self.kafka_security.client_options(ADMIN)
 
     def _provision(self, admin_url: str) -> dict[str, str]:
         passwords = service_passwords(
@@ -604,9 +647,10 @@ class DevStack:
 
     async def _settle_kafka(self, bootstrap: str, topics: list[str]) -> None:
         """Leaders for every topic and a group coordinator, so first uses are not slowed."""
+        security = self.admin_security()
         await asyncio.gather(
-            wait_topics_online(bootstrap, topics, self.kafka_timeout_s),
-            warm_group_coordinator(bootstrap, self.kafka_timeout_s),
+            wait_topics_online(bootstrap, topics, self.kafka_timeout_s, security),
+            warm_group_coordinator(bootstrap, self.kafka_timeout_s, security),
         )
 
     def _wait_topics_online(self) -> None:
@@ -615,7 +659,11 @@ class DevStack:
 
         settings = Settings()
         names = [settings.topic(t.name) for t in ALL_TOPICS]
-        run_async(wait_topics_online(self.endpoints.kafka_bootstrap, names, self.kafka_timeout_s))
+        run_async(
+            wait_topics_online(
+                self.endpoints.kafka_bootstrap, names, self.kafka_timeout_s, self.admin_security()
+            )
+        )
 
     def _check_service(self, name: str) -> None:
         if name not in SERVICE_NAMES:

@@ -6,10 +6,12 @@
     import SOURCE PATH             a community's history from platform exports (importers/)
     dlq list | show | redrive      dead letters: read them, put them back
     member show ID                 a member's journey, from the gateway's API
+    acls [--format ...] [--apply]  the Kafka ACLs of each service's principal, from the code
 
 Where things are: `<state-dir>/endpoints.json` of a dev stack (`python -m devstack up`),
 overridden by the environment, which is what a deployment uses: `KAFKA_BOOTSTRAP_SERVERS`,
-`FLYWHEEL_TOPIC_PREFIX`, `FLYWHEEL_<SERVICE>_DATABASE_URL` (e.g.
+`FLYWHEEL_TOPIC_PREFIX`, `FLYWHEEL_KAFKA_*` (TLS and SASL of the operator's admin principal,
+docs/SECURITY.md), `FLYWHEEL_<SERVICE>_DATABASE_URL` (e.g.
 `FLYWHEEL_AWARENESS_DATABASE_URL`), `FLYWHEEL_GATEWAY_URL` and `FLYWHEEL_API_KEY`. Anything
 unreachable is one line on stderr and exit code 1, never a traceback.
 
@@ -27,7 +29,7 @@ from typing import Annotated
 import typer
 
 from importers.cli import import_command
-from ops import dlq, member, replay, status, topics
+from ops import acls, dlq, member, replay, status, topics
 from ops.target import options
 
 app = typer.Typer(
@@ -47,6 +49,7 @@ app.command("import")(import_command)  # importers/: history from platform expor
 
 app.command()(status.status)
 app.command()(replay.replay)
+app.command("acls")(acls.acls)
 topics_app.command("create")(topics.topics_create)
 topics_app.command("describe")(topics.topics_describe)
 dlq_app.command("list")(dlq.dlq_list)

@@ -196,6 +196,7 @@ async def redrive(target: Target, letters: Sequence[DeadLetter]) -> int:
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=int(target.timeout_s * 1000),
+        **target.security,
     )
     await bounded(target, f"Kafka at {target.kafka}", producer.start())
     try:

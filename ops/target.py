@@ -39,6 +39,8 @@ class Target:
     health_urls: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     timeout_s: float = 10.0
+    security: dict[str, Any] = field(default_factory=dict, repr=False)
+    """aiokafka's TLS and SASL arguments of the operator's principal (holds its password)."""
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -73,6 +75,7 @@ def load_target(state_dir: Path | None, timeout_s: float) -> Target:
             urls[service] = value
     return Target(
         kafka=kafka,
+        security=kafka_security(endpoints.kafka_env if endpoints else {}),
         prefix=env.get("FLYWHEEL_TOPIC_PREFIX", ""),
         database_urls=urls,
         gateway_url=env.get("FLYWHEEL_GATEWAY_URL")
@@ -81,6 +84,22 @@ def load_target(state_dir: Path | None, timeout_s: float) -> Target:
         api_key=env.get("FLYWHEEL_API_KEY"),
         timeout_s=timeout_s,
     )
+
+
+def kafka_security(stack_env: dict[str, str]) -> dict[str, Any]:
+    """The operator's Kafka principal: FLYWHEEL_KAFKA_* from the environment (a deployment's
+    admin principal), else a secured dev stack's admin from its endpoints.json."""
+    from shared.kafka import client_security
+    from shared.settings import Settings
+
+    if "FLYWHEEL_KAFKA_SECURITY_PROTOCOL" in os.environ or not stack_env:
+        settings = Settings()
+    else:
+        fields: dict[str, Any] = {
+            k.removeprefix("FLYWHEEL_").lower(): v for k, v in stack_env.items()
+        }
+        settings = Settings(**fields)
+    return client_security(settings)
 
 
 def service_spec(name: str) -> ServiceSpec:
@@ -141,6 +160,7 @@ async def admin_client(target: Target) -> Any:
         bootstrap_servers=target.kafka,
         client_id="flywheel-cli",
         request_timeout_ms=int(target.timeout_s * 1000),
+        **target.security,
     )
     try:
         await bounded(target, f"Kafka at {target.kafka}", admin.start())
@@ -162,6 +182,7 @@ async def consumer_client(target: Target, group: str | None = None) -> Any:
         client_id="flywheel-cli",
         request_timeout_ms=int(target.timeout_s * 1000),
         isolation_level="read_committed",
+        **target.security,
     )
     try:
         await bounded(target, f"Kafka at {target.kafka}", consumer.start())
@@ -203,7 +224,9 @@ async def group_lag(target: Target, spec: ServiceSpec) -> dict[str, int]:
         return await bounded(
             target,
             f"Kafka at {target.kafka}",
-            consumer_lag(target.kafka, target.prefix + spec.consumer_group, topics),
+            consumer_lag(
+                target.kafka, target.prefix + spec.consumer_group, topics, target.security
+            ),
         )
     except Unreachable:
         raise

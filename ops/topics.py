@@ -32,6 +32,7 @@ def topics_create(
                 partitions=partitions or settings.topic_partitions,
                 replication_factor=replication_factor or settings.topic_replication_factor,
                 prefix=target.prefix,
+                security=target.security,
             ),
         )
         out.print(f"created: {', '.join(created)}" if created else "all topics exist")

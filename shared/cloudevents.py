@@ -187,8 +187,13 @@ def decode(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes]] | None,
     max_value_bytes: int = 1_048_576,
+    topic_prefix: str = "",
 ) -> Envelope:
-    """Turn one Kafka record into an Envelope, or say precisely why it cannot be one."""
+    """Turn one Kafka record into an Envelope, or say precisely why it cannot be one.
+
+    The type must be registered for the topic the record was read from (`topic`, with the
+    deployment's `topic_prefix`): whoever may write one topic must not be able to send,
+    say, an erasure through it (docs/SECURITY.md)."""
     attrs = header_map(headers)
     if attrs.get("ce_specversion") != SPEC_VERSION:
         raise DecodeError(
@@ -203,6 +208,13 @@ def decode(
     if event_type is None:
         raise DecodeError(
             f"unknown event type {type_name!r}; this service knows {sorted(EVENT_TYPES)}"
+        )
+    logical_topic = topic.removeprefix(topic_prefix)
+    allowed = [t.name for t in event_type.topics]
+    if logical_topic not in allowed:
+        raise DecodeError(
+            f"event type {type_name!r} is not registered for topic {logical_topic!r} (only "
+            f"{', '.join(repr(t) for t in allowed)}): refused"
         )
     if value is None:
         raise DecodeError("record has no value (tombstone) where an event was expected")

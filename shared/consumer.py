@@ -159,6 +159,7 @@ class BatchProcessor:
                     value=record.value,
                     headers=record.headers,
                     max_value_bytes=self.max_value_bytes,
+                    topic_prefix=self.topic_prefix,  # the type must belong to the topic
                 )
                 if self.max_future_s is not None:
                     timestamp = getattr(record, "timestamp", None)  # fakes and old formats

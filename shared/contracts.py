@@ -236,6 +236,14 @@ class EventType:
     model: builtins.type[Contract]
     topic: Topic
     key_path: str  # dotted path of the data field whose value is the record key
+    also_on: tuple[Topic, ...] = ()
+    """Further topics the type may travel on; a consumer dead-letters it on any other."""
+
+    @property
+    def topics(self) -> tuple[Topic, ...]:
+        """Every topic this type is registered for: a record of this type read from any other
+        topic is dead-lettered (`shared.cloudevents.decode`)."""
+        return (self.topic, *self.also_on)
 
     def key_of(self, data: Contract) -> str:
         value: Any = data

@@ -1,10 +1,13 @@
-"""Kafka plumbing: producer and consumer settings every service uses, and topic creation."""
+"""Kafka plumbing: producer and consumer settings every service uses, the clients' security
+arguments (TLS, SASL) built once from the settings, and topic creation."""
 
 from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+import ssl
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,7 +16,82 @@ from aiokafka.errors import TopicAlreadyExistsError
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, Topic
 
+if TYPE_CHECKING:
+    from faststream.security import BaseSecurity
+
 log = logging.getLogger(__name__)
+
+ClientSecurity = Mapping[str, Any]
+"""aiokafka keyword arguments (`security_protocol`, `ssl_context`, `sasl_*`) that every
+client of a process gets: producers, consumers and admin clients alike."""
+
+PLAINTEXT: ClientSecurity = {}
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of every client, or None when the protocol has no TLS.
+
+    Verifies the broker's certificate and host name against FLYWHEEL_KAFKA_SSL_CAFILE (or the
+    system's trust store), TLS 1.2 at least; presents a client certificate when one is set
+    (mutual TLS)."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH,
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.kafka_ssl_certfile is not None:
+        secret = settings.kafka_ssl_key_password
+        password = secret.get_secret_value() if secret is not None else ""
+        context.load_cert_chain(
+            certfile=str(settings.kafka_ssl_certfile),
+            keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            # a callable: an encrypted key without its password fails, never prompts on a tty
+            password=lambda: password,
+        )
+    return context
+
+
+def client_security(settings: Settings) -> dict[str, Any]:
+    """The aiokafka keyword arguments of FLYWHEEL_KAFKA_SECURITY_PROTOCOL and its SASL and TLS
+    settings, for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient alike. Built here
+    once; every client of the code base takes it. Holds the password: never log it."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol, "ssl_context": ssl_context(settings)}
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_username and settings.kafka_sasl_password  # validated
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
+        )
+    return options
+
+
+def broker_security(settings: Settings) -> BaseSecurity | None:
+    """The same, as FastStream's security object for `KafkaBroker(security=...)` (it turns it
+    back into the aiokafka arguments above for its producer, consumers and admin client)."""
+    from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+    options = client_security(settings)
+    if not options:
+        return None
+    use_ssl = options["security_protocol"] in ("SSL", "SASL_SSL")
+    context = options["ssl_context"]
+    if "sasl_mechanism" not in options:
+        return BaseSecurity(ssl_context=context, use_ssl=use_ssl)
+    kind = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    security: BaseSecurity = kind[options["sasl_mechanism"]](
+        options["sasl_plain_username"],
+        options["sasl_plain_password"],
+        ssl_context=context,
+        use_ssl=use_ssl,
+    )
+    return security
+
 
 FETCH_MAX_WAIT_MS = 50
 SESSION_TIMEOUT_MS = 10_000
@@ -77,6 +155,7 @@ def make_producer(settings: Settings, client_id: str) -> AIOKafkaProducer:
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=client_id,
         **producer_options(settings),
+        **client_security(settings),
     )
 
 
@@ -87,9 +166,13 @@ async def ensure_topics(
     replication_factor: int,
     topics: tuple[Topic, ...] = ALL_TOPICS,
     prefix: str = "",
+    security: ClientSecurity = PLAINTEXT,
 ) -> list[str]:
-    """Create every registry topic that does not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="flywheel-admin")
+    """Create every registry topic that does not exist yet; return the names created.
+    `security`: `client_security(settings)` of a principal allowed to create topics."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="flywheel-admin", **security
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -121,7 +204,12 @@ async def ensure_topics(
         await admin.close()
 
 
-async def consumer_lag(bootstrap_servers: str, group_id: str, topics: list[str]) -> dict[str, int]:
+async def consumer_lag(
+    bootstrap_servers: str,
+    group_id: str,
+    topics: list[str],
+    security: ClientSecurity = PLAINTEXT,
+) -> dict[str, int]:
     """Records not yet committed by a consumer group, per "topic[partition]".
 
     A partition the group never committed counts from the log start, so a group that has
@@ -129,8 +217,12 @@ async def consumer_lag(bootstrap_servers: str, group_id: str, topics: list[str])
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="flywheel-lag")
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="flywheel-lag", **security
+    )
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, **security
+    )
     await admin.start()
     await probe.start()
     try:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from faststream import AckPolicy, FastStream
@@ -27,13 +27,16 @@ from faststream.kafka.subscriber.usecase import LogicSubscriber
 from shared import metrics, telemetry
 from shared.consumer import BatchHandler, BatchProcessor
 from shared.health import HealthServer
-from shared.kafka import consumer_options, make_producer, producer_options
+from shared.kafka import broker_security, consumer_options, make_producer, producer_options
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
 from shared.postgres import PLUMBING_MIGRATIONS, create_pool, migrate, redact
 from shared.records import RawRecord
 from shared.settings import Settings
 from shared.topics import Topic
+
+if TYPE_CHECKING:
+    from shared.contracts import EventType
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +63,26 @@ class ServiceSpec:
     event-time clock. Never the outbox (its unsent rows must still be published; what the
     re-read emits again carries the same event ids) nor what no topic holds (configuration,
     identities, delivery logs)."""
+    emits: tuple[EventType, ...] = ()
+    """Every event type the service publishes (through its outbox or directly): its topics
+    are the ones `flywheel acls` lets the service's principal write, besides the dead-letter
+    topics of what it consumes."""
+    other_groups: tuple[tuple[str, tuple[Topic, ...]], ...] = ()
+    """Further consumer groups of the same process, with the topics each reads (the gateway's
+    outbound delivery worker): `flywheel acls` grants them to the service's principal too."""
 
     @property
     def consumer_group(self) -> str:
         return self.group_id or self.name
+
+    @property
+    def produces(self) -> tuple[Topic, ...]:
+        """The topics of the event types it emits, each once, in declaration order."""
+        found: dict[str, Topic] = {}
+        for event_type in self.emits:
+            for topic in event_type.topics:
+                found.setdefault(topic.name, topic)
+        return tuple(found.values())
 
 
 def bootstrap_hosts(servers: str) -> list[str]:
@@ -139,6 +158,7 @@ class ConsumingService:
             log_level=logging.DEBUG,  # one line per batch is noise at INFO
             logger=logging.getLogger("faststream.access.kafka"),  # our handler, our format
             middlewares=telemetry.broker_middlewares(),
+            security=broker_security(s),  # TLS and SASL, FLYWHEEL_KAFKA_* (docs/SECURITY.md)
             **producer_options(s),
         )
         self.subscriber = subscribe_batches(

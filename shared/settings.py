@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,41 @@ class Settings(BaseSettings):
         repr=False,  # it may hold a password: never in a repr, a log line or an error
         description="This service's own PostgreSQL database (never another service's). A "
         "secret when it holds a password: logged only through `shared.postgres.redact`.",
+    )
+
+    # --- Kafka security (docs/SECURITY.md) -----------------------------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How every Kafka client of this process (producers, consumers, admin) "
+        "connects: `SASL_SSL` for MSK, Confluent Cloud, Aiven or an authenticated Strimzi; "
+        "`SSL` for TLS (with a client certificate: mTLS); `PLAINTEXT` only on a trusted network.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-512",
+        description="SASL mechanism with `SASL_*` protocols. PLAIN sends the password itself, "
+        "so only over `SASL_SSL`.",
+    )
+    kafka_sasl_username: str | None = Field(
+        None,
+        description="This process's Kafka principal (`User:<name>`): each service its own, the "
+        "name `flywheel acls` grants to (the service name by default).",
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="The principal's SASL password (never logged)."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        None,
+        description="PEM file of the CA(s) that signed the brokers' certificates; unset: the "
+        "system's trust store.",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate (chain) for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        None, description="PEM private key of that certificate (default: in the certfile)."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted private key (never logged)."
     )
 
     # --- consuming ----------------------------------------------------------------------------
@@ -283,6 +318,26 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="`json` for one JSON object per line (production), `text` to read."
     )
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"FLYWHEEL_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "FLYWHEEL_KAFKA_SASL_USERNAME and FLYWHEEL_KAFKA_SASL_PASSWORD"
+            )
+        if self.kafka_sasl_mechanism == "PLAIN" and self.kafka_security_protocol == (
+            "SASL_PLAINTEXT"
+        ):
+            raise ValueError(
+                "SASL PLAIN over SASL_PLAINTEXT would send the password in clear: use SASL_SSL "
+                "(or a SCRAM mechanism)"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("FLYWHEEL_KAFKA_SSL_KEYFILE needs FLYWHEEL_KAFKA_SSL_CERTFILE")
+        return self
 
     def topic(self, logical_name: str) -> str:
         """The name of a registry topic on the broker."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -53,6 +54,12 @@ class Stack:
     postgres_admin_url: str
     devstack: Any  # devstack.stack.DevStack: starts service processes, restarts servers
 
+    @property
+    def security(self) -> dict[str, Any]:
+        """aiokafka's TLS and SASL arguments of the stack's admin (empty: PLAINTEXT); the
+        session's stack is plaintext, a secured one (tests/test_kafka_security.py) is not."""
+        return dict(self.devstack.admin_security())
+
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
@@ -64,7 +71,7 @@ def stack() -> Iterator[Stack]:
     # the unprivileged user the embedded PostgreSQL runs as when tests run as root.
     state_dir = Path(tempfile.mkdtemp(prefix="flywheel-test-stack-"))
     state_dir.chmod(0o755)
-    devstack = DevStack(state_dir)
+    devstack = DevStack(state_dir, secure=False)  # the secured one: tests/test_kafka_security.py
     endpoints = devstack.start()
     try:
         yield Stack(endpoints.kafka_bootstrap, endpoints.postgres_admin_url, devstack)
@@ -134,7 +141,13 @@ def _with_database(url: str, database: str) -> str:
 @pytest.fixture
 async def namespace(stack: Stack) -> Namespace:
     ns = Namespace(stack, f"t{uuid.uuid4().hex[:10]}.")
-    await ensure_topics(stack.kafka_bootstrap, partitions=3, replication_factor=1, prefix=ns.prefix)
+    await ensure_topics(
+        stack.kafka_bootstrap,
+        partitions=3,
+        replication_factor=1,
+        prefix=ns.prefix,
+        security=stack.security,
+    )
     return ns
 
 
@@ -153,7 +166,10 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Consum
 
 async def publish(namespace: Namespace, records: list[OutgoingRecord]) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=namespace.stack.kafka_bootstrap, acks="all", enable_idempotence=True
+        bootstrap_servers=namespace.stack.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        **namespace.stack.security,
     )
     await producer.start()
     try:
@@ -190,6 +206,7 @@ async def read_topic(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
+        **namespace.stack.security,
     )
     await consumer.start()
     records: list[Any] = []
@@ -207,6 +224,12 @@ async def read_topic(
     return records
 
 
+def _prefix_of(topic: str) -> str:
+    """The namespace prefix of a topic read back (decode checks the logical topic)."""
+    match = re.match(r"^t[0-9a-f]{10}\.", topic)
+    return match.group(0) if match else ""
+
+
 def envelopes(records: list[Any]) -> list[Envelope]:
     return [
         decode(
@@ -216,6 +239,7 @@ def envelopes(records: list[Any]) -> list[Envelope]:
             key=r.key,
             value=r.value,
             headers=r.headers,
+            topic_prefix=_prefix_of(r.topic),
         )
         for r in records
     ]

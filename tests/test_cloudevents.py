@@ -97,7 +97,7 @@ def test_oversized_and_tombstone_records_are_refused() -> None:
     good = encode(ACTIVITY, activity("m-1", "post"), event_id="e", source="/t")
     with pytest.raises(DecodeError, match="exceeds"):
         decode(
-            topic="t",
+            topic="member-activity",
             partition=0,
             offset=0,
             key=b"k",

@@ -15,6 +15,14 @@ def test_readme_configuration_table_matches_the_settings_class() -> None:
     )
 
 
+def test_security_acl_table_matches_the_command() -> None:
+    from ops.acls import markdown_table as acl_table
+
+    assert acl_table() in (REPO / "docs" / "SECURITY.md").read_text(), (
+        "SECURITY.md's ACL table is stale: paste `flywheel acls --format markdown` into it"
+    )
+
+
 def test_architecture_topic_table_matches_the_registry() -> None:
     from shared.topics import markdown_table as topics_table
 

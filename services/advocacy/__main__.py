@@ -9,6 +9,7 @@ from pathlib import Path
 
 from services.advocacy.handlers import build_handler
 from shared import lifecycle
+from shared.contracts import ADVOCATE, CHAMPION_NOMINATED, STAGE_CHANGED
 from shared.service import ServiceSpec, run
 from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
 
@@ -26,6 +27,7 @@ SPEC = ServiceSpec(
         "watermark",
         "event_clock",
     ),
+    emits=(STAGE_CHANGED, ADVOCATE, CHAMPION_NOMINATED),
 )
 
 if __name__ == "__main__":

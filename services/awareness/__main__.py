@@ -4,6 +4,7 @@ from pathlib import Path
 
 from services.awareness.handlers import build_handler
 from shared import lifecycle
+from shared.contracts import MEMBER_ACQUIRED, MEMBER_ERASED, PROSPECT_INTENT, STAGE_CHANGED
 from shared.service import ServiceSpec, run
 from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE
 
@@ -15,6 +16,8 @@ SPEC = ServiceSpec(
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
     replay_tables=("people", "aliases", "inbox", "watermark", "event_clock"),
+    # member.erased.v1: a person's anonymous visitor ids, which only awareness knows
+    emits=(STAGE_CHANGED, MEMBER_ACQUIRED, MEMBER_ERASED, PROSPECT_INTENT),
 )
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from services.engagement.handlers import build_handler
 from shared import lifecycle
+from shared.contracts import CHURN_RISK, PEER_HELP, STAGE_CHANGED
 from shared.service import ServiceSpec, run
 from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE
 
@@ -14,6 +15,7 @@ SPEC = ServiceSpec(
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
     replay_tables=("participants", "inbox", "watermark", "event_clock"),
+    emits=(STAGE_CHANGED, PEER_HELP, CHURN_RISK),
 )
 
 if __name__ == "__main__":

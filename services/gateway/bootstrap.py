@@ -27,6 +27,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 from services.gateway import flywheel, identity, member_state, webhooks
+from services.gateway.delivery import fanout
+from services.gateway.delivery.worker import CONSUMER_GROUP as DELIVERY_GROUP
 from services.gateway.delivery.worker import DeliveryWorker
 from services.gateway.http import auth, limits, operations, problems, strength
 from services.gateway.http.asyncapi import build_asyncapi
@@ -41,7 +43,7 @@ from services.gateway.reports import ReportsDb
 from shared import lifecycle, metrics, telemetry
 from shared.cloudevents import Envelope, derive_event_id, encode, source_of
 from shared.consumer import BatchHandler
-from shared.contracts import CLOCK_TICK, ClockTickV1
+from shared.contracts import ACTIVITY, CLOCK_TICK, MEMBER_ERASED, MEMBER_MERGED, ClockTickV1
 from shared.health import HealthServer
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
@@ -113,6 +115,9 @@ SPEC = ServiceSpec(
         "flywheel_churn_risk",
         "inbox",
     ),
+    # activities and clock ticks from HTTP and webhooks; merges and erasures from identity/
+    emits=(ACTIVITY, CLOCK_TICK, MEMBER_MERGED, MEMBER_ERASED),
+    other_groups=((DELIVERY_GROUP, fanout.OUTPUT_TOPICS),),  # outbound webhooks (delivery/)
 )
 
 

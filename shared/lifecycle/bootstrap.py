@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 
 from shared.cloudevents import DecodeError, Envelope, decode
 from shared.contracts import MemberErasedV1, MemberMergedV1
+from shared.kafka import PLAINTEXT, ClientSecurity, client_security
 from shared.lifecycle.rewrite import erased_in_log
 from shared.lifecycle.store import is_bootstrapped, record_bootstrap
 from shared.postgres import Connection
@@ -28,10 +29,14 @@ from shared.topics import MEMBER_LIFECYCLE
 log = logging.getLogger(__name__)
 
 
-async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+async def topic_partitions(
+    bootstrap_servers: str, topic: str, security: ClientSecurity = PLAINTEXT
+) -> list[TopicPartition]:
     """The partitions of a topic, from the cluster's metadata (a consumer that has not
     subscribed does not know them)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="flywheel-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="flywheel-admin", **security
+    )
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -48,8 +53,10 @@ async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPart
 async def read_lifecycle(settings: Settings, timeout_s: float = 60.0) -> list[Envelope]:
     """Every merge and erasure on `member-lifecycle`, up to its end now."""
     topic = settings.topic(MEMBER_LIFECYCLE.name)
+    security = client_security(settings)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
+        **security,
         client_id="flywheel-lifecycle-bootstrap",
         group_id=None,
         enable_auto_commit=False,
@@ -62,7 +69,7 @@ async def read_lifecycle(settings: Settings, timeout_s: float = 60.0) -> list[En
         await consumer.start()
         started = True
         async with asyncio.timeout(timeout_s):
-            tps = await topic_partitions(settings.kafka_bootstrap_servers, topic)
+            tps = await topic_partitions(settings.kafka_bootstrap_servers, topic, security)
             if not tps:
                 raise KafkaError(f"{topic} has no partitions (not created yet?)")
             consumer.assign(tps)
@@ -84,6 +91,7 @@ async def read_lifecycle(settings: Settings, timeout_s: float = 60.0) -> list[En
                                 key=r.key,
                                 value=r.value,
                                 headers=r.headers,
+                                topic_prefix=settings.topic_prefix,
                             )
                         except DecodeError:
                             continue  # the consumer dead-letters it in its turn
