@@ -53,8 +53,9 @@ class UnitOfWork:
         if not self._outbox:
             return
         await self.conn.executemany(
-            "INSERT INTO outbox (event_id, topic, key, value, header_names, header_values)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO outbox"
+            " (event_id, topic, key, value, header_names, header_values, partition)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
             [
                 (
                     r.event_id,
@@ -63,6 +64,7 @@ class UnitOfWork:
                     r.value,
                     [h[0] for h in r.headers],
                     [h[1] for h in r.headers],
+                    r.partition,
                 )
                 for r in self._outbox
             ],
