@@ -20,7 +20,7 @@ PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("PostgreSQL driver (asyncpg)", ("asyncpg",)),
     ("Kafka client (aiokafka)", ("aiokafka",)),
     ("FastStream", ("faststream",)),
-    ("lifecycle (aliases, erasures)", ("shared/lifecycle.py",)),
+    ("lifecycle (aliases, erasures)", ("shared/lifecycle/",)),
     ("domain rules", ("/domain.py",)),
     ("handler and store (set-based SQL)", ("/handlers.py", "/store.py", "eventtime.py")),
     ("inbox and outbox (uow)", ("shared/uow.py",)),

@@ -18,29 +18,19 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
 from shared import metrics, telemetry
 from shared.cloudevents import DecodeError, Envelope, OutgoingRecord, decode, derive_event_id
 from shared.postgres import TRANSIENT_DB_ERRORS
+from shared.records import RawRecord
 from shared.uow import UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[UnitOfWork, list[Envelope]], Awaitable[None]]
-
-
-class RawRecord(Protocol):
-    """What we read from an aiokafka ConsumerRecord."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
 
 @dataclass

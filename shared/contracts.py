@@ -109,6 +109,14 @@ class ActivityV1(Contract):
         return value
 
 
+MEMBER_ID_PROPERTIES: tuple[str, ...] = ("referred_by", "anonymous_id")
+"""The `ActivityV1.properties` that name a member: `referred_by` (who referred the actor) and
+`anonymous_id` (the visitor id a signup joins to its member). Declared with the contract, not in
+the code that reads them, because merges and erasures rewrite them (`shared.lifecycle.rewrite`:
+a merged id is read as its survivor, an erased one is removed): a new property that carries a
+member id must be added here, or an erased member would survive in it."""
+
+
 # --------------------------------------------------------------------------------------------
 # journey.stage_changed.v1
 # --------------------------------------------------------------------------------------------

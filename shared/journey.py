@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.cloudevents import OutgoingRecord, derive_event_id, encode
+from shared.cloudevents import OutgoingRecord, derive_event_id, encode, source_of
 from shared.contracts import STAGE_CHANGED, Dimension, StageChangedV1
 
 
@@ -43,4 +43,4 @@ def transition_record(dimension: Dimension, t: Transition) -> OutgoingRecord:
         occurred_at=t.occurred_at,
         caused_by=list(t.caused_by),
     )
-    return encode(STAGE_CHANGED, data, event_id=event_id, source=f"/services/{dimension}")
+    return encode(STAGE_CHANGED, data, event_id=event_id, source=source_of(dimension))

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from shared.cloudevents import Envelope, OutgoingRecord
-    from shared.consumer import RawRecord
+    from shared.records import RawRecord
 
 log = logging.getLogger(__name__)
 

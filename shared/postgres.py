@@ -15,6 +15,7 @@ Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """A plain connection or one lent by a pool: the stores accept either."""
 
 PLUMBING_MIGRATIONS = Path(__file__).with_name("migrations")
+_SHARED = Path(__file__).resolve().parent
 
 # Faults that go away by themselves: the server restarts, a connection drops, a lock times out.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -67,6 +68,16 @@ async def create_pool(
             delay = min(delay * 2, 2.0)
 
 
+def migration_name(directory: Path, path: Path) -> str:
+    """What `schema_migrations` records a file as: `<service>/<file>` for a service's own
+    (services/<service>/migrations), `shared/<file>` for everything under shared/ (the plumbing,
+    the lifecycle schema). Databases hold these names, so moving a directory inside shared/
+    must not change them (a file would be applied twice)."""
+    if directory.resolve().is_relative_to(_SHARED):
+        return f"shared/{path.name}"
+    return f"{directory.parent.name}/{path.name}"
+
+
 async def migrate(pool: asyncpg.Pool, directories: Sequence[Path]) -> list[str]:
     """Apply every `*.sql` file not applied yet, in name order, each in its own transaction.
 
@@ -83,7 +94,7 @@ async def migrate(pool: asyncpg.Pool, directories: Sequence[Path]) -> list[str]:
             done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
             for directory in directories:
                 for path in sorted(directory.glob("*.sql")):
-                    name = f"{directory.parent.name}/{path.name}"
+                    name = migration_name(directory, path)
                     if name in done:
                         continue
                     async with conn.transaction():

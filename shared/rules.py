@@ -1,17 +1,32 @@
-"""Loading a stage's rules: defaults live in the service's domain.py, a deployment overrides
-them in one TOML file (`FLYWHEEL_RULES_FILE`), and a wrong value stops start-up with a message
-that names the file, the section and the key."""
+"""A stage's rules: declared one way (`@strict_rules`), loaded one way (`load_rules`).
+
+Defaults live in the service's domain.py, a deployment overrides them in one TOML file
+(`FLYWHEEL_RULES_FILE`), and a wrong value or an unknown key stops start-up with a message that
+names the file, the section and the key: a misspelled key must not be taken and ignored.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, dataclass_transform
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from shared.settings import Settings
 
 R = TypeVar("R")
+
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+"""An unknown key is an error, and no number is NaN or infinite."""
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field, Field))
+def strict_rules(cls: type[R]) -> type[R]:
+    """A frozen dataclass of rules (or of a table inside them, such as advocacy's weights),
+    validated by pydantic with `STRICT`: the one way every stage declares its `Rules`."""
+    return cast("type[R]", pydantic_dataclass(frozen=True, config=STRICT)(cls))
 
 
 class RulesError(ValueError):

@@ -24,12 +24,13 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from shared import metrics, telemetry
-from shared.consumer import BatchHandler, BatchProcessor, RawRecord
+from shared.consumer import BatchHandler, BatchProcessor
 from shared.health import HealthServer
 from shared.kafka import consumer_options, make_producer, producer_options
 from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
 from shared.postgres import PLUMBING_MIGRATIONS, create_pool, migrate, redact
+from shared.records import RawRecord
 from shared.settings import Settings
 from shared.topics import Topic
 

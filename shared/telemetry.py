@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from faststream._internal.types import BrokerMiddleware
 
     from shared.cloudevents import OutgoingRecord
-    from shared.consumer import RawRecord
+    from shared.records import RawRecord
 
 log = logging.getLogger(__name__)
 

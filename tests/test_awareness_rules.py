@@ -187,3 +187,14 @@ def test_rules_file_overrides_and_rejects_bad_values(tmp_path: Path) -> None:
     bad.write_text('[awareness]\ntouchpoints_kept = "many"\n')
     with pytest.raises(RulesError, match=r"bad.toml \[awareness\].*touchpoints_kept"):
         load_rules(Rules, "awareness", Settings(rules_file=bad))
+
+
+def test_a_misspelled_key_stops_start_up(tmp_path: Path) -> None:
+    """`touchpoints_kep` is not taken and ignored: start-up fails naming the key and section."""
+    path = tmp_path / "rules.toml"
+    path.write_text("[awareness]\ntouchpoints_kep = 5\n")
+    with pytest.raises(RulesError) as raised:
+        load_rules(Rules, "awareness", Settings(rules_file=path))
+    message = str(raised.value)
+    assert message.startswith(f"invalid journey rules in {path} [awareness]: ")
+    assert "touchpoints_kep: Unexpected keyword argument" in message

@@ -10,6 +10,10 @@ the handler saves. docs/JOURNEY-MODEL.md (Advocacy) explains every rule and defa
 - Every `champion_period_days` of event time (boundaries at multiples of the period since the
   Unix epoch) a review ranks the advocates by the score of their contributions in the last
   `champion_window_days`: the top `champion_top_n` are champions until the next review.
+
+One module though over 400 lines: it is one stage's rules (contributions, credit, reviews, a
+batch, a merge, an erasure), read together against docs/JOURNEY-MODEL.md; split, each part
+would import the rest.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, Literal, get_args
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from shared.contracts import (
     ActivityV1,
@@ -30,6 +34,7 @@ from shared.contracts import (
     PeerHelpV1,
 )
 from shared.journey import Transition
+from shared.rules import strict_rules
 
 ADVOCATE = "advocate"
 CHAMPION = "champion"
@@ -53,12 +58,10 @@ Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@strict_rules
 class Weights:
     """Points per contribution. The more a contribution costs its author and the more it helps
     someone else, the more it weighs."""
-
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
 
     peer_help: Weight = 2.0
     """A reply in someone else's thread (engagement's signal.peer_help.v1, accepted false)."""
@@ -78,12 +81,10 @@ class Weights:
         return weight
 
 
-@dataclass(frozen=True)
+@strict_rules
 class Rules:
     """Advocacy's rules; a deployment overrides any of them in the [advocacy] section of its
     rules file (FLYWHEEL_RULES_FILE). Unknown keys are errors, not silently ignored."""
-
-    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
 
     weights: Weights = field(default_factory=Weights)
     advocate_threshold: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 12.0

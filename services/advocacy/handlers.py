@@ -1,29 +1,32 @@
-"""Advocacy batch handler: one unit of work per batch (the inbox already dropped duplicates).
+"""Advocacy handlers: one per kind of input, each loads, calls the pure rules, saves, emits.
 
-The batch's shape: turn each event into candidate contributions (pure), work out which champion
+An activity batch: turn each event into candidate contributions (pure), work out which champion
 reviews fall due after which event (pure, from event times only), load what the batch needs in
 one read per kind, decide (`domain.run_batch`, pure), write once per kind, put the transitions
-and signals in the outbox.
+and signals in the outbox. Cutting the batch at merges and erasures, and dispatching each part
+here, is `shared.stage`. The work is done against a `Store` Protocol (PostgreSQL in the
+service, a dict in the tests).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from services.advocacy import domain
 from services.advocacy.store import PgStore
 from shared import lifecycle
-from shared.cloudevents import Envelope, OutgoingRecord, derive_event_id, encode
+from shared.cloudevents import Envelope, OutgoingRecord, derive_event_id, encode, source_of
 from shared.consumer import BatchHandler
 from shared.contracts import ADVOCATE, CHAMPION_NOMINATED, AdvocateV1
 from shared.journey import transition_record
-from shared.rules import load_rules
 from shared.settings import Settings
+from shared.stage import Stage, stage_handler
 from shared.uow import UnitOfWork
 
-SOURCE = "/services/advocacy"
+SOURCE = source_of("advocacy")
+AdvocacyStage = Stage[domain.Rules]
 
 
 class Store(Protocol):
@@ -42,6 +45,22 @@ class Store(Protocol):
     ) -> domain.Snapshot: ...
 
     async def save(self, result: domain.BatchResult, last_boundary: datetime | None) -> None: ...
+
+
+class MergeStore(Store, Protocol):
+    """What a merge or an erasure needs besides: every credit that names the members."""
+
+    async def involving(self, member_ids: Collection[str]) -> list[domain.Contribution]: ...
+
+    async def members(self, member_ids: Collection[str]) -> dict[str, domain.Member]: ...
+
+    async def replace_contributions(
+        self, old_keys: Collection[str], new: Sequence[domain.Contribution]
+    ) -> None: ...
+
+    async def put_members(self, members: Iterable[domain.Member]) -> None: ...
+
+    async def delete_members(self, member_ids: Collection[str]) -> None: ...
 
 
 async def apply_batch(
@@ -88,7 +107,7 @@ def records(result: domain.BatchResult) -> list[OutgoingRecord]:
     ]
 
 
-async def merge(store: PgStore, m: lifecycle.Merge, rules: domain.Rules) -> list[OutgoingRecord]:
+async def merge(store: MergeStore, m: lifecycle.Merge, rules: domain.Rules) -> list[OutgoingRecord]:
     """Re-credit the merged member's contributions to the survivor, judge the survivor again,
     and take back what the merge shows was credited twice from anyone else."""
     involved = await store.involving({m.survivor, m.merged})
@@ -125,7 +144,7 @@ def _kept(c: domain.Contribution, m: lifecycle.Merge, kept: set[tuple[str, str]]
     return moved is not None and (moved.member_id, moved.key) in kept
 
 
-async def erase(store: PgStore, ids: frozenset[str]) -> None:
+async def erase(store: MergeStore, ids: frozenset[str]) -> None:
     """The members' rows and credits go; others' credits that name them are kept without the
     id (`domain.anonymize`)."""
     involved = await store.involving(ids)
@@ -138,21 +157,28 @@ async def erase(store: PgStore, ids: frozenset[str]) -> None:
     await store.delete_members(ids)
 
 
+async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: AdvocacyStage) -> None:
+    result = await apply_batch(PgStore(uow.conn), events, stage.rules, stage.lateness)
+    for record in records(result):
+        uow.emit(record)
+
+
+async def on_merge(uow: UnitOfWork, m: lifecycle.Merge, stage: AdvocacyStage) -> None:
+    for record in await merge(PgStore(uow.conn), m, stage.rules):
+        uow.emit(record)
+
+
+async def on_erase(uow: UnitOfWork, e: lifecycle.Erasure, stage: AdvocacyStage) -> Collection[str]:
+    await erase(PgStore(uow.conn), e.ids)
+    return ()
+
+
 def build_handler(settings: Settings) -> BatchHandler:
-    rules = load_rules(domain.Rules, "advocacy", settings)
-    lateness = timedelta(seconds=settings.allowed_lateness_s)
-
-    async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
-        result = await apply_batch(PgStore(uow.conn), events, rules, lateness)
-        for record in records(result):
-            uow.emit(record)
-
-    async def on_merge(uow: UnitOfWork, m: lifecycle.Merge) -> None:
-        for record in await merge(PgStore(uow.conn), m, rules):
-            uow.emit(record)
-
-    async def on_erase(uow: UnitOfWork, e: lifecycle.Erasure) -> Collection[str]:
-        await erase(PgStore(uow.conn), e.ids)
-        return ()
-
-    return lifecycle.with_lifecycle(settings, apply=handle_batch, merge=on_merge, erase=on_erase)
+    return stage_handler(
+        settings,
+        "advocacy",
+        domain.Rules,
+        on_activities=on_activities,
+        on_merge=on_merge,
+        on_erase=on_erase,
+    )

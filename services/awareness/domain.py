@@ -4,19 +4,21 @@ Stages: visitor -> member -> customer. Every outcome depends only on the activit
 state of the person it is keyed by, so a replay of the log gives the same transitions; the one
 cross-key fact (a visitor's anonymous history joining the member at sign-up) is merged with
 `min`, which gives the same result in any order.
+
+One module though over 400 lines: it is one stage's rules (an activity, a batch, a merge, an
+erasure), read together against docs/JOURNEY-MODEL.md; split, each part would import the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from urllib.parse import urlparse
 
-from pydantic.dataclasses import dataclass as rules_dataclass
-
 from shared.contracts import ActivityV1, MemberAcquiredV1, MemberErasedV1, ProspectIntentV1
 from shared.journey import Transition
+from shared.rules import strict_rules
 
 VISITOR, MEMBER, CUSTOMER = "visitor", "member", "customer"
 MERGED = "merged"  # an anonymous visitor id whose history joined a member at sign-up
@@ -32,9 +34,10 @@ LEGAL_MOVES = {
 }
 
 
-@rules_dataclass(frozen=True)
+@strict_rules
 class Rules:
-    """Defaults are documented in docs/JOURNEY-MODEL.md; override in the [awareness] section."""
+    """Defaults are documented in docs/JOURNEY-MODEL.md; override in the [awareness] section.
+    An unknown key is an error (a typo must not pass silently)."""
 
     search_hosts: tuple[str, ...] = (
         "google.",
@@ -326,6 +329,85 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
             activity_id=aid,
         )
     return Outcome(person, transitions, acquired, intent, merge_from)
+
+
+# --------------------------------------------------------------------------------------------
+# a batch
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caused:
+    """An event an activity brings about besides transitions (a member acquired by referral, a
+    prospect's intent); its id is derived from the activity."""
+
+    payload: MemberAcquiredV1 | ProspectIntentV1
+    activity_id: str
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    changed: dict[str, Person]
+    """The people to save."""
+    new_aliases: dict[str, str]
+    """Anonymous visitor id -> member id, linked by a sign-up in this batch."""
+    emitted: list[Transition | Caused]
+    """What to emit, in the order the activities caused it."""
+
+
+def loads(activities: Sequence[ActivityV1], aliases: Mapping[str, str]) -> set[str]:
+    """The people a batch reads: its actors, the members their anonymous ids belong to, and
+    the visitors that sign-ups link."""
+    wanted = {a.actor.member_id for a in activities} | set(aliases.values())
+    wanted |= {
+        v
+        for a in activities
+        if a.kind == "signup" and isinstance(v := a.properties.get("anonymous_id"), str)
+    }
+    return wanted
+
+
+def fold_batch(
+    people: Mapping[str, Person],
+    aliases: Mapping[str, str],
+    activities: Sequence[ActivityV1],
+    rules: Rules,
+) -> BatchOutcome:
+    """Fold a batch of activities, in order, into the people they concern (`people`: those
+    `loads` names; `aliases`: the known members of the batch's anonymous actors)."""
+    people = dict(people)
+    aliases = dict(aliases)
+    changed: set[str] = set()
+    new_aliases: dict[str, str] = {}
+    emitted: list[Transition | Caused] = []
+
+    for activity in activities:
+        member_id = activity.actor.member_id
+        outcome = observe(people.get(member_id), activity, rules)
+        if outcome.person is not None and outcome.person != people.get(member_id):
+            people[member_id] = outcome.person
+            changed.add(member_id)
+        # A visitor's history joins its member, whichever of the two arrives first.
+        link = None
+        if outcome.merge_from:
+            link = (outcome.merge_from, member_id)
+            aliases[outcome.merge_from] = new_aliases[outcome.merge_from] = member_id
+        elif member_id in aliases:
+            link = (member_id, aliases[member_id])
+        if link and link[0] in people and link[1] in people:
+            visitor_id, owner_id = link
+            merged = merge_history(people[owner_id], people[visitor_id])
+            if merged != people[owner_id]:
+                people[owner_id] = merged
+                changed.add(owner_id)
+
+        emitted.extend(outcome.transitions)
+        if outcome.acquired is not None:
+            emitted.append(Caused(outcome.acquired, activity.activity_id))
+        if outcome.intent is not None:
+            emitted.append(Caused(outcome.intent, activity.activity_id))
+
+    return BatchOutcome({m: people[m] for m in changed}, new_aliases, emitted)
 
 
 # --------------------------------------------------------------------------------------------

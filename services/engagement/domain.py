@@ -11,6 +11,10 @@ Only event time is used, never the wall clock: a demotion happens at an exact de
 computed from the member's last activity, whether it is found by a watermark sweep
 (`advance`) or by the member's own next activity (`observe`). So the same log gives the same
 transitions however it is cut into batches, live or replayed.
+
+One module though over 400 lines: it is one stage's rules (rules, state, an activity, the
+sweep, a batch, cohorts, a merge), read together against docs/JOURNEY-MODEL.md; split, each
+part would import the rest.
 """
 
 from __future__ import annotations
@@ -21,8 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
-from pydantic.dataclasses import dataclass as rules_dataclass
+from pydantic import Field, field_validator, model_validator
 
 from shared.cloudevents import derive_event_id
 from shared.contracts import (
@@ -36,6 +39,7 @@ from shared.contracts import (
     PeerHelpV1,
 )
 from shared.journey import Transition
+from shared.rules import strict_rules
 
 ENGAGED, AT_RISK, DORMANT, REACTIVATED = "engaged", "at_risk", "dormant", "reactivated"
 STAGES = (ENGAGED, AT_RISK, DORMANT, REACTIVATED)
@@ -72,8 +76,6 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "trial_started": 0.0,
 }
 
-SOURCE = "/services/engagement"
-
 Cohort = Literal["newcomer", "core", "at_risk", "regular"]
 COHORTS: tuple[Cohort, ...] = ("newcomer", "core", "at_risk", "regular")
 
@@ -83,7 +85,7 @@ COHORTS: tuple[Cohort, ...] = ("newcomer", "core", "at_risk", "regular")
 # --------------------------------------------------------------------------------------------
 
 
-@rules_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@strict_rules
 class Rules:
     """Engagement's tunables; a deployment overrides any of them in the [engagement] section
     of FLYWHEEL_RULES_FILE. An unknown key is an error (a typo must not pass silently)."""

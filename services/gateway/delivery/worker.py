@@ -24,8 +24,9 @@ from faststream.kafka.annotations import KafkaMessage
 from services.gateway.delivery import api, fanout
 from services.gateway.delivery.sender import AttemptReport, DeliveryObserver, Sender
 from shared import metrics, telemetry
-from shared.consumer import BatchProcessor, RawRecord
+from shared.consumer import BatchProcessor
 from shared.kafka import consumer_options
+from shared.records import RawRecord
 from shared.service import ConsumingService
 from shared.settings import Settings
 

@@ -1,4 +1,4 @@
--- Merges and erasures (shared/lifecycle.py): the same three tables in every service database
+-- Merges and erasures (shared/lifecycle/): the same three tables in every service database
 -- that applies member.merged.v1 and member.erased.v1. Plumbing shared by every service, like
 -- the inbox and the outbox, in a schema of its own: no service's own state.
 CREATE SCHEMA IF NOT EXISTS lifecycle;
