@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from shared.cloudevents import Envelope, OutgoingRecord
+from shared.eventtime import ClockReading
 from shared.postgres import Connection
 
 
@@ -19,6 +20,9 @@ class UnitOfWork:
         # How an emitted record is finished before it is stored (telemetry adds trace context).
         self.stamp: Callable[[OutgoingRecord], OutgoingRecord] = lambda record: record
         self.duplicates = 0
+        self.clock: ClockReading | None = None
+        """The service clock before and after this unit of work's events (None: the service
+        keeps no clock, e.g. the gateway's read model)."""
 
     async def claim(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
         """Record the events in the inbox; return those not applied before, in order.

@@ -117,8 +117,6 @@ class EventClock:
         if after is not None and after != before:
             await store.store_clock(conn, after)
         late = tuple(
-            e
-            for e in envelopes
-            if before is not None and not is_clock_only(e) and e.time < before
+            e for e in envelopes if before is not None and not is_clock_only(e) and e.time < before
         )
         return ClockReading(before, after, late)

@@ -34,7 +34,13 @@ async def record_progress(
         "    WHEN $4 THEN coalesce(event_clock.caught_up_since, $5::timestamptz)"
         "    ELSE NULL END",
         [
-            (topic, partition, newest.get((topic, partition)), caught_up.get((topic, partition), False), now)
+            (
+                topic,
+                partition,
+                newest.get((topic, partition)),
+                caught_up.get((topic, partition), False),
+                now,
+            )
             for topic, partition in keys
         ],
     )
