@@ -128,7 +128,7 @@ class ServiceInfo:
 def service_info(name: str) -> ServiceInfo:
     """Group and input topics, from the service's own spec (the code that runs it)."""
     if name == "gateway":
-        from services.gateway.runtime import SPEC
+        from services.gateway.bootstrap import SPEC
     elif name == "awareness":
         from services.awareness.__main__ import SPEC
     elif name == "engagement":

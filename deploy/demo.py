@@ -40,7 +40,7 @@ def consumer_groups() -> dict[str, list[str]]:
     from services.advocacy.__main__ import SPEC as ADVOCACY
     from services.awareness.__main__ import SPEC as AWARENESS
     from services.engagement.__main__ import SPEC as ENGAGEMENT
-    from services.gateway.runtime import SPEC as GATEWAY
+    from services.gateway.bootstrap import SPEC as GATEWAY
 
     return {
         spec.consumer_group: [t.name for t in spec.consumes]

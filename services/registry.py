@@ -14,7 +14,7 @@ SPEC_MODULES: dict[str, str] = {
     "awareness": "services.awareness.__main__",
     "engagement": "services.engagement.__main__",
     "advocacy": "services.advocacy.__main__",
-    "gateway": "services.gateway.runtime",
+    "gateway": "services.gateway.bootstrap",
 }
 """Service name -> the module that declares its `SPEC` (what `python -m services.NAME` runs)."""
 

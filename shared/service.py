@@ -22,6 +22,7 @@ import asyncpg
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.subscriber.usecase import LogicSubscriber
 
 from shared import metrics, telemetry
 from shared.consumer import BatchHandler, BatchProcessor
@@ -68,6 +69,44 @@ async def _no_decode(*_: Any) -> None:
     return None
 
 
+def subscribe_batches(
+    broker: KafkaBroker,
+    settings: Settings,
+    *,
+    name: str,
+    consumer_group: str,
+    topics: Sequence[Topic],
+    processor: Callable[[], BatchProcessor | None],
+    consumer_state: metrics.ConsumerState | None = None,
+) -> LogicSubscriber[Any]:
+    """A batch subscriber on `broker` whose batches go to the processor `processor()` returns
+    (it is built at start-up, after the subscriber): offsets are committed only once the
+    batch's transaction committed. `ConsumingService` and the gateway's outbound delivery
+    worker (a second consumer group on the gateway's broker) both subscribe through this."""
+    group = settings.topic_prefix + consumer_group
+    subscriber: LogicSubscriber[Any] = broker.subscriber(
+        *(settings.topic(t.name) for t in topics),
+        group_id=group,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_no_decode,
+        **consumer_options(settings),
+    )
+
+    async def _on_batch(msg: KafkaMessage) -> None:
+        current = processor()
+        assert current is not None, "batch before start-up finished"
+        raw = msg.raw_message
+        records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
+        with (
+            telemetry.consuming(name, group, records),
+            metrics.measuring_batch(name, records, consumer_state),
+        ):
+            await current.process(records)
+
+    subscriber(_on_batch)
+    return subscriber
+
+
 class ConsumingService:
     def __init__(self, spec: ServiceSpec, settings: Settings | None = None) -> None:
         self.spec = spec
@@ -92,25 +131,15 @@ class ConsumingService:
             middlewares=telemetry.broker_middlewares(),
             **producer_options(s),
         )
-        self.subscriber = self.broker.subscriber(
-            *(s.topic(t.name) for t in spec.consumes),
-            group_id=s.topic_prefix + spec.consumer_group,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_no_decode,
-            **consumer_options(s),
+        self.subscriber = subscribe_batches(
+            self.broker,
+            s,
+            name=spec.name,
+            consumer_group=spec.consumer_group,
+            topics=spec.consumes,
+            processor=lambda: self.processor,
+            consumer_state=self.consumer_state,
         )
-        self.subscriber(self._on_batch)
-
-    async def _on_batch(self, msg: KafkaMessage) -> None:
-        assert self.processor is not None, "batch before start-up finished"
-        raw = msg.raw_message
-        records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
-        group = self.settings.topic_prefix + self.spec.consumer_group
-        with (
-            telemetry.consuming(self.spec.name, group, records),
-            metrics.measuring_batch(self.spec.name, records, self.consumer_state),
-        ):
-            await self.processor.process(records)
 
     # ---- lifecycle ------------------------------------------------------------------------
 

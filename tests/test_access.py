@@ -16,8 +16,8 @@ import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
-from services.gateway import auth
-from services.gateway.api import create_app
+from services.gateway.bootstrap import create_app
+from services.gateway.http import auth
 from services.gateway.webhooks import InMemoryWebhookStore, router
 from shared.settings import Settings
 from tests.test_gateway_api import FakeJourney, Readiness, RecordingPublisher, activity, settings
@@ -198,7 +198,7 @@ def test_in_the_deployed_gateway_only_the_intended_routes_are_open() -> None:
     """Every operation of `runtime.build_app` (other routers included) refuses a caller
     without a key, except the ones meant to be open. Nothing is started: the refusal comes
     before any handler or database."""
-    from services.gateway.runtime import build_app
+    from services.gateway.bootstrap import build_app
 
     app = build_app(Settings(api_keys=SPEC, clock_tick_interval_s=0))
     document = app.openapi()

@@ -205,7 +205,7 @@ async def test_replay_refuses_a_running_service_then_rebuilds_it(
 
 @contextlib.asynccontextmanager
 async def _gateway(namespace: Namespace, url: str) -> AsyncIterator[str]:
-    from services.gateway.runtime import build_app
+    from services.gateway.bootstrap import build_app
 
     port = _free_port()
     app = build_app(

@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.gateway.api import create_app
+from services.gateway.bootstrap import create_app
 from services.gateway.delivery import fanout, store
-from services.gateway.delivery.api import router
+from services.gateway.delivery.routes import router
 from services.gateway.delivery.sender import AttemptReport, Sender
 from services.gateway.delivery.signing import generate_secret
-from services.gateway.views import MemberJourney, StageCounts
+from services.gateway.journey.models import MemberJourney, StageCounts
 from shared.cloudevents import OutgoingRecord, decode, derive_event_id, encode
 from shared.contracts import EVENT_TYPES, PEER_HELP, STAGE_CHANGED, PeerHelpV1, StageChangedV1
 from shared.postgres import PLUMBING_MIGRATIONS, migrate
@@ -576,7 +576,7 @@ async def test_deliveries_are_paged_newest_first(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_transition_on_kafka_becomes_a_webhook(namespace: Namespace) -> None:
-    from services.gateway.runtime import build_app
+    from services.gateway.bootstrap import build_app
 
     url = await namespace.create_database("gateway")
     config = namespace.settings(url, clock_tick_interval_s=0, **FAST)

@@ -14,8 +14,8 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from services.gateway.delivery.api import SubscriptionRequest
 from services.gateway.delivery.fanout import DELIVERABLE_TYPES, to_queued
+from services.gateway.delivery.routes import SubscriptionRequest
 from services.gateway.delivery.sender import backoff_s
 from services.gateway.delivery.signing import (
     check_secret,

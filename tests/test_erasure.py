@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
-from services.gateway.identity import mention_pattern
-from services.gateway.runtime import SPEC as GATEWAY
+from services.gateway.bootstrap import SPEC as GATEWAY
+from services.gateway.journey.store import mention_pattern
 from shared.cloudevents import derive_event_id
 from shared.contracts import ActivityV1, Target
 from shared.kafka import consumer_lag

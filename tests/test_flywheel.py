@@ -13,8 +13,8 @@ from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.gateway import flywheel
-from services.gateway.api import create_app
-from services.gateway.runtime import SPEC as GATEWAY
+from services.gateway.bootstrap import SPEC as GATEWAY
+from services.gateway.bootstrap import create_app
 from tests.conftest import Namespace, publish_activities, running
 from tests.factories import T0, activity
 

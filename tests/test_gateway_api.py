@@ -16,12 +16,12 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from fastapi.testclient import TestClient
 
-from services.gateway.api import create_app
-from services.gateway.asyncapi import build_asyncapi
-from services.gateway.intake import body_location, to_records
-from services.gateway.ports import Unavailable
-from services.gateway.publisher import KafkaActivityPublisher
-from services.gateway.views import MemberJourney, StageCounts, StageView, TimelineEntry
+from services.gateway.bootstrap import create_app
+from services.gateway.http.asyncapi import build_asyncapi
+from services.gateway.http.problems import Unavailable
+from services.gateway.ingest.intake import body_location, to_records
+from services.gateway.ingest.publisher import KafkaActivityPublisher
+from services.gateway.journey.models import MemberJourney, StageCounts, StageView, TimelineEntry
 from shared.cloudevents import OutgoingRecord, decode, derive_event_id
 from shared.contracts import EVENT_TYPES, ActivityV1
 from shared.settings import Settings

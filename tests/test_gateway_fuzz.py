@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from services.gateway.api import create_app
+from services.gateway.bootstrap import create_app
 from shared.cloudevents import decode, derive_event_id
 from shared.contracts import KNOWN_KINDS, ActivityV1
 from tests.test_gateway_api import (

@@ -12,9 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from services.gateway import store
-from services.gateway.readmodel import handle_batch
-from services.gateway.runtime import SPEC, build_app
+from services.gateway.bootstrap import SPEC, build_app, handle_batch
+from services.gateway.journey import store
 from shared.cloudevents import Envelope, derive_event_id, encode
 from shared.contracts import STAGE_CHANGED, StageChangedV1
 from shared.postgres import PLUMBING_MIGRATIONS, migrate

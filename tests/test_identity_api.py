@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway import identity
-from services.gateway.api import create_app
+from services.gateway.bootstrap import create_app
 from shared.cloudevents import OutgoingRecord, encode
 from shared.contracts import ACTIVITY, CLOCK_TICK, ClockTickV1
 from tests.factories import T0, activity

@@ -21,8 +21,8 @@ import pytest
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
+from services.gateway.bootstrap import build_app
 from services.gateway.identity import IdentityStore
-from services.gateway.runtime import build_app
 from shared.cloudevents import derive_event_id
 from shared.contracts import ActivityV1, StageChangedV1
 from tests.conftest import Namespace, envelopes, publish_activities, read_topic, running

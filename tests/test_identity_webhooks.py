@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.gateway.runtime import build_app
+from services.gateway.bootstrap import build_app
 from services.gateway.webhooks.signatures import sign_discourse, sign_slack
 from shared.contracts import ActivityV1
 from tests.conftest import Namespace, envelopes

@@ -144,7 +144,7 @@ async def test_readiness_names_what_is_missing(namespace: Namespace) -> None:
 
 @pytest.mark.integration
 async def test_the_gateway_serves_metrics_on_its_http_port(namespace: Namespace) -> None:
-    from services.gateway.runtime import build_app
+    from services.gateway.bootstrap import build_app
 
     url = await namespace.create_database("gateway")
     app = build_app(namespace.settings(url, clock_tick_interval_s=0, api_keys=API_KEYS))

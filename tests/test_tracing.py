@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
-from services.gateway.runtime import build_app
+from services.gateway.bootstrap import build_app
 from shared import telemetry
 from shared.cloudevents import OutgoingRecord, encode
 from shared.contracts import ACTIVITY

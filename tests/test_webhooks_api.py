@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from services.gateway.api import create_app
+from services.gateway.bootstrap import create_app
 from services.gateway.webhooks import InMemoryWebhookStore, WebhookStats, router
 from services.gateway.webhooks.signatures import (
     SignatureError,

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 
-from services.gateway.runtime import build_app
+from services.gateway.bootstrap import build_app
 from services.gateway.webhooks import PgWebhookStore
 from services.gateway.webhooks.signatures import sign_discourse, sign_github
 from shared.cloudevents import derive_event_id

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from services.gateway.webhooks.identity import member_id
 from services.gateway.webhooks.signatures import sign_discourse
+from shared.members import member_id
 from tests.test_webhooks_api import DISCOURSE_SECRET, Hooks, make_hooks, slack_message
 
 FORUM = "https://forum.example.org"

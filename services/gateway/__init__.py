@@ -1,6 +1,9 @@
 """The gateway: community activity in over HTTP (published to `member-activity` as
 CloudEvents), and the journey read model out (projected from `journey-transitions`).
 
-`python -m services.gateway` runs it; `runtime.build_app` wires it; `api.create_app` is the
-HTTP layer alone, with its collaborators passed in (see `ports.py`).
+It is built of feature packages, each owning its routes, SQL, models and its part of a merge
+and an erasure: `ingest`, `webhooks`, `identity`, `journey`, `flywheel`, `delivery`; `http` is
+the plumbing they share; `member_state` composes their parts of merges and erasures;
+`bootstrap` wires them (`SPEC`, `create_app`, `build_app`); `python -m services.gateway` runs
+it under uvicorn.
 """

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from services.gateway.runtime import build_app
+from services.gateway.bootstrap import build_app
 from shared.logs import configure_logging
 from shared.settings import Settings
 

@@ -4,6 +4,9 @@ Every statement is set-based or touches one row, and each works on any connectio
 or a batch's unit of work), so several gateway replicas can share the tables: the sender
 claims a delivery with `FOR UPDATE SKIP LOCKED` and a lease, and only the lease holder may
 record its outcome.
+
+It stays one module: the three tables are one queue (a subscription's deliveries and their
+attempts cascade from it), and the claim, lease and outcome statements must be read together.
 """
 
 from __future__ import annotations

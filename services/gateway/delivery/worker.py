@@ -1,7 +1,8 @@
 """Outbound delivery inside the gateway process: the fan-out consumer and the sender.
 
 The fan-out is a second batch subscriber on the gateway's broker, in its own consumer group
-(`gateway-webhooks`), so the read model and the webhooks keep separate offsets and a read
+(`gateway-webhooks`), subscribed like any service's (`shared.service.subscribe_batches`),
+so the read model and the webhooks keep separate offsets and a read
 model rebuild never re-sends webhooks. It reuses the shared `BatchProcessor` (per-record
 decoding, dead letters, transient retries, one transaction per batch with the inbox) over a
 pool of its own whose search_path resolves `inbox` to `outbound_fanout.inbox`: the read model
@@ -13,21 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import asyncpg
 from fastapi import APIRouter
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 
-from services.gateway.delivery import api, fanout
+from services.gateway.delivery import fanout, routes
 from services.gateway.delivery.sender import AttemptReport, DeliveryObserver, Sender
-from shared import metrics, telemetry
+from shared import metrics
 from shared.consumer import BatchProcessor
-from shared.kafka import consumer_options
-from shared.records import RawRecord
-from shared.service import ConsumingService
+from shared.service import ConsumingService, subscribe_batches
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,11 +36,6 @@ INBOX_SCHEMA = "outbound_fanout"  # created by migrations/003_outbound_subscript
 def metrics_observer(report: AttemptReport) -> None:
     """Deliveries by outcome (delivered, retrying, dead) and latency, per subscription."""
     metrics.record_webhook_delivery(report.subscription_id, report.outcome, report.latency_s)
-
-
-async def _no_decode(*_: Any) -> None:
-    """BatchProcessor decodes record by record, so one bad record cannot fail the batch."""
-    return None
 
 
 class DeliveryWorker:
@@ -63,23 +54,14 @@ class DeliveryWorker:
         self.processor: BatchProcessor | None = None
         self.sender: Sender | None = None
         self._stopping = False
-        s = settings
-        self.subscriber = broker.subscriber(
-            *(s.topic(t.name) for t in fanout.OUTPUT_TOPICS),
-            group_id=s.topic_prefix + CONSUMER_GROUP,
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            decoder=_no_decode,
-            **consumer_options(s),
+        self.subscriber = subscribe_batches(
+            broker,
+            settings,
+            name=NAME,
+            consumer_group=CONSUMER_GROUP,
+            topics=fanout.OUTPUT_TOPICS,
+            processor=lambda: self.processor,
         )
-        self.subscriber(self._on_batch)
-
-    async def _on_batch(self, msg: KafkaMessage) -> None:
-        assert self.processor is not None, "batch before start-up finished"
-        raw = msg.raw_message
-        records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
-        group = self.settings.topic_prefix + CONSUMER_GROUP
-        with telemetry.consuming(NAME, group, records), metrics.measuring_batch(NAME, records):
-            await self.processor.process(records)
 
     def _committed(self) -> None:
         """A batch committed: deliveries to send, maybe dead letters for the relay."""
@@ -136,7 +118,7 @@ class DeliveryWorker:
                 self.pool.terminate()
 
     def router(self) -> APIRouter:
-        return api.router(lambda: self.pool, wake_sender=self._wake_sender)
+        return routes.router(lambda: self.pool, wake_sender=self._wake_sender)
 
     def _wake_sender(self) -> None:
         if self.sender is not None:

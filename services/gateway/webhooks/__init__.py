@@ -2,12 +2,14 @@
 
 Each platform's delivery is authenticated by its own signature over the raw body
 (`signatures.py`), mapped to `community.activity.v1` by a pure function per platform
-(`github.py`, `discourse.py`, `slack.py`, with member ids from `identity.py`), recognised
-when it is a redelivery (`store.py`, the gateway's own database) and published like any
-activity (`router.py`).
+(`github.py`, `discourse.py`, `slack.py` over `mapping.py`, with member ids from
+`shared.members`), recognised when it is a redelivery (`store.py`, the gateway's own
+database, which also keeps who started a thread and forgets them on erasure) and published
+like any activity (`receiver.py`, behind `routes.py`; counters in `stats.py`).
 """
 
-from services.gateway.webhooks.router import WebhookStats, router
+from services.gateway.webhooks.routes import router
+from services.gateway.webhooks.stats import WebhookStats
 from services.gateway.webhooks.store import InMemoryWebhookStore, PgWebhookStore, WebhookStore
 
 __all__ = ["InMemoryWebhookStore", "PgWebhookStore", "WebhookStats", "WebhookStore", "router"]

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from services.gateway.problems import json_pointer
-from services.gateway.webhooks.identity import IdentityError, member_id
+from services.gateway.http.problems import json_pointer
 from shared.contracts import ActivityV1, Actor, Target
+from shared.members import IdentityError, member_id
 
 TEXT_EXCERPT_CHARS = 500
 """How much of a post's text travels in `properties.text` (awareness reads it for intent)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from services.gateway.webhooks.identity import IdentityError, member_id
 from services.gateway.webhooks.mapping import (
     Delivery,
     Fields,
@@ -24,6 +23,7 @@ from services.gateway.webhooks.mapping import (
     target,
 )
 from shared.contracts import ActivityV1, Actor
+from shared.members import IdentityError, member_id
 
 SOURCE = "slack"
 COUNTED_MESSAGE_SUBTYPES = frozenset({None, "thread_broadcast", "file_share", "bot_message"})

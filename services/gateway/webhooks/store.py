@@ -6,8 +6,8 @@ from the platform objects, so that second publication (or two replicas racing on
 delivery) carries the same ids and consumers drop it. Deliveries are forgotten after
 `inbound_webhook_dedupe_days`; thread authors are kept (a reply can come years later).
 
-Both stores raise `Unavailable` when they cannot answer; the router then carries on without
-them (see router.py).
+Both stores raise `Unavailable` when they cannot answer; the receiver then carries on
+without them (see receiver.py). `erase_members` is the webhooks' part of an erasure.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 import asyncpg
 
-from services.gateway.ports import Unavailable
-from shared.postgres import TRANSIENT_DB_ERRORS
+from services.gateway.http.problems import Unavailable
+from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +168,12 @@ class PgWebhookStore:
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
         return {r["thread_id"]: r["author_member_id"] for r in rows}
+
+
+async def erase_members(conn: Connection, ids: Collection[str], at: datetime) -> None:
+    """Inbound webhooks remember who started a thread, to credit later replies: forget the
+    erased members' threads (composed in services/gateway/member_state.py)."""
+    await conn.execute(
+        "DELETE FROM webhook_thread_authors WHERE author_member_id = ANY($1::text[])",
+        sorted(ids),
+    )

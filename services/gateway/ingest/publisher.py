@@ -1,17 +1,21 @@
-"""Publishing accepted activities to Kafka through the service's FastStream broker."""
+"""Publishing accepted activities to Kafka through the service's FastStream broker.
+
+`ActivityPublisher` is what the routes that publish (ingest, webhooks) depend on, so tests
+drive them with in-memory fakes; identity's `GuardedPublisher` wraps the real one."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 
-from services.gateway.ports import Unavailable
+from services.gateway.http.problems import Unavailable
 from shared import metrics
 from shared.cloudevents import OutgoingRecord
 
@@ -19,6 +23,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PUBLISH_TIMEOUT_S = 10.0
 """Bound on one request's wait for acks; aiokafka alone would wait request_timeout_ms (30 s)."""
+
+
+class ActivityPublisher(Protocol):
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        """Return only once the broker has acknowledged every record (acks=all).
+
+        Raise `Unavailable` when it cannot; some records may then be written anyway, which is
+        harmless: their event ids are derived from the activity, so a retry re-sends the very
+        same events and consumers drop the duplicates.
+        """
+        ...
+
 
 _BROKER_FAULTS: tuple[type[BaseException], ...] = (KafkaError, IncorrectState, OSError)
 

@@ -1,54 +1,23 @@
-"""Flywheel figures: does the community turn people into advocates who bring the next people in?
+"""The flywheel's SQL: the facts it keeps besides the journey (referral acquisitions, peer
+help, questions asked, churn-risk signals), each from the event that states it; the figures
+computed over them and the journey tables; and what a merge and an erasure do to its tables.
 
-The read model keeps a few facts besides the journey transitions (referral acquisitions, peer
-help, questions asked, churn-risk signals), each from the event that states it, and
-`GET /v1/flywheel?from=&to=` computes the figures over an event-time window. Formulas are in
-each field's description (and so in the OpenAPI document).
+`flywheel_report` stays one function: its queries share one window clause and one connection,
+and read best top to bottom next to the report they fill.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Annotated
 
-import asyncpg
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
-
-from services.gateway import auth
-from services.gateway.ports import Unavailable
-from services.gateway.problems import TYPE_PREFIX, ProblemError
+from services.gateway.flywheel.models import Conversion, FlywheelReport, TimeInStage
+from services.gateway.flywheel.rules import FUNNEL, is_question, share
+from shared import lifecycle
 from shared.cloudevents import Envelope
 from shared.contracts import ActivityV1, ChurnRiskV1, MemberAcquiredV1, PeerHelpV1
-from shared.postgres import TRANSIENT_DB_ERRORS, Connection
+from shared.postgres import Connection
 from shared.uow import UnitOfWork
-
-INVALID_WINDOW = TYPE_PREFIX + "invalid-window"
-
-# (from dimension, from stage) -> (to dimension, to stages): the funnel the flywheel runs on.
-# A visitor converts under its own id as `merged` (it signed up as a member id) or `member`.
-FUNNEL: tuple[tuple[tuple[str, str], tuple[str, tuple[str, ...]]], ...] = (
-    (("awareness", "visitor"), ("awareness", ("member", "merged"))),
-    (("awareness", "member"), ("engagement", ("engaged",))),
-    (("engagement", "engaged"), ("advocacy", ("advocate",))),
-    (("advocacy", "advocate"), ("advocacy", ("champion",))),
-    (("awareness", "member"), ("awareness", ("customer",))),
-    (("engagement", "at_risk"), ("engagement", ("reactivated",))),
-)
-
-
-def is_question(activity: ActivityV1) -> bool:
-    """A thread that asks something: flagged by the source, or a title or text ending in '?'."""
-    if activity.kind != "post":
-        return False
-    if activity.properties.get("question") is True:
-        return True
-    texts = (
-        activity.target.thread_title if activity.target else None,
-        activity.properties.get("text"),
-    )
-    return any(isinstance(t, str) and t.rstrip().endswith("?") for t in texts)
 
 
 async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
@@ -99,63 +68,6 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
             [r.member_id for _, r in risks],
             [r.occurred_at for _, r in risks],
         )
-
-
-class Conversion(BaseModel):
-    from_dimension: str
-    from_stage: str
-    to_dimension: str
-    to_stage: str
-    entered: int = Field(description="Members who entered the first stage within the window.")
-    converted: int = Field(
-        description="Of those, members who reached the second stage after it, before `to`."
-    )
-    rate: float | None = Field(description="converted / entered (null when none entered).")
-
-
-class TimeInStage(BaseModel):
-    dimension: str
-    stage: str
-    left: int = Field(description="Members who left the stage within the window.")
-    median_days: float = Field(
-        description="Median of (time of leaving - time of entering) over those members."
-    )
-
-
-class FlywheelReport(BaseModel):
-    window_from: datetime | None
-    window_to: datetime | None
-    members_per_stage: dict[str, dict[str, int]] = Field(
-        description="Current stage counts per dimension (not windowed)."
-    )
-    entered_per_stage: dict[str, dict[str, int]] = Field(
-        description="Members who entered each stage within the window."
-    )
-    conversions: list[Conversion]
-    time_in_stage: list[TimeInStage]
-    new_members: int = Field(description="visitor/none -> member transitions in the window.")
-    new_members_via_referral: int = Field(
-        description="member.acquired.v1 (via referral) events in the window."
-    )
-    referral_share: float | None = Field(
-        description="new_members_via_referral / new_members: the loop's strength."
-    )
-    peer_help: int = Field(description="signal.peer_help.v1 events in the window.")
-    peer_help_accepted: int = Field(description="Of those, accepted answers.")
-    questions: int = Field(
-        description="Questions asked in the window (posts flagged `question` or ending in ?)."
-    )
-    questions_answered_by_peers: int = Field(
-        description="Of those, questions whose thread got peer help from another member "
-        "before `to`."
-    )
-    peer_answer_share: float | None = Field(description="questions_answered_by_peers / questions.")
-    churn_risk_signals: int = Field(description="signal.churn_risk.v1 events in the window.")
-    at_risk_now: int = Field(description="Members currently at_risk.")
-
-
-def _share(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
 
 
 async def flywheel_report(
@@ -212,7 +124,7 @@ async def flywheel_report(
                 to_stage=ts[0],
                 entered=row["entered"],
                 converted=row["converted"],
-                rate=_share(row["converted"], row["entered"]),
+                rate=share(row["converted"], row["entered"]),
             )
         )
 
@@ -285,55 +197,64 @@ async def flywheel_report(
         time_in_stage=time_in_stage,
         new_members=new_members,
         new_members_via_referral=via_referral,
-        referral_share=_share(via_referral, new_members),
+        referral_share=share(via_referral, new_members),
         peer_help=help_row["n"],
         peer_help_accepted=help_row["accepted"],
         questions=question_row["n"],
         questions_answered_by_peers=question_row["answered"],
-        peer_answer_share=_share(question_row["answered"], question_row["n"]),
+        peer_answer_share=share(question_row["answered"], question_row["n"]),
         churn_risk_signals=churn,
         at_risk_now=at_risk,
     )
 
 
-def router(pool: Callable[[], asyncpg.Pool | None]) -> APIRouter:
-    routes = APIRouter(tags=["journey"])
+# --------------------------------------------------------------------------------------------
+# the flywheel's part of a merge and an erasure (composed in services/gateway/member_state.py)
+# --------------------------------------------------------------------------------------------
 
-    @routes.get(
-        "/v1/flywheel",
-        dependencies=[auth.require("read")],
-        summary="Is the flywheel turning?",
-        description="Stage counts, stage-to-stage conversion, median time in stage, the "
-        "share of new members who came through a member's referral, peer help and the share "
-        "of questions answered by peers, and churn risk, over an event-time window "
-        "[from, to). Both bounds are optional.",
-        response_model=FlywheelReport,
+
+async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
+    """B's flywheel facts are A's now; one acquisition per person (the survivor's own, if it
+    has one), and no referral of oneself."""
+    for sql in (
+        # one acquisition per person: the survivor's own, if it has one
+        "DELETE FROM flywheel_acquisitions WHERE member_id = $2"
+        " AND EXISTS (SELECT 1 FROM flywheel_acquisitions WHERE member_id = $1)",
+        "UPDATE flywheel_acquisitions SET member_id = $1 WHERE member_id = $2",
+        "UPDATE flywheel_acquisitions SET referrer_member_id = $1 WHERE referrer_member_id = $2",
+        "UPDATE flywheel_peer_help SET helper_member_id = $1 WHERE helper_member_id = $2",
+        "UPDATE flywheel_peer_help SET helped_member_id = $1 WHERE helped_member_id = $2",
+        "UPDATE flywheel_questions SET member_id = $1 WHERE member_id = $2",
+        "UPDATE flywheel_churn_risk SET member_id = $1 WHERE member_id = $2",
+    ):
+        await conn.execute(sql, survivor, merged)
+    # B referred A, or A referred B: no referral of oneself
+    await conn.execute(
+        "DELETE FROM flywheel_acquisitions WHERE member_id = $1 AND referrer_member_id = $1",
+        survivor,
     )
-    async def flywheel(
-        start: Annotated[
-            datetime | None, Query(alias="from", description="Window start (ISO 8601).")
-        ] = None,
-        end: Annotated[
-            datetime | None, Query(alias="to", description="Window end (ISO 8601).")
-        ] = None,
-    ) -> FlywheelReport:
-        for name, value in (("from", start), ("to", end)):
-            if value is not None and value.tzinfo is None:
-                raise ProblemError(
-                    422,
-                    INVALID_WINDOW,
-                    "Invalid window",
-                    f"`{name}` needs a time zone, e.g. 2026-11-01T00:00:00Z",
-                )
-        if start and end and start >= end:
-            raise ProblemError(422, INVALID_WINDOW, "Invalid window", "`from` must be before `to`")
-        current = pool()
-        if current is None:
-            raise Unavailable("database", "the read model is starting")
-        try:
-            async with current.acquire() as conn:
-                return await flywheel_report(conn, start, end)
-        except TRANSIENT_DB_ERRORS as exc:
-            raise Unavailable("database", f"the read model's database: {exc}") from exc
 
-    return routes
+
+async def erase_members(conn: Connection, ids: Collection[str], at: datetime) -> None:
+    """Delete the members' facts; where someone else's fact names one of them (a referrer, a
+    helped member), put `lifecycle.ERASED` in its place."""
+    members = sorted(ids)
+    for sql in (
+        "DELETE FROM flywheel_acquisitions WHERE member_id = ANY($1::text[])",
+        "DELETE FROM flywheel_peer_help WHERE helper_member_id = ANY($1::text[])",
+        "DELETE FROM flywheel_questions WHERE member_id = ANY($1::text[])",
+        "DELETE FROM flywheel_churn_risk WHERE member_id = ANY($1::text[])",
+    ):
+        await conn.execute(sql, members)
+    await conn.execute(
+        "UPDATE flywheel_acquisitions SET referrer_member_id = $2"
+        " WHERE referrer_member_id = ANY($1::text[])",
+        members,
+        lifecycle.ERASED,
+    )
+    await conn.execute(
+        "UPDATE flywheel_peer_help SET helped_member_id = $2"
+        " WHERE helped_member_id = ANY($1::text[])",
+        members,
+        lifecycle.ERASED,
+    )

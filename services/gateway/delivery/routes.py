@@ -15,13 +15,12 @@ from fastapi.params import Depends
 from pydantic import AfterValidator, AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from services.gateway import auth
 from services.gateway.delivery import store
 from services.gateway.delivery.fanout import DELIVERABLE_TYPES
 from services.gateway.delivery.signing import check_secret, generate_secret
-from services.gateway.ports import Unavailable
-from services.gateway.problems import PROBLEM_JSON, TYPE_PREFIX, ProblemError
-from services.gateway.views import Problem
+from services.gateway.http import auth
+from services.gateway.http.problems import PROBLEM_JSON, TYPE_PREFIX, ProblemError, Unavailable
+from services.gateway.http.views import Problem
 from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 
 SUBSCRIPTION_NOT_FOUND = TYPE_PREFIX + "subscription-not-found"

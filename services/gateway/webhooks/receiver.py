@@ -1,4 +1,4 @@
-"""POST /v1/webhooks/{github,discourse,slack}, and GET /v1/webhooks/stats.
+"""The shared receiver of platform webhook deliveries (the routes are `routes.py`).
 
 For every delivery, in this order:
 
@@ -17,32 +17,33 @@ The delivery store is an optimisation, not what makes redeliveries harmless: the
 event ids are derived from the platform objects, so the same delivery published twice (the
 store down, two replicas racing) carries the same ids and consumers drop the copy. When the
 store is unavailable the router therefore publishes anyway, and says so in the log.
+
+It stays one module: the steps above are one sequence over one delivery, each platform's
+envelope method feeding the same `_process`, and reading them apart would hide the order.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.responses import JSONResponse
 
-from services.gateway import auth, intake
-from services.gateway.ports import ActivityPublisher, Unavailable
-from services.gateway.problems import (
+from services.gateway.http.problems import (
     MALFORMED_BODY,
-    PROBLEM_JSON,
     TYPE_PREFIX,
     ProblemError,
+    Unavailable,
     json_pointer,
 )
-from services.gateway.views import FieldError, Problem
+from services.gateway.http.views import FieldError
+from services.gateway.ingest import intake
+from services.gateway.ingest.publisher import ActivityPublisher
 from services.gateway.webhooks.discourse import map_discourse
 from services.gateway.webhooks.github import map_github
 from services.gateway.webhooks.mapping import Delivery, Malformed, Mapped, web_url
@@ -53,6 +54,7 @@ from services.gateway.webhooks.signatures import (
     verify_slack,
 )
 from services.gateway.webhooks.slack import map_slack
+from services.gateway.webhooks.stats import Clock, WebhookStats
 from services.gateway.webhooks.store import WebhookStore
 from shared.contracts import ActivityV1
 from shared.settings import Settings
@@ -63,10 +65,8 @@ NOT_CONFIGURED = TYPE_PREFIX + "webhook-not-configured"
 BAD_SIGNATURE = TYPE_PREFIX + "webhook-signature"
 UNMAPPABLE = TYPE_PREFIX + "webhook-unmappable"
 
-Clock = Callable[[], datetime]
 Resolver = Callable[[str, list[ActivityV1]], Awaitable[list[ActivityV1]]]
 """(platform, mapped activities) -> the same activities with member ids from the identities."""
-Outcome = Literal["accepted", "ignored", "duplicate", "rejected", "malformed", "unavailable"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=\-]{0,127}$")
@@ -75,13 +75,6 @@ _SECRETS = {
     "discourse": ("discourse_webhook_secret", "FLYWHEEL_DISCOURSE_WEBHOOK_SECRET"),
     "slack": ("slack_signing_secret", "FLYWHEEL_SLACK_SIGNING_SECRET"),
 }
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-# --- what the endpoints answer -----------------------------------------------------------------
 
 
 class WebhookReceipt(BaseModel):
@@ -97,194 +90,13 @@ class WebhookReceipt(BaseModel):
     reason: str | None = Field(default=None, description="Why nothing was published.")
 
 
-class WebhookStatsView(BaseModel):
-    """Deliveries this gateway process handled since it started, per source and event."""
-
-    since: datetime
-    sources: dict[str, dict[str, dict[str, int]]] = Field(
-        description="source -> event -> outcome (accepted, ignored, duplicate, rejected, "
-        "malformed, unavailable) -> deliveries. Rejected deliveries (bad signature) are "
-        "counted under event `-`: their event name is not trusted."
-    )
-
-
-class WebhookStats:
-    """Counters per source, event and outcome, in memory (per process, since its start)."""
-
-    def __init__(self, clock: Clock = _utcnow) -> None:
-        self.since = clock()
-        self._counts: defaultdict[str, defaultdict[str, Counter[str]]] = defaultdict(
-            lambda: defaultdict(Counter)
-        )
-
-    def count(self, source: str, event: str, outcome: Outcome) -> None:
-        self._counts[source][event][outcome] += 1
-
-    def get(self, source: str, event: str, outcome: Outcome) -> int:
-        events = self._counts.get(source)
-        outcomes = events.get(event) if events is not None else None
-        return outcomes[outcome] if outcomes is not None else 0
-
-    def view(self) -> WebhookStatsView:
-        return WebhookStatsView(
-            since=self.since,
-            sources={
-                source: {event: dict(outcomes) for event, outcomes in sorted(events.items())}
-                for source, events in sorted(self._counts.items())
-            },
-        )
-
-
 def _receipt(status: int, receipt: WebhookReceipt) -> JSONResponse:
     return JSONResponse(receipt.model_dump(mode="json", exclude_none=True), status_code=status)
 
 
-def _problem_doc(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "model": Problem,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
+class Receiver:
+    """The shared receiver: every platform's delivery through the same steps (module doc)."""
 
-
-def _doc(headers: Sequence[tuple[str, str]], body: str) -> dict[str, Any]:
-    """The operation's OpenAPI: no API key (the signature is the credential), the headers
-    the platform sends, a JSON body."""
-    return {
-        **auth.PUBLIC,
-        "parameters": [
-            {
-                "name": name,
-                "in": "header",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": description,
-            }
-            for name, description in headers
-        ],
-        "requestBody": {
-            "required": True,
-            "description": body,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
-    }
-
-
-_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": WebhookReceipt, "description": "Acknowledged: ignored, or a duplicate."},
-    202: {"model": WebhookReceipt, "description": "Published (acknowledged by the broker)."},
-    400: _problem_doc("Not JSON, or a mapped event without a field its mapping needs."),
-    401: _problem_doc("The signature is missing or does not match (or a stale Slack timestamp)."),
-    404: _problem_doc("This platform's secret is not configured on this gateway."),
-    413: _problem_doc("The body is too large."),
-    503: _problem_doc("The broker did not take the activities; the platform should retry."),
-}
-
-
-# --- the router --------------------------------------------------------------------------------
-
-
-def router(
-    *,
-    publisher: ActivityPublisher,
-    store: WebhookStore,
-    settings: Settings,
-    clock: Clock = _utcnow,
-    stats: WebhookStats | None = None,
-    resolve: Resolver | None = None,
-) -> APIRouter:
-    """The webhook endpoints, publishing through `publisher`, remembering in `store`;
-    `resolve` turns the mappers' derived member ids into the identity table's (the gateway's
-    `IdentityStore.resolve_activities`; without it, the derived ids are published)."""
-    receiver = _Receiver(publisher, store, settings, clock, stats or WebhookStats(clock))
-    receiver.resolve = resolve
-    routes = APIRouter(tags=["webhooks"])
-
-    @routes.post(
-        "/v1/webhooks/github",
-        summary="GitHub webhook deliveries",
-        description="Issues, comments, pull requests and reviews, discussions, stars, forks, "
-        "releases and collaborators, as activities (`source: github`). Authenticated by "
-        "`X-Hub-Signature-256` with FLYWHEEL_GITHUB_WEBHOOK_SECRET; redeliveries (same "
-        "`X-GitHub-Delivery`) are published once. Content type JSON or form (`payload=`).",
-        responses=_RESPONSES,
-        openapi_extra=_doc(
-            [
-                ("X-Hub-Signature-256", "`sha256=` + hex HMAC-SHA256 of the raw body."),
-                ("X-GitHub-Event", "The event name, e.g. `issues`."),
-                ("X-GitHub-Delivery", "The delivery's GUID (kept on redelivery)."),
-            ],
-            "The event's payload, as GitHub sends it.",
-        ),
-    )
-    async def github(request: Request) -> JSONResponse:
-        return await receiver.github(request)
-
-    @routes.post(
-        "/v1/webhooks/discourse",
-        summary="Discourse webhook deliveries",
-        description="Topics, replies, likes, sign-ups and accepted solutions (solved plugin) "
-        "as activities (`source: discourse`). Authenticated by `X-Discourse-Event-Signature` "
-        "with FLYWHEEL_DISCOURSE_WEBHOOK_SECRET; redeliveries (same `X-Discourse-Event-Id`) "
-        "are published once.",
-        responses=_RESPONSES,
-        openapi_extra=_doc(
-            [
-                ("X-Discourse-Event-Signature", "`sha256=` + hex HMAC-SHA256 of the raw body."),
-                ("X-Discourse-Event-Type", "The payload's type: topic, post, user, like, ..."),
-                ("X-Discourse-Event", "The event, e.g. `post_created`."),
-                ("X-Discourse-Event-Id", "The delivery's id (kept on redelivery)."),
-            ],
-            "`{<event type>: <payload>}`, as Discourse sends it.",
-        ),
-    )
-    async def discourse(request: Request) -> JSONResponse:
-        return await receiver.discourse(request)
-
-    @routes.post(
-        "/v1/webhooks/slack",
-        summary="Slack Events API deliveries",
-        description="Messages, thread replies, reactions, channel joins and workspace "
-        "sign-ups as activities (`source: slack`). Authenticated by Slack's v0 signature "
-        "(`X-Slack-Signature` over `v0:{X-Slack-Request-Timestamp}:{body}`, the timestamp "
-        "within five minutes) with FLYWHEEL_SLACK_SIGNING_SECRET. Answers the "
-        "`url_verification` challenge once the signature checks; retries (same `event_id`) "
-        "are published once.",
-        responses={
-            **_RESPONSES,
-            200: {
-                "description": 'A receipt, or `{"challenge": ...}` for url_verification.',
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            },
-        },
-        openapi_extra=_doc(
-            [
-                ("X-Slack-Signature", "`v0=` + hex HMAC-SHA256 of `v0:{timestamp}:{body}`."),
-                ("X-Slack-Request-Timestamp", "Unix seconds; at most five minutes off."),
-            ],
-            "An Events API envelope (`event_callback` or `url_verification`).",
-        ),
-    )
-    async def slack(request: Request) -> JSONResponse:
-        return await receiver.slack(request)
-
-    @routes.get(
-        "/v1/webhooks/stats",
-        summary="Webhook deliveries by source, event and outcome",
-        description="What this process did with each platform's deliveries since it started: "
-        "which events are published, which are ignored (not mapped), duplicates, and "
-        "deliveries refused. Needs the `admin` scope.",
-        response_model=WebhookStatsView,
-        dependencies=[auth.require("admin")],
-        responses={**auth.RESPONSES},
-    )
-    async def webhook_stats() -> WebhookStatsView:
-        return receiver.stats.view()
-
-    return routes
-
-
-class _Receiver:
     def __init__(
         self,
         publisher: ActivityPublisher,
@@ -470,7 +282,7 @@ class _Receiver:
                 ),
             )
         activities = mapped.activities
-        if self.resolve is not None:  # one member per person: services/gateway/identity.py
+        if self.resolve is not None:  # one member per person: services/gateway/identity/
             activities = await self.resolve(source, activities)
         activities, started = await self._with_thread_authors(source, activities)
         records = intake.to_records(activities, batch=True)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from pydantic import Field, ValidationError
 
-from services.gateway.problems import (
+from services.gateway.http.problems import (
     BODY_TOO_LARGE,
     INVALID_ACTIVITY,
     MALFORMED_BODY,
@@ -21,11 +21,11 @@ from services.gateway.problems import (
     ProblemError,
     json_pointer,
 )
-from services.gateway.views import FieldError
-from shared.cloudevents import OutgoingRecord, derive_event_id, encode
+from services.gateway.http.views import FieldError
+from shared.cloudevents import OutgoingRecord, derive_event_id, encode, source_of
 from shared.contracts import ACTIVITY, ActivityV1, Contract
 
-SOURCE = "/gateway"
+SOURCE = source_of("gateway")
 MAX_RECORD_BYTES = 1_000_000
 """Below the producer's max_request_size and the broker's message.max.bytes (both ~1 MiB):
 an activity over it is refused up front rather than failing half-way through a batch."""

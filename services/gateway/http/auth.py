@@ -25,8 +25,8 @@ from fastapi import Depends, FastAPI, Request, Security, params
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from services.gateway.problems import PROBLEM_JSON, TYPE_PREFIX, ProblemError
-from services.gateway.views import Problem
+from services.gateway.http.problems import PROBLEM_JSON, TYPE_PREFIX, ProblemError
+from services.gateway.http.views import Problem
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,18 +1,20 @@
-"""The journey read model's SQL: set-based writes (one statement per table per batch) and
-the reads behind GET /v1/members/{id}/journey and GET /v1/stages."""
+"""The journey read model's SQL: set-based writes (one statement per table per batch), the
+reads behind GET /v1/members/{id}/journey and GET /v1/stages, and what a merge and an erasure
+do to `journey_transitions` and `member_stages`."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import get_args
+from typing import Protocol, get_args
 
 import asyncpg
 
-from services.gateway.ports import Unavailable
-from services.gateway.views import MemberJourney, StageCounts, StageView, TimelineEntry
+from services.gateway.http.problems import Unavailable
+from services.gateway.journey.models import MemberJourney, StageCounts, StageView, TimelineEntry
 from shared import lifecycle
 from shared.contracts import Dimension
 from shared.postgres import TRANSIENT_DB_ERRORS, Connection
@@ -127,6 +129,14 @@ async def fetch_stage_counts(conn: Connection) -> StageCounts:
     return StageCounts(members=members or 0, dimensions=dimensions)
 
 
+class JourneyReader(Protocol):
+    async def member_journey(self, member_id: str) -> MemberJourney | None:
+        """The member's current stages and timeline; None if no transition is known."""
+        ...
+
+    async def stage_counts(self) -> StageCounts: ...
+
+
 class PgJourneyStore:
     """The JourneyReader over the gateway's database; the pool appears at start-up."""
 
@@ -154,3 +164,50 @@ class PgJourneyStore:
                 return await fetch_stage_counts(conn)
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# the journey's part of a merge and an erasure (composed in services/gateway/member_state.py)
+# --------------------------------------------------------------------------------------------
+
+
+async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
+    """B's journey is A's now. A's current stage in a dimension stays (the stage service sends
+    A's re-judged stage as a transition); where A has none, B's becomes A's."""
+    for sql in (
+        "UPDATE journey_transitions SET member_id = $1 WHERE member_id = $2",
+        "INSERT INTO member_stages (member_id, dimension, stage, since, score, event_id)"
+        " SELECT $1, dimension, stage, since, score, event_id FROM member_stages"
+        " WHERE member_id = $2 ON CONFLICT (member_id, dimension) DO NOTHING",
+        "DELETE FROM member_stages WHERE member_id = $2 AND $1 <> $2",
+    ):
+        await conn.execute(sql, survivor, merged)
+
+
+_ID_CHARS = r"A-Za-z0-9._:@/+=\-"
+
+
+def mention_pattern(member_id: str) -> str:
+    """A PostgreSQL regular expression matching the id as a whole word (not `m-1` in `m-12`,
+    but `m-1` in "referred by m-1."), as `lifecycle.scrub` does for new events."""
+    end = f"(?:$|[^{_ID_CHARS}])"
+    return f"(?<![{_ID_CHARS}]){re.escape(member_id)}(?={end}|[._:@/+=\\-]+{end})"
+
+
+async def erase_members(conn: Connection, ids: Collection[str], at: datetime) -> None:
+    """Delete the members' journeys; where someone else's transition names one of them in its
+    reason ("referred by ..."), put `lifecycle.ERASED` in its place."""
+    members = sorted(ids)
+    for sql in (
+        "DELETE FROM journey_transitions WHERE member_id = ANY($1::text[])",
+        "DELETE FROM member_stages WHERE member_id = ANY($1::text[])",
+    ):
+        await conn.execute(sql, members)
+    for member in members:  # others' reasons that name them ("referred by ...")
+        await conn.execute(
+            "UPDATE journey_transitions SET reason = regexp_replace(reason, $1, $2, 'g')"
+            " WHERE strpos(reason, $3) > 0",
+            mention_pattern(member),
+            lifecycle.ERASED,
+            member,
+        )

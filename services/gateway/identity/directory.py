@@ -15,230 +15,50 @@ and every verified email of a person, each pointing at one member id:
   facts and the identities of the member and every id merged into it, blocks those identities
   (kept as hashes) and publishes `member.erased.v1`, on which every service does the same.
 
-Merge and erasure events are written to the gateway's outbox in the same transaction as the
-identity tables, so a crash can neither lose one nor publish one that did not happen.
+`IdentityStore` runs them, each in one transaction: what a merge or an erasure does to every
+feature's tables is `member_state` (imported as a module and read at call time: it imports
+this package's `store`). Merge and erasure events are written to the gateway's outbox in the
+same transaction as the identity tables, so a crash can neither lose one nor publish one that
+did not happen.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import re
-from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Body
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import JSONResponse
 
-from services.gateway import auth
-from services.gateway.ports import ActivityPublisher, Unavailable
-from services.gateway.problems import PROBLEM_JSON, TYPE_PREFIX, ProblemError
-from services.gateway.views import Problem
-from shared import lifecycle, metrics
-from shared.cloudevents import OutgoingRecord, derive_event_id, encode, header_map
+from services.gateway import member_state
+from services.gateway.http.problems import TYPE_PREFIX, ProblemError, Unavailable
+from services.gateway.identity.models import Erased, IdentityView, Linked, MemberIdentities
+from services.gateway.identity.rules import (
+    email_hash,
+    hashes_to_check,
+    identity_hash,
+    normalize_email,
+    now,
+)
+from shared import lifecycle
+from shared.cloudevents import OutgoingRecord, derive_event_id, encode, source_of
 from shared.contracts import (
-    ACTIVITY,
     MEMBER_ERASED,
     MEMBER_MERGED,
     ActivityV1,
-    Identifier,
     MemberErasedV1,
     MemberMergedV1,
-    Platform,
 )
+from shared.members import derived_member_id
 from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 from shared.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-SOURCE = "/gateway"
+SOURCE = source_of("gateway")
 MEMBER_ERASED_PROBLEM = TYPE_PREFIX + "member-erased"
 IDENTITY_BLOCKED = TYPE_PREFIX + "identity-blocked"
 _LOCK = 7277005  # serialises identity writes: links and merges are rare, and must not race
-
-
-# --------------------------------------------------------------------------------------------
-# names and hashes
-# --------------------------------------------------------------------------------------------
-
-
-def derived_member_id(platform: str, platform_user_id: str) -> str:
-    """The member id of an identity never linked to anyone: `<platform>:<user id>`, the id
-    the webhook mappers have always derived (so nothing already published changes)."""
-    return f"{platform}:{platform_user_id}"
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
-
-
-def identity_hash(platform: str, platform_user_id: str) -> str:
-    """A blocked identity, remembered without the identity itself."""
-    return hashlib.sha256(
-        f"flywheel:identity\x1f{platform}\x1f{platform_user_id}".encode()
-    ).hexdigest()
-
-
-def email_hash(email: str) -> str:
-    return hashlib.sha256(f"flywheel:email\x1f{normalize_email(email)}".encode()).hexdigest()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-# --------------------------------------------------------------------------------------------
-# what a merge and an erasure do to the gateway's tables (the consumer uses these too)
-# --------------------------------------------------------------------------------------------
-
-
-async def merge_gateway_state(conn: Connection, survivor: str, merged: str) -> None:
-    """B's identities, journey and flywheel facts are A's now. A's current stage in a
-    dimension stays (the stage service sends A's re-judged stage as a transition); where A has
-    none, B's becomes A's."""
-    for sql in (
-        "UPDATE identities SET member_id = $1 WHERE member_id = $2",
-        "UPDATE identity_emails SET member_id = $1 WHERE member_id = $2",
-        "UPDATE journey_transitions SET member_id = $1 WHERE member_id = $2",
-        "INSERT INTO member_stages (member_id, dimension, stage, since, score, event_id)"
-        " SELECT $1, dimension, stage, since, score, event_id FROM member_stages"
-        " WHERE member_id = $2 ON CONFLICT (member_id, dimension) DO NOTHING",
-        "DELETE FROM member_stages WHERE member_id = $2 AND $1 <> $2",
-        # one acquisition per person: the survivor's own, if it has one
-        "DELETE FROM flywheel_acquisitions WHERE member_id = $2"
-        " AND EXISTS (SELECT 1 FROM flywheel_acquisitions WHERE member_id = $1)",
-        "UPDATE flywheel_acquisitions SET member_id = $1 WHERE member_id = $2",
-        "UPDATE flywheel_acquisitions SET referrer_member_id = $1 WHERE referrer_member_id = $2",
-        "UPDATE flywheel_peer_help SET helper_member_id = $1 WHERE helper_member_id = $2",
-        "UPDATE flywheel_peer_help SET helped_member_id = $1 WHERE helped_member_id = $2",
-        "UPDATE flywheel_questions SET member_id = $1 WHERE member_id = $2",
-        "UPDATE flywheel_churn_risk SET member_id = $1 WHERE member_id = $2",
-    ):
-        await conn.execute(sql, survivor, merged)
-    # B referred A, or A referred B: no referral of oneself
-    await conn.execute(
-        "DELETE FROM flywheel_acquisitions WHERE member_id = $1 AND referrer_member_id = $1",
-        survivor,
-    )
-
-
-_ID_CHARS = r"A-Za-z0-9._:@/+=\-"
-
-
-def mention_pattern(member_id: str) -> str:
-    """A PostgreSQL regular expression matching the id as a whole word (not `m-1` in `m-12`,
-    but `m-1` in "referred by m-1."), as `lifecycle.scrub` does for new events."""
-    end = f"(?:$|[^{_ID_CHARS}])"
-    return f"(?<![{_ID_CHARS}]){re.escape(member_id)}(?={end}|[._:@/+=\\-]+{end})"
-
-
-async def erase_gateway_state(conn: Connection, ids: Collection[str], at: datetime) -> int:
-    """Delete every row about the members; where someone else's row names one of them (a
-    referrer, a helped member, a transition's reason), put `lifecycle.ERASED` in its place.
-    Their identities and emails are deleted and blocked; returns how many were blocked."""
-    members = sorted(ids)
-    rows = await conn.fetch(
-        "SELECT platform, platform_user_id FROM identities WHERE member_id = ANY($1::text[])",
-        members,
-    )
-    emails = await conn.fetch(
-        "SELECT email FROM identity_emails WHERE member_id = ANY($1::text[])", members
-    )
-    hashes = [identity_hash(r["platform"], r["platform_user_id"]) for r in rows]
-    hashes += [email_hash(r["email"]) for r in emails]
-    await conn.execute(
-        "INSERT INTO blocked_identities (identity_hash, blocked_at)"
-        " SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING",
-        hashes,
-        at,
-    )
-    erased = lifecycle.ERASED
-    for sql in (
-        "DELETE FROM identities WHERE member_id = ANY($1::text[])",
-        "DELETE FROM identity_emails WHERE member_id = ANY($1::text[])",
-        "DELETE FROM journey_transitions WHERE member_id = ANY($1::text[])",
-        "DELETE FROM member_stages WHERE member_id = ANY($1::text[])",
-        "DELETE FROM flywheel_acquisitions WHERE member_id = ANY($1::text[])",
-        "DELETE FROM flywheel_peer_help WHERE helper_member_id = ANY($1::text[])",
-        "DELETE FROM flywheel_questions WHERE member_id = ANY($1::text[])",
-        "DELETE FROM flywheel_churn_risk WHERE member_id = ANY($1::text[])",
-        # inbound webhooks remember who started a thread, to credit later replies
-        "DELETE FROM webhook_thread_authors WHERE author_member_id = ANY($1::text[])",
-    ):
-        await conn.execute(sql, members)
-    await conn.execute(
-        "UPDATE flywheel_acquisitions SET referrer_member_id = $2"
-        " WHERE referrer_member_id = ANY($1::text[])",
-        members,
-        erased,
-    )
-    await conn.execute(
-        "UPDATE flywheel_peer_help SET helped_member_id = $2"
-        " WHERE helped_member_id = ANY($1::text[])",
-        members,
-        erased,
-    )
-    for member in members:  # others' reasons that name them ("referred by ...")
-        await conn.execute(
-            "UPDATE journey_transitions SET reason = regexp_replace(reason, $1, $2, 'g')"
-            " WHERE strpos(reason, $3) > 0",
-            mention_pattern(member),
-            erased,
-            member,
-        )
-    return len(hashes)
-
-
-# --------------------------------------------------------------------------------------------
-# the store
-# --------------------------------------------------------------------------------------------
-
-
-class Linked(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    member_id: str = Field(
-        description="The member the identity belongs to now (a merged id's survivor)."
-    )
-    platform: str
-    platform_user_id: str
-    email_linked: bool = Field(description="Whether a verified email was linked too.")
-    merged: list[str] = Field(
-        description="Member ids found to be this person and merged into it (member.merged.v1 "
-        "published for each)."
-    )
-
-
-class IdentityView(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    platform: str
-    platform_user_id: str
-    linked_by: str = Field(description="first_seen, email or operator.")
-    linked_at: datetime
-
-
-class MemberIdentities(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    member_id: str
-    merged_ids: list[str] = Field(description="Member ids merged into this one.")
-    identities: list[IdentityView]
-    emails: list[str] = Field(description="Verified emails (personal data: admin only).")
-
-
-class Erased(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    member_id: str = Field(description="The member erased (a merged id's survivor).")
-    erased_ids: list[str] = Field(description="It and every member id merged into it.")
-    identities_blocked: int = Field(
-        description="Platform identities and emails now blocked (kept as hashes only)."
-    )
 
 
 class IdentityStore:
@@ -502,14 +322,14 @@ class IdentityStore:
     async def erase(self, member_id: str) -> Erased:
         """Erase the person (the member a merged id now is): here at once, everywhere else on
         `member.erased.v1`. Idempotent: erasing again re-publishes the same event (same id)."""
-        at = _now()
+        at = now()
         try:
             async with self._ready_pool().acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
                 known = await lifecycle.load_members(conn, [member_id])
                 member = known.aliases.get(member_id, member_id)
                 ids = {member_id, member} | await lifecycle.merged_into(conn, member)
-                blocked = await erase_gateway_state(conn, ids, at)
+                blocked = await member_state.erase_member_state(conn, ids, at)
                 await lifecycle.record_erasure(conn, ids, at)
                 uow = UnitOfWork(conn)
                 uow.emit(
@@ -531,22 +351,7 @@ class IdentityStore:
 
     async def blocked(self, records: Sequence[OutgoingRecord]) -> list[bool]:
         """For each record: is it an activity of an erased member or a blocked identity?"""
-        wanted: list[tuple[list[str], list[str]]] = []
-        for record in records:
-            if header_map(record.headers).get("ce_type") != ACTIVITY.type:
-                wanted.append(([], []))
-                continue
-            activity: dict[str, Any] = json.loads(record.value)
-            actor = activity.get("actor") or {}
-            members = [lifecycle.member_hash(str(actor.get("member_id", "")))]
-            identities = []
-            if actor.get("platform_user_id"):
-                identities.append(
-                    identity_hash(str(activity.get("source")), str(actor["platform_user_id"]))
-                )
-            if actor.get("email"):
-                identities.append(email_hash(str(actor["email"])))
-            wanted.append((members, identities))
+        wanted = [hashes_to_check(record) for record in records]
         if not any(m or i for m, i in wanted):
             return [False] * len(records)
         try:
@@ -568,8 +373,8 @@ class IdentityStore:
 async def merge(conn: Connection, survivor: str, merged: str, reason: str) -> None:
     """In the caller's transaction: fold B into A here, remember B as A, and put
     `member.merged.v1` in the outbox for every other service."""
-    at = _now()
-    await merge_gateway_state(conn, survivor, merged)
+    at = now()
+    await member_state.merge_member_state(conn, survivor, merged)
     event_id = derive_event_id(MEMBER_MERGED.type, merged, survivor)
     await lifecycle.record_merge(conn, lifecycle.Merge(survivor, merged, at, reason, event_id))
     uow = UnitOfWork(conn)
@@ -585,101 +390,3 @@ async def merge(conn: Connection, survivor: str, merged: str, reason: str) -> No
     )
     await uow.flush()
     log.info("merged a member into another (%s)", reason)
-
-
-class GuardedPublisher:
-    """The activity publisher, minus activities of erased members and blocked identities:
-    they are acknowledged like any other (the sender must not retry them) and counted
-    (`flywheel_gateway_published_total{outcome="blocked"}`), never published."""
-
-    def __init__(self, inner: ActivityPublisher, store: IdentityStore) -> None:
-        self.inner = inner
-        self.store = store
-
-    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
-        blocked = await self.store.blocked(records)
-        kept = [r for r, b in zip(records, blocked, strict=True) if not b]
-        if len(kept) < len(records):
-            metrics.record_published("blocked", len(records) - len(kept))
-            log.info("dropped %d activit(ies) of erased members", len(records) - len(kept))
-        if kept:
-            await self.inner.publish(kept)
-
-
-# --------------------------------------------------------------------------------------------
-# the routes
-# --------------------------------------------------------------------------------------------
-
-
-class LinkRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    platform: Platform = Field(description="The activity source the identity lives on.")
-    platform_user_id: Annotated[str, Field(min_length=1, max_length=200)] = Field(
-        description="The person's stable id there (never a handle: handles change)."
-    )
-    email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = Field(
-        default=None, description="A verified email of the person, linked too."
-    )
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "model": Problem,
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
-
-
-def router(store: IdentityStore) -> APIRouter:
-    routes = APIRouter(tags=["identity"], dependencies=[auth.require("admin")])
-    responses = {**auth.RESPONSES, 503: _problem("The gateway's database is unreachable.")}
-
-    @routes.post(
-        "/v1/members/{member_id:path}/identities",
-        summary="Link an identity to a member (merging whoever had it)",
-        description="Links the platform identity, and the email if given (it must be verified: "
-        "emails join identities to one person), to the member. If either belonged to another "
-        "member B, B is this person too: B is merged into the member and `member.merged.v1` "
-        "is published; every service folds B's state into the member's, and activity still "
-        "keyed by B lands on the member. Linking to a merged id links to its survivor.",
-        response_model=Linked,
-        responses={
-            **responses,
-            409: _problem("The member was erased, or the identity belonged to an erased one."),
-        },
-    )
-    async def link(member_id: Identifier, request: Annotated[LinkRequest, Body()]) -> Linked:
-        return await store.link(
-            member_id, request.platform, request.platform_user_id, request.email
-        )
-
-    @routes.get(
-        "/v1/members/{member_id:path}/identities",
-        summary="A member's identities, verified emails and merged ids",
-        response_model=MemberIdentities,
-        responses=responses,
-    )
-    async def identities(member_id: Identifier) -> MemberIdentities:
-        return await store.identities(member_id)
-
-    @routes.delete(
-        "/v1/members/{member_id:path}",
-        summary="Erase a member everywhere",
-        description="Erases the person: this member and every id merged into it. The gateway "
-        "deletes their journey, flywheel facts and identities at once and blocks those "
-        "identities; `member.erased.v1` (member id and time, no personal data) goes out on "
-        "`member-lifecycle`, on which every stage service deletes what it holds, and webhook "
-        "subscribers to that type are told. Activity arriving later for the member, or for a "
-        "blocked identity, is acknowledged and not published. What is not removed (the "
-        "`member-activity` log until its retention) is listed in docs/ARCHITECTURE.md, "
-        "Erasure. Idempotent.",
-        status_code=202,
-        response_model=Erased,
-        responses=responses,
-    )
-    async def erase(member_id: Identifier) -> JSONResponse:
-        erased = await store.erase(member_id)
-        return JSONResponse(erased.model_dump(mode="json"), status_code=202)
-
-    return routes
