@@ -71,8 +71,23 @@ class Settings(BaseSettings):
     allowed_lateness_s: float = Field(
         3600.0,
         ge=0,
-        description="How far behind the newest event time an event may arrive and still be "
-        "judged on time: the watermark is the newest event time minus this.",
+        description="How far behind the newest event time of its partition an event may arrive "
+        "and still be judged on time: a service's clock is the slowest partition's newest event "
+        "time minus this.",
+    )
+    idle_partition_s: float = Field(
+        30.0,
+        gt=0,
+        description="A partition read to its log end that has not grown for this long (wall "
+        "clock) is idle: it no longer holds its service's event-time clock back, until its next "
+        "record (docs/GUARANTEES.md, Event time).",
+    )
+    max_future_s: float = Field(
+        300.0,
+        ge=0,
+        description="How far ahead an occurred_at may be: of the gateway's clock (else 422), of "
+        "a webhook's receipt (else clamped to it and flagged), of the Kafka record's timestamp "
+        "(else dead-lettered by the stage services).",
     )
     rules_file: Path | None = Field(
         None,
