@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m deploy.demo $(ARGS)
+	$(BIN)/python -m devstack.demo $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
@@ -45,16 +45,16 @@ bench-quick: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services deploy  # bench: `mypy bench` once the bench extra is installed
+	$(BIN)/mypy shared services devstack ops importers  # bench: `mypy bench` once the bench extra is installed
 
 stack-up: $(STAMP)
-	$(BIN)/python -m deploy.stack up
+	$(BIN)/python -m devstack up
 
 stack-down: $(STAMP)
-	$(BIN)/python -m deploy.stack down
+	$(BIN)/python -m devstack down
 
 stack-status: $(STAMP)
-	$(BIN)/python -m deploy.stack status
+	$(BIN)/python -m devstack status
 
 system-deps:
 	@command -v java >/dev/null && command -v mvn >/dev/null || \

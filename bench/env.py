@@ -75,7 +75,7 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[name] = "-"
     try:
-        from deploy._kafka_local import kafka_version
+        from devstack.kafka import kafka_version
 
         found["kafka"] = kafka_version()
     except Exception:
@@ -302,8 +302,8 @@ def infra_pids(state_dir: str) -> dict[str, int]:
     """The broker's and PostgreSQL's main pids, to count their CPU too."""
     from pathlib import Path
 
-    from deploy._common import read_pidfile
-    from deploy._postgres import LocalPostgres
+    from devstack.common import read_pidfile
+    from devstack.postgres import LocalPostgres
 
     found: dict[str, int] = {}
     record = read_pidfile(Path(state_dir), "kafka")

@@ -38,19 +38,19 @@ from bench.env import (
     outbox_rows,
 )
 from bench.workload import Record, community, e2e_activity
-from deploy.stack import DevStack
+from devstack.stack import DevStack
+from services import registry
 from shared.kafka import FETCH_MAX_WAIT_MS
-from shared.topics import JOURNEY_TRANSITIONS, MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
+from shared.topics import JOURNEY_TRANSITIONS, MEMBER_ACTIVITY
 
 Say = Callable[[str], None]
 
+STAGES = tuple(name for name in registry.SERVICE_NAMES if name != "gateway")
+"""The stage services, each measured catching up alone (the gateway is driven over HTTP)."""
 CONSUMES: dict[str, tuple[str, ...]] = {
-    "awareness": (MEMBER_ACTIVITY.name, MEMBER_LIFECYCLE.name),
-    "engagement": (MEMBER_ACTIVITY.name, MEMBER_LIFECYCLE.name),
-    "advocacy": (MEMBER_ACTIVITY.name, SIGNALS_SUPPORT.name, MEMBER_LIFECYCLE.name),
+    name: tuple(t.name for t in registry.spec(name).consumes) for name in STAGES
 }
-"""Each stage service's topics (from its SPEC; a test holds them equal)."""
-STAGES = tuple(CONSUMES)
+"""Each stage service's topics, from its spec in services.registry."""
 POLL_S = 0.25
 
 

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     # unprivileged user when we are root, and must traverse the state dir.
     state_dir = Path(tempfile.mkdtemp(prefix="flywheel-bench-", dir="/tmp"))
     state_dir.chmod(0o755)
-    from deploy.stack import DevStack
+    from devstack.stack import DevStack
 
     stack = DevStack(state_dir, service_timeout_s=180.0, progress=lambda m: say(f"stack: {m}"))
     started = time.monotonic()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _remove_cluster(state_dir: Path) -> None:
     """Under root the embedded PostgreSQL keeps its data outside the state dir (see
-    deploy/_postgres.py); a bench's databases run to gigabytes, so remove ours now rather than
+    devstack/postgres.py); a bench's databases run to gigabytes, so remove ours now rather than
     leave it to the next stack's orphan collection."""
     cluster_id = state_dir / "postgres" / "cluster-id"
     if cluster_id.exists():

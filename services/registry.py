@@ -7,8 +7,10 @@ Specs are imported on first use: the CLI's `status` should not pay for importing
 from __future__ import annotations
 
 from importlib import import_module
+from typing import TYPE_CHECKING
 
-from shared.service import ServiceSpec
+if TYPE_CHECKING:  # the CLI's start-up should not pay for FastStream
+    from shared.service import ServiceSpec
 
 SPEC_MODULES: dict[str, str] = {
     "awareness": "services.awareness.__main__",

@@ -51,14 +51,14 @@ class Stack:
 
     kafka_bootstrap: str
     postgres_admin_url: str
-    devstack: Any  # deploy.stack.DevStack: starts service processes, restarts servers
+    devstack: Any  # devstack.stack.DevStack: starts service processes, restarts servers
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """Local processes by default; KAFKA_BOOTSTRAP_SERVERS / FLYWHEEL_POSTGRES_ADMIN_URL point
-    at existing servers, FLYWHEEL_USE_TESTCONTAINERS=1 at containers (see deploy.stack)."""
-    from deploy.stack import DevStack
+    at existing servers, FLYWHEEL_USE_TESTCONTAINERS=1 at containers (see devstack.stack)."""
+    from devstack.stack import DevStack
 
     # Not under pytest's tmp root: every pytest session chmods that to 0700, which locks out
     # the unprivileged user the embedded PostgreSQL runs as when tests run as root.

@@ -43,8 +43,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from deploy._common import free_ports
-from deploy.community import START, simulate
+from devstack.common import free_ports
+from devstack.community import START, simulate
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.advocacy.domain import Rules as AdvocacyRules
 from services.advocacy.domain import boundary_at_or_before

@@ -1,5 +1,5 @@
 """The operator CLI against the real broker and PostgreSQL, run as an operator runs it: a
-process with the deployment's environment (`python -m deploy.cli ...`)."""
+process with the deployment's environment (`python -m ops.cli ...`)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ async def cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> Result:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "deploy.cli",
+        "ops.cli",
         *args,
         cwd=REPO,
         env=env,
@@ -172,7 +172,7 @@ async def test_replay_refuses_a_running_service_then_rebuilds_it(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "deploy.cli",
+        "ops.cli",
         "replay",
         "awareness",
         "--from-beginning",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy._common import read_pidfile, tail
+from devstack.common import read_pidfile, tail
 from tests import crashkit
 from tests.conftest import Namespace
 

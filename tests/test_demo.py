@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import demo
+from devstack import demo
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The dev stack runner (deploy.stack): what every integration test and the demo stand on.
+"""The dev stack runner (devstack.stack): what every integration test and the demo stand on.
 
 Starts its own DevStack on free ports (a few seconds), so it runs beside a developer's stack
 and does not depend on the session fixture in conftest.py.
@@ -18,14 +18,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from deploy.stack import (
-    SERVICES,
+from devstack.cli import main
+from devstack.stack import (
     DevStack,
     Endpoints,
     PortInUseError,
     StackAlreadyRunningError,
-    main,
 )
+from services.registry import SERVICE_NAMES as SERVICES
 from shared.settings import Settings
 from shared.topics import MEMBER_ACTIVITY
 
@@ -119,7 +119,7 @@ def test_endpoints_file_matches(devstack: DevStack) -> None:
 def test_second_start_in_same_state_dir_is_refused(devstack: DevStack) -> None:
     if not _local(devstack):
         pytest.skip("servers come from the environment; nothing local to collide with")
-    with pytest.raises(StackAlreadyRunningError, match=r"deploy\.stack status"):
+    with pytest.raises(StackAlreadyRunningError, match=r"python -m devstack status"):
         DevStack(devstack.state_dir, backend="local").start()
 
 
@@ -198,8 +198,8 @@ async def test_restarts_keep_data(devstack: DevStack) -> None:
 
 async def test_a_deleted_and_recreated_state_dir_gets_a_fresh_postgres(tmp_path: Path) -> None:
     """`rm -rf .flywheel && up` must work: nothing of the old cluster may be picked up."""
-    from deploy._common import free_ports
-    from deploy._postgres import LocalPostgres
+    from devstack.common import free_ports
+    from devstack.postgres import LocalPostgres
 
     state = tmp_path / "state"
     (port,) = free_ports(1)

@@ -1,5 +1,5 @@
 -- Run once by the postgres:17 image on an empty data directory (docker-compose.yml mounts it
--- into /docker-entrypoint-initdb.d). One role and one database per service, as deploy/stack.py
+-- into /docker-entrypoint-initdb.d). One role and one database per service, as devstack/provision.py
 -- provisions them: each database is owned by its service's role and closed to everyone else,
 -- so a service can reach its own state and no other's.
 --

@@ -19,7 +19,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from deploy._common import (
+from devstack.common import (
     PidRecord,
     Progress,
     StackError,
@@ -32,15 +32,17 @@ from deploy._common import (
     wait_tcp,
     write_pidfile,
 )
+from devstack.kafka_ready import broker_listed
 
-POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+"""The broker's Maven coordinates, kept with the other deployable files under deploy/."""
 PIDFILE = "kafka"
 HEAP_OPTS_ENV = "FLYWHEEL_KAFKA_HEAP_OPTS"
 DEFAULT_HEAP_OPTS = "-Xmx512m"
 STOP_TIMEOUT_S = 30.0
 
 LOG4J2_PROPERTIES = """\
-# Written by deploy/stack.py. Broker log to a file, warnings only, so consoles stay quiet.
+# Written by devstack/stack.py. Broker log to a file, warnings only, so consoles stay quiet.
 status = error
 appender.file.type = File
 appender.file.name = file
@@ -256,7 +258,7 @@ class LocalKafka:
         }
         server_props = self.dir / "server.properties"
         body = "".join(f"{k}={v}\n" for k, v in props.items())
-        server_props.write_text("# Written by deploy/stack.py at every start.\n" + body)
+        server_props.write_text("# Written by devstack/stack.py at every start.\n" + body)
         (self.dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         return server_props
 
@@ -357,110 +359,3 @@ class LocalKafka:
             ):
                 return
             await asyncio.sleep(0.05)
-
-
-async def broker_listed(bootstrap: str, timeout_s: float) -> bool:
-    """True if the cluster's metadata lists at least one broker (so topics can be created)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(1000, int(timeout_s * 1000))
-    )
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
-        return bool(cluster.get("brokers"))
-    except Exception:
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
-
-
-async def wait_external_kafka(bootstrap: str, timeout_s: float) -> None:
-    """Wait for a broker we did not start (KAFKA_BOOTSTRAP_SERVERS, a container)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await broker_listed(bootstrap, min(5.0, max(deadline - time.monotonic(), 0.5))):
-            return
-        await asyncio.sleep(0.2)
-    raise StackError(f"the Kafka broker at {bootstrap} did not answer within {timeout_s:.0f} s")
-
-
-async def wait_topics_online(bootstrap: str, topics: list[str], timeout_s: float) -> None:
-    """Wait until the leader of every partition of `topics` serves requests.
-
-    CreateTopics returns before leaders are elected, and a restarted broker reloads its logs
-    before leading again; metadata may even name a leader a moment before that broker acts as
-    one. A first produce in that window fails with NotLeaderForPartition and is retried, so the
-    stack waits here instead: leaders in metadata, then a ListOffsets answer from each.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    deadline = time.monotonic() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        while True:
-            described = await admin.describe_topics(topics)
-            offline = sorted(
-                str(t["topic"])
-                for t in described
-                if t["error_code"] != 0
-                or not t["partitions"]
-                or any(p["error_code"] != 0 or p["leader"] < 0 for p in t["partitions"])
-            )
-            if not offline:
-                break
-            if time.monotonic() >= deadline:
-                raise StackError(
-                    f"topics without a leader after {timeout_s:.0f} s: {', '.join(offline)}"
-                )
-            await asyncio.sleep(0.05)
-    finally:
-        await admin.close()
-    partitions = [
-        TopicPartition(str(t["topic"]), int(p["partition"]))
-        for t in described
-        for p in t["partitions"]
-    ]
-    remaining_ms = max(1000, int((deadline - time.monotonic()) * 1000))
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, request_timeout_ms=remaining_ms, retry_backoff_ms=20
-    )
-    await consumer.start()
-    try:
-        await consumer.end_offsets(partitions)  # retried by aiokafka until leaders answer
-    except Exception as exc:
-        raise StackError(f"topic leaders did not answer within {timeout_s:.0f} s: {exc}") from exc
-    finally:
-        await asyncio.sleep(0)  # let the consumer's tasks start, or stop() raises CancelledError
-        await consumer.stop()
-
-
-async def warm_group_coordinator(bootstrap: str, timeout_s: float) -> None:
-    """Have the broker create `__consumer_offsets` now rather than at the first group join.
-
-    The first FindCoordinator creates that topic; until its partitions have leaders every
-    consumer gets GroupCoordinatorNotAvailable and retries, which would land in the first test
-    (or the first service start) as a slow, noisy join.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    deadline = time.monotonic() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        while True:
-            try:
-                await admin.find_coordinator("flywheel-devstack-warmup")
-                return
-            except Exception as exc:
-                if time.monotonic() >= deadline:
-                    raise StackError(
-                        f"the group coordinator did not come up within {timeout_s:.0f} s: {exc}"
-                    ) from exc
-                await asyncio.sleep(0.05)
-    finally:
-        await admin.close()

