@@ -8,16 +8,31 @@ clock, so the same log gives the same journey at any pace: docs/GUARANTEES.md ("
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from shared.cloudevents import Envelope
-from shared.contracts import CLOCK_TICK, WATERMARK, WatermarkV1
+from shared.cloudevents import (
+    BROADCAST,
+    Envelope,
+    OutgoingRecord,
+    derive_event_id,
+    encode,
+    source_of,
+)
+from shared.contracts import CLOCK_TICK, WATERMARK, ClockTickV1, WatermarkV1
 from shared.eventtime import store
 from shared.eventtime.clock import ClockTopic, advance, service_clock
 from shared.postgres import Connection
 
-__all__ = ["ClockReading", "ClockTopic", "EventClock", "PartitionView", "is_clock_only"]
+__all__ = [
+    "CLOCK_ONLY_TYPES",
+    "ClockReading",
+    "ClockTopic",
+    "EventClock",
+    "PartitionView",
+    "clock_tick",
+    "is_clock_only",
+]
 
 CLOCK_ONLY_TYPES = frozenset({CLOCK_TICK.type, WATERMARK.type})
 """Events that only move clocks: never claimed in the inbox (their copies on every partition
@@ -26,6 +41,18 @@ share one id), never handed to a handler."""
 
 def is_clock_only(envelope: Envelope) -> bool:
     return envelope.type in CLOCK_ONLY_TYPES
+
+
+def clock_tick(at: datetime, clock: str = "gateway") -> OutgoingRecord:
+    """A tick of event time `at` for every partition of member-activity (the relay, or the
+    producer, writes one copy per partition): a quiet partition must not hold clocks back."""
+    record = encode(
+        CLOCK_TICK,
+        ClockTickV1(clock=clock, occurred_at=at),
+        source=source_of("gateway"),
+        event_id=derive_event_id(CLOCK_TICK.type, clock, at.isoformat()),
+    )
+    return replace(record, partition=BROADCAST)
 
 
 @dataclass(frozen=True)
@@ -117,6 +144,11 @@ class EventClock:
         if after is not None and after != before:
             await store.store_clock(conn, after)
         late = tuple(
-            e for e in envelopes if before is not None and not is_clock_only(e) and e.time < before
+            e
+            for e in envelopes
+            if before is not None
+            and not is_clock_only(e)
+            and self._logical(e.topic) in self._by_name
+            and e.time < before
         )
         return ClockReading(before, after, late)
