@@ -17,25 +17,26 @@ import hashlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from shared import metrics, telemetry
 from shared.cloudevents import (
-    BROADCAST,
     DecodeError,
     Envelope,
     OutgoingRecord,
     decode,
     derive_event_id,
-    encode,
-    source_of,
 )
-from shared.contracts import WATERMARK, WatermarkV1
-from shared.eventtime import CLOCK_ONLY_TYPES, EventClock, PartitionView, is_clock_only
+from shared.eventtime import (
+    CLOCK_ONLY_TYPES,
+    EventClock,
+    PartitionView,
+    is_clock_only,
+    watermark,
+)
 from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.records import RawRecord
 from shared.uow import UnitOfWork, unit_of_work
@@ -216,7 +217,7 @@ class BatchProcessor:
                 await self.handle_batch(uow, fresh)
             if moved and uow.clock is not None and uow.clock.after is not None:
                 for topic in self.watermark_topics:  # last: after everything it vouches for
-                    uow.emit(self._watermark(topic, uow.clock.after))
+                    uow.emit(watermark(self.service, topic, uow.clock.after))
         self.stats.dead_lettered += len(poison)
         self.stats.duplicates += uow.duplicates
         if uow.duplicates:
@@ -233,15 +234,6 @@ class BatchProcessor:
         metrics.record_applied(self.service, envelopes, fresh, poison, late, CLOCK_ONLY_TYPES)
         for envelope in fresh:
             self.stats.by_type[envelope.type] = self.stats.by_type.get(envelope.type, 0) + 1
-
-    def _watermark(self, topic: str, at: datetime) -> OutgoingRecord:
-        record = encode(
-            WATERMARK,
-            WatermarkV1(service=self.service, watermark=at, occurred_at=at),
-            event_id=derive_event_id(WATERMARK.type, self.service, topic, at.isoformat()),
-            source=source_of(self.service),
-        )
-        return replace(record, topic=topic, partition=BROADCAST)
 
     async def _apply_alone(
         self, envelope: Envelope, records: Sequence[RawRecord], view: PartitionView

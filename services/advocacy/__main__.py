@@ -28,6 +28,7 @@ SPEC = ServiceSpec(
         "inbox",
         "outbox",
         "watermark",
+        "event_clock",
     ),
 )
 

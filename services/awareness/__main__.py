@@ -15,7 +15,7 @@ SPEC = ServiceSpec(
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
     clock_topics=(MEMBER_ACTIVITY,),
-    replay_tables=("people", "aliases", "inbox", "outbox", "watermark"),
+    replay_tables=("people", "aliases", "inbox", "outbox", "watermark", "event_clock"),
 )
 
 if __name__ == "__main__":

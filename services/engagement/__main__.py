@@ -14,7 +14,7 @@ SPEC = ServiceSpec(
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
     clock_topics=(MEMBER_ACTIVITY,),
-    replay_tables=("participants", "inbox", "outbox", "watermark"),
+    replay_tables=("participants", "inbox", "outbox", "watermark", "event_clock"),
 )
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ __all__ = [
     "PartitionView",
     "clock_tick",
     "is_clock_only",
+    "watermark",
 ]
 
 CLOCK_ONLY_TYPES = frozenset({CLOCK_TICK.type, WATERMARK.type})
@@ -53,6 +54,18 @@ def clock_tick(at: datetime, clock: str = "gateway") -> OutgoingRecord:
         event_id=derive_event_id(CLOCK_TICK.type, clock, at.isoformat()),
     )
     return replace(record, partition=BROADCAST)
+
+
+def watermark(service: str, topic: str, at: datetime) -> OutgoingRecord:
+    """`service`'s clock `at`, for every partition of `topic`: written after everything the
+    service derived up to `at`, so a downstream clock that reads it can move to `at`."""
+    record = encode(
+        WATERMARK,
+        WatermarkV1(service=service, watermark=at, occurred_at=at),
+        event_id=derive_event_id(WATERMARK.type, service, topic, at.isoformat()),
+        source=source_of(service),
+    )
+    return replace(record, topic=topic, partition=BROADCAST)
 
 
 @dataclass(frozen=True)
