@@ -183,6 +183,7 @@ async def determinism(base: Namespace, tmp_path: Path, *, people: int, weeks: in
     print(f"\ndeterminism: {crashkit.summary(report.items())}")
 
 
+@pytest.mark.timeout(1800)  # four runs of the whole stack; minutes on 2 cores
 async def test_the_same_history_gives_the_same_journey_at_any_pace(
     namespace: Namespace, tmp_path: Path
 ) -> None:
@@ -190,5 +191,6 @@ async def test_the_same_history_gives_the_same_journey_at_any_pace(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 async def test_the_same_history_at_scale(namespace: Namespace, tmp_path: Path) -> None:
     await determinism(namespace, tmp_path, people=2000, weeks=53)

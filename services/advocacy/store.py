@@ -73,7 +73,12 @@ class PgStore:
     async def add_pending(self, contributions: Sequence[Contribution]) -> None:
         """Contributions on time: kept until the clock passes them. An act already credited
         is dropped; the same act twice keeps its earliest time (then the lower cause id)."""
-        if not contributions:
+        earliest: dict[str, Contribution] = {}
+        for c in contributions:  # one row per key per statement (ON CONFLICT's rule)
+            held = earliest.get(c.key)
+            if held is None or (c.occurred_at, c.cause_id) < (held.occurred_at, held.cause_id):
+                earliest[c.key] = c
+        if not earliest:
             return
         await self.conn.execute(
             f"""
@@ -89,7 +94,7 @@ class PgStore:
             WHERE (EXCLUDED.occurred_at, EXCLUDED.cause_id)
                 < (pending_contributions.occurred_at, pending_contributions.cause_id)
             """,
-            *_columns(contributions),
+            *_columns(list(earliest.values())),
         )
 
     async def pending_until(self, until: datetime) -> list[Contribution]:
