@@ -1,21 +1,12 @@
 """Tools for the fault tests: a big deterministic log, service processes we can kill, and ways to
 wait for a quiet system and compare what two runs left behind.
 
-Determinism is the crux of comparing a disturbed run with an undisturbed one, so the log and the
-settings here are chosen to take the documented limits out of play (docs/GUARANTEES.md):
-
-- `LATENESS` is longer than the whole log, so no watermark sweep or review fires while the log
-  flows; a final clock tick (`flush_tick`) far after the log then fires every demotion and every
-  champion review, the same in both runs. With the default lateness one partition read far ahead
-  of another (a restarted consumer catching up) legitimately changes what a sweep sees.
-- `RULES` makes advocacy credit only what arrives on the member's own partition
-  (content_published, event_talk): credit from other partitions and topics (peer help,
-  referrals, engagement with one's content) is still recorded in the contribution log, with
-  weight 0, and the content cap is lifted. Which contribution crosses the advocate threshold,
-  and which 5 engagements of a piece are credited, depends on how partitions and topics
-  interleave, which no run controls (docs/journey-advocacy.md, "Determinism and replay").
-- The log starts just after an advocacy review boundary, so the first batch any consumer sees
-  sets the same starting boundary whichever partition it happens to come from.
+The crash test's settings (`LATENESS` longer than the log, `RULES` crediting only what a
+member's own partition carries, the log starting after a review boundary) date from before the
+services' clocks were per partition (docs/GUARANTEES.md, "Event time"): they keep the crash
+test about crashes. tests/test_determinism.py runs the defaults across paces, batchings, a kill
+and a replay. A final clock tick on every partition (`flush_tick`) far after the log fires
+every demotion and every champion review.
 """
 
 from __future__ import annotations
