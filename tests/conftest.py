@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.cloudevents import BROADCAST, Envelope, OutgoingRecord, decode, encode
 from shared.contracts import ACTIVITY, ActivityV1
-from shared.eventtime import clock_tick
+from shared.eventtime import clock_tick, is_clock_only
 from shared.kafka import ensure_topics
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
@@ -223,8 +223,10 @@ async def read_topic(
     return records
 
 
-def envelopes(records: list[Any]) -> list[Envelope]:
-    return [
+def envelopes(records: list[Any], *, with_clocks: bool = False) -> list[Envelope]:
+    """The decoded events; without clock ticks and in-band watermarks (which only move the
+    services' clocks) unless `with_clocks`."""
+    decoded = [
         decode(
             topic=r.topic,
             partition=r.partition,
@@ -235,3 +237,4 @@ def envelopes(records: list[Any]) -> list[Envelope]:
         )
         for r in records
     ]
+    return [e for e in decoded if with_clocks or not is_clock_only(e)]

@@ -31,8 +31,8 @@ def results(out: str) -> str:
     """What the demo found: its figures and journeys, without the stack's progress lines and
     the wall-clock timings (how long posting and catching up took)."""
     start = out.index("every service caught up")
-    body = out[out.index("\n", start) + 1 :]
-    return body[: body.rindex("stopped cleanly")]
+    body = out[out.index("\n", start) + 1 : out.rindex("stopped cleanly")]
+    return "\n".join(line for line in body.splitlines() if not line.startswith("stack:"))
 
 
 def test_the_same_seed_prints_the_same_figures_and_journeys(
