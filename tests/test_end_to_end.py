@@ -135,7 +135,7 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
         finally:
             await conn.close()
 
-    plumbing = {"inbox", "outbox", "watermark", "schema_migrations"}
+    plumbing = {"inbox", "outbox", "watermark", "event_clock", "schema_migrations"}
     own = {name: await tables(url) - plumbing for name, url in deployed["databases"].items()}
     for name, names in own.items():
         assert names, f"{name} keeps no state"
