@@ -61,6 +61,13 @@ class OutgoingRecord:
     value: bytes
     headers: Headers
     event_id: str
+    partition: int | None = None
+    """None: the producer's partitioner picks by key. BROADCAST: a copy on every partition."""
+
+
+BROADCAST = -1
+"""An outgoing record's partition meaning "every partition of the topic" (the relay expands it):
+clock ticks and watermarks must reach every partition, whichever keys land where."""
 
 
 @dataclass(frozen=True)

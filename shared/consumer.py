@@ -25,7 +25,20 @@ from typing import Any
 import asyncpg
 
 from shared import metrics, telemetry
-from shared.cloudevents import DecodeError, Envelope, OutgoingRecord, decode, derive_event_id
+from shared.cloudevents import (
+    DecodeError,
+    Envelope,
+    OutgoingRecord,
+    decode,
+    derive_event_id,
+)
+from shared.eventtime import (
+    CLOCK_ONLY_TYPES,
+    EventClock,
+    PartitionView,
+    is_clock_only,
+    watermark,
+)
 from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.records import RawRecord
 from shared.uow import UnitOfWork, unit_of_work
@@ -44,6 +57,7 @@ class BatchStats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    late: int = 0
     transient_retries: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
 
@@ -131,9 +145,15 @@ class BatchProcessor:
         is_stopping: Callable[[], bool] = lambda: False,
         topic_prefix: str = "",
         max_future_s: float | None = None,
+        clock: EventClock | None = None,
+        watermark_topics: Sequence[str] = (),
     ) -> None:
         """`max_future_s`: see `future_reason`; None accepts any event time."""
         self.service = service
+        self.clock = clock
+        self.watermark_topics = tuple(watermark_topics)
+        """Logical topics this service feeds downstream: each gets the service's watermark on
+        every partition whenever its clock moves (docs/GUARANTEES.md, "Event time")."""
         self.pool = pool
         self.handle_batch = handle_batch
         self.max_attempts = max_attempts
@@ -185,11 +205,16 @@ class BatchProcessor:
                 )
         return envelopes, poison
 
-    async def process(self, records: Sequence[RawRecord]) -> None:
-        """Returns only when every record is durably applied or dead-lettered."""
+    async def process(
+        self, records: Sequence[RawRecord], view: PartitionView | None = None
+    ) -> None:
+        """Returns only when every record is durably applied or dead-lettered. `view` is what
+        the consumer knew of its partitions when it handed the batch over (the clock needs it
+        to tell an idle partition from one still to be read)."""
+        view = view or PartitionView()
         envelopes, poison = self._decode(records)
         try:
-            await self._with_transient_retry(lambda: self._apply(envelopes, poison))
+            await self._with_transient_retry(lambda: self._apply(envelopes, poison, view))
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -199,21 +224,31 @@ class BatchProcessor:
                 type(exc).__name__,
                 exc,
             )
-            await self._with_transient_retry(lambda: self._apply([], poison))
+            await self._with_transient_retry(lambda: self._apply([], poison, view))
             for envelope in envelopes:
-                await self._apply_alone(envelope, records)
+                await self._apply_alone(envelope, records, view)
         self.stats.batches += 1
         self.stats.consumed += len(records)
         self.on_committed()
 
-    async def _apply(self, envelopes: list[Envelope], poison: list[OutgoingRecord]) -> None:
+    async def _apply(
+        self, envelopes: list[Envelope], poison: list[OutgoingRecord], view: PartitionView
+    ) -> None:
         async with unit_of_work(self.pool) as uow:
             uow.stamp = telemetry.emit_stamper()  # emitted events continue their cause's trace
             for record in poison:
                 uow.emit(record)
-            fresh = await uow.claim(envelopes)
-            if fresh:
+            if self.clock is not None:
+                uow.clock = await self.clock.observe(uow.conn, envelopes, view)
+            # Ticks and watermarks only move clocks: their copies on every partition share one
+            # id, so they never go through the inbox, and handlers never see them.
+            fresh = await uow.claim([e for e in envelopes if not is_clock_only(e)])
+            moved = uow.clock is not None and uow.clock.advanced
+            if fresh or moved:
                 await self.handle_batch(uow, fresh)
+            if moved and uow.clock is not None and uow.clock.after is not None:
+                for topic in self.watermark_topics:  # last: after everything it vouches for
+                    uow.emit(watermark(self.service, topic, uow.clock.after))
         self.stats.dead_lettered += len(poison)
         self.stats.duplicates += uow.duplicates
         if uow.duplicates:
@@ -225,15 +260,19 @@ class BatchProcessor:
                 len(envelopes),
             )
         self.stats.applied += len(fresh)
-        metrics.record_applied(self.service, envelopes, fresh, poison)
+        late = uow.clock.late if uow.clock is not None else ()
+        self.stats.late += len(late)
+        metrics.record_applied(self.service, envelopes, fresh, poison, late, CLOCK_ONLY_TYPES)
         for envelope in fresh:
             self.stats.by_type[envelope.type] = self.stats.by_type.get(envelope.type, 0) + 1
 
-    async def _apply_alone(self, envelope: Envelope, records: Sequence[RawRecord]) -> None:
+    async def _apply_alone(
+        self, envelope: Envelope, records: Sequence[RawRecord], view: PartitionView
+    ) -> None:
         last_error: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                await self._with_transient_retry(lambda: self._apply([envelope], []))
+                await self._with_transient_retry(lambda: self._apply([envelope], [], view))
                 return
             except Exception as exc:
                 if is_transient(exc):
@@ -270,6 +309,7 @@ class BatchProcessor:
                         detail=detail,
                     )
                 ],
+                view,
             )
         )
 

@@ -225,6 +225,18 @@ class ClockTickV1(Contract):
     occurred_at: AwareDatetime
 
 
+class WatermarkV1(Contract):
+    """A service's event-time clock, written to every partition of the topics it feeds
+    downstream (after everything it derived up to that time): the downstream service's clock
+    for that topic is this, not the newest event it happened to see (docs/GUARANTEES.md)."""
+
+    service: str = Field(max_length=100)
+    watermark: AwareDatetime
+    """Every event the service derives from input up to this event time is before this one in
+    the partition, except from input that reached it late."""
+    occurred_at: AwareDatetime
+
+
 # --------------------------------------------------------------------------------------------
 # the registry
 # --------------------------------------------------------------------------------------------
@@ -237,7 +249,8 @@ class EventType:
     topic: Topic
     key_path: str  # dotted path of the data field whose value is the record key
     also_on: tuple[Topic, ...] = ()
-    """Further topics the type may travel on; a consumer dead-letters it on any other."""
+    """Further topics the type may travel on (the in-band watermark rides with the events it
+    vouches for); a consumer dead-letters it on any other."""
 
     @property
     def topics(self) -> tuple[Topic, ...]:
@@ -274,6 +287,13 @@ CHAMPION_NOMINATED = EventType(
 )
 
 CLOCK_TICK = EventType("system.clock_tick.v1", ClockTickV1, topics.MEMBER_ACTIVITY, "clock")
+WATERMARK = EventType(
+    "system.watermark.v1",
+    WatermarkV1,
+    topics.SIGNALS_SUPPORT,
+    "service",
+    also_on=(topics.MEMBER_LIFECYCLE,),
+)
 
 EVENT_TYPES: dict[str, EventType] = {
     e.type: e
@@ -289,5 +309,6 @@ EVENT_TYPES: dict[str, EventType] = {
         ADVOCATE,
         CHAMPION_NOMINATED,
         CLOCK_TICK,
+        WATERMARK,
     )
 }

@@ -84,6 +84,12 @@ CONSUME_DELAY = METER.create_histogram(
     description="From the record's append to Kafka to its batch committed.",
     explicit_bucket_boundaries_advisory=_LATENCY_BUCKETS,
 )
+LATE_EVENTS = METER.create_counter(
+    "flywheel.late_events",
+    unit="{event}",
+    description="Events that arrived behind their service's event-time clock (applied under "
+    "the late-data policy of docs/GUARANTEES.md), by service and topic.",
+)
 GATEWAY_PUBLISHED = METER.create_counter(
     "flywheel.gateway.published",
     unit="{record}",
@@ -140,11 +146,19 @@ def record_applied(
     envelopes: Sequence[Envelope],
     fresh: Sequence[Envelope],
     dead_letters: Sequence[OutgoingRecord],
+    late: Sequence[Envelope] = (),
+    clock_only: frozenset[str] = frozenset(),
 ) -> None:
-    """After a transaction committed: what it applied, dropped as duplicates, dead-lettered."""
+    """After a transaction committed: what it applied, dropped as duplicates, dead-lettered,
+    and what moved only the clock (ticks and watermarks, never claimed in the inbox)."""
     now = time.time()
     applied = {id(e) for e in fresh}
+    for envelope in late:
+        LATE_EVENTS.add(1, {"service": service, "topic": envelope.topic})
     for envelope in envelopes:
+        if envelope.type in clock_only:
+            EVENTS.add(1, {"service": service, "type": envelope.type, "outcome": "clock"})
+            continue
         outcome = "applied" if id(envelope) in applied else "duplicate"
         EVENTS.add(1, {"service": service, "type": envelope.type, "outcome": outcome})
         if outcome == "applied":

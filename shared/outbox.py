@@ -18,6 +18,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from shared.cloudevents import BROADCAST
 from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.telemetry import traced_send
 
@@ -116,9 +117,18 @@ class OutboxRelay:
                 await producer.stop()
             await conn.close()
 
+    @staticmethod
+    async def _partitions(
+        producer: AIOKafkaProducer, topic: str, partition: int | None
+    ) -> list[int | None]:
+        """Where one row goes: by key (None), one partition, or every one (BROADCAST)."""
+        if partition != BROADCAST:
+            return [partition]
+        return sorted(await producer.partitions_for(topic))
+
     async def _publish_once(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(
-            "SELECT seq, topic, key, value, header_names, header_values FROM outbox"
+            "SELECT seq, topic, key, value, header_names, header_values, partition FROM outbox"
             " ORDER BY seq LIMIT $1",
             self._batch_size,
         )
@@ -127,12 +137,15 @@ class OutboxRelay:
         futures = [
             await traced_send(  # a producer span continuing the row's stored trace context
                 producer,
-                self._topic_prefix + row["topic"],
+                topic,
                 value=row["value"],
                 key=row["key"],
                 headers=list(zip(row["header_names"], row["header_values"], strict=True)),
+                partition=partition,
             )
             for row in rows
+            for topic in [self._topic_prefix + row["topic"]]
+            for partition in await self._partitions(producer, topic, row["partition"])
         ]
         await asyncio.gather(*futures)
         # By id, not by range: a transaction that took a lower seq may commit after we read.

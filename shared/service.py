@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from faststream.kafka.subscriber.usecase import LogicSubscriber
 
 from shared import metrics, telemetry
 from shared.consumer import BatchHandler, BatchProcessor
+from shared.eventtime import ClockTopic, EventClock, PartitionView
 from shared.health import HealthServer
 from shared.kafka import broker_security, consumer_options, make_producer, producer_options
 from shared.logs import configure_logging
@@ -33,7 +35,7 @@ from shared.outbox import OutboxRelay
 from shared.postgres import PLUMBING_MIGRATIONS, create_pool, migrate, redact
 from shared.records import RawRecord
 from shared.settings import Settings
-from shared.topics import Topic
+from shared.topics import DATA_TOPICS, Topic
 
 if TYPE_CHECKING:
     from shared.contracts import EventType
@@ -57,6 +59,9 @@ class ServiceSpec:
     """Called once at start-up with the settings: loads the rules, returns the batch handler."""
     group_id: str = ""  # default: the service name
     extra_migrations: Sequence[Path] = field(default_factory=tuple)
+    clock_topics: tuple[Topic, ...] = ()
+    """The inputs whose progress moves this service's event-time clock (every partition of
+    each); empty: the service keeps no clock."""
     replay_tables: tuple[str, ...] = ()
     """The tables `flywheel replay SERVICE --from-beginning` truncates: the state this service
     derives from its input topics, rebuilt by reading them again, with the inbox and the
@@ -124,14 +129,34 @@ def subscribe_batches(
         assert current is not None, "batch before start-up finished"
         raw = msg.raw_message
         records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
+        view = await partition_view(subscriber.consumer, settings.topic_prefix)
         with (
             telemetry.consuming(name, group, records),
             metrics.measuring_batch(name, records, consumer_state),
         ):
-            await current.process(records)
+            await current.process(records, view)
 
     subscriber(_on_batch)
     return subscriber
+
+
+async def partition_view(consumer: Any, topic_prefix: str) -> PartitionView:
+    """What the consumer knows now: partitions per subscribed topic, and which assigned ones it
+    has read to their log end (its position at the highwater of the last fetch)."""
+    if consumer is None:
+        return PartitionView()
+    assigned = consumer.assignment()
+    partitions: dict[str, int] = {}
+    caught_up: dict[tuple[str, int], bool] = {}
+    for tp in assigned:
+        name = tp.topic.removeprefix(topic_prefix)
+        if name not in partitions:
+            partitions[name] = len(consumer.partitions_for_topic(tp.topic) or ())
+        highwater = consumer.highwater(tp)
+        caught_up[(name, tp.partition)] = (
+            highwater is not None and await consumer.position(tp) >= highwater
+        )
+    return PartitionView(partitions, caught_up)
 
 
 class ConsumingService:
@@ -218,6 +243,8 @@ class ConsumingService:
             is_stopping=lambda: self._stopping,
             topic_prefix=s.topic_prefix,
             max_future_s=s.max_future_s,
+            clock=self._clock(),
+            watermark_topics=[t.name for t in DATA_TOPICS if t.watermark_from == self.spec.name],
         )
         if s.health_port:
             self.health = HealthServer(
@@ -227,6 +254,16 @@ class ConsumingService:
                 extra_routes={"/metrics": metrics.prometheus_route},
             )
             await self.health.start()
+
+    def _clock(self) -> EventClock | None:
+        if not self.spec.clock_topics:
+            return None
+        return EventClock(
+            [ClockTopic(t.name, t.watermark_from) for t in self.spec.clock_topics],
+            lateness=timedelta(seconds=self.settings.allowed_lateness_s),
+            idle_after=timedelta(seconds=self.settings.idle_partition_s),
+            topic_prefix=self.settings.topic_prefix,
+        )
 
     async def stop_resources(self) -> None:
         """After the broker stopped: flush the outbox, then close."""

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 from shared.cloudevents import Envelope, encode, source_of
 from shared.consumer import BatchHandler
 from shared.contracts import Contract, Dimension, EventType
+from shared.eventtime import ClockReading
 from shared.journey import Transition, transition_record
 from shared.lifecycle import Erasure, Merge, with_lifecycle
 from shared.rules import load_rules
@@ -35,7 +36,8 @@ class Stage(Generic[R]):
     """The service, its section of the rules file and the journey dimension it decides."""
     rules: R
     lateness: timedelta
-    """How late an event may arrive before the event-time watermark passes it by."""
+    """How far behind its partition's newest event time an event may arrive and still be on
+    time (the service clock is the slowest partition's newest time less this)."""
 
     @property
     def source(self) -> str:
@@ -55,6 +57,9 @@ OnActivities = Callable[[UnitOfWork, list[Envelope], Stage[R]], Awaitable[None]]
 OnMerge = Callable[[UnitOfWork, Merge, Stage[R]], Awaitable[None]]
 OnErase = Callable[[UnitOfWork, Erasure, Stage[R]], Awaitable[Collection[str]]]
 """Returns any further ids erased with the member (see `shared.lifecycle.EraseHandler`)."""
+OnClock = Callable[[UnitOfWork, ClockReading, Stage[R]], Awaitable[None]]
+"""The service clock moved (after every event of the unit of work was applied): whatever falls
+due in event time up to `reading.after` is decided now, once, whatever the batching."""
 
 
 def stage_handler(
@@ -65,9 +70,11 @@ def stage_handler(
     on_activities: OnActivities[R],
     on_merge: OnMerge[R],
     on_erase: OnErase[R],
+    on_clock: OnClock[R] | None = None,
 ) -> BatchHandler:
     """The service's batch handler: rules read once at start-up (a bad rules file stops the
-    service before it reads), each part of a batch dispatched to its handler."""
+    service before it reads), each part of a batch dispatched to its handler, then the clock's
+    move (the runtime calls the handler with no events when only the clock moved)."""
     stage = Stage(
         name=name,
         rules=load_rules(rules_type, name, settings),
@@ -83,4 +90,12 @@ def stage_handler(
     async def erase(uow: UnitOfWork, e: Erasure) -> Collection[str]:
         return await on_erase(uow, e, stage)
 
-    return with_lifecycle(settings, apply=apply, merge=merge, erase=erase)
+    through_lifecycle = with_lifecycle(settings, apply=apply, merge=merge, erase=erase)
+
+    async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
+        if events:
+            await through_lifecycle(uow, events)
+        if on_clock is not None and uow.clock is not None and uow.clock.advanced:
+            await on_clock(uow, uow.clock, stage)
+
+    return handle_batch

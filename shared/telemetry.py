@@ -351,6 +351,7 @@ async def traced_send(
     value: bytes | None,
     key: bytes | None,
     headers: list[tuple[str, bytes]],
+    partition: int | None = None,
 ) -> asyncio.Future[Any]:
     """`producer.send` under a producer span that continues the context stored with the
     outbox row; the record carries the span's own context onwards. The span ends with the
@@ -372,7 +373,7 @@ async def traced_send(
         headers += trace_headers(trace.set_span_in_context(span, stored))
     try:
         future: asyncio.Future[Any] = await producer.send(
-            topic, value=value, key=key, headers=headers
+            topic, value=value, key=key, headers=headers, partition=partition
         )
     except BaseException as exc:
         span.record_exception(exc)

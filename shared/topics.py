@@ -20,6 +20,10 @@ class Topic:
     compacted: bool = False
     partitions: int | None = None  # None: the deployment's default (Settings.topic_partitions)
     extra_config: dict[str, str] = field(default_factory=dict)
+    watermark_from: str | None = None
+    """The service whose event-time watermark this topic carries in band, on every partition
+    (`system.watermark.v1`): a downstream service's clock for this topic is that watermark, not
+    the newest event it happened to see. None: progress is the events' own time."""
 
     @property
     def dlq(self) -> str:
@@ -51,12 +55,14 @@ MEMBER_LIFECYCLE = Topic(
     purpose="member.acquired.v1 (awareness -> advocacy: closes the flywheel loop); "
     "member.merged.v1 and member.erased.v1 (gateway -> every service: one member per person, "
     "erasure). Kept forever: a replay must apply every merge and erasure again.",
+    watermark_from="awareness",
 )
 SIGNALS_SUPPORT = Topic(
     "signals.support",
     key="member id of the helper",
     purpose="signal.peer_help.v1 for support tools. Advocacy builds its state from it, so it "
     "is kept as long as member-activity: a replay must find every signal again.",
+    watermark_from="engagement",
 )
 SIGNALS_SALES = Topic(
     "signals.sales",

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from shared.cloudevents import Envelope, OutgoingRecord
+from shared.eventtime import ClockReading
 from shared.postgres import Connection
 
 
@@ -19,6 +20,9 @@ class UnitOfWork:
         # How an emitted record is finished before it is stored (telemetry adds trace context).
         self.stamp: Callable[[OutgoingRecord], OutgoingRecord] = lambda record: record
         self.duplicates = 0
+        self.clock: ClockReading | None = None
+        """The service clock before and after this unit of work's events (None: the service
+        keeps no clock, e.g. the gateway's read model)."""
 
     async def claim(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
         """Record the events in the inbox; return those not applied before, in order.
@@ -53,8 +57,9 @@ class UnitOfWork:
         if not self._outbox:
             return
         await self.conn.executemany(
-            "INSERT INTO outbox (event_id, topic, key, value, header_names, header_values)"
-            " VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO outbox"
+            " (event_id, topic, key, value, header_names, header_values, partition)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
             [
                 (
                     r.event_id,
@@ -63,6 +68,7 @@ class UnitOfWork:
                     r.value,
                     [h[0] for h in r.headers],
                     [h[1] for h in r.headers],
+                    r.partition,
                 )
                 for r in self._outbox
             ],

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.cloudevents import Envelope, OutgoingRecord, decode, encode
+from shared.cloudevents import BROADCAST, Envelope, OutgoingRecord, decode, encode
 from shared.contracts import ACTIVITY, ActivityV1
+from shared.eventtime import clock_tick, is_clock_only
 from shared.kafka import ensure_topics
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
@@ -165,6 +167,8 @@ async def running(spec: ServiceSpec, settings: Settings) -> AsyncIterator[Consum
 
 
 async def publish(namespace: Namespace, records: list[OutgoingRecord]) -> None:
+    """Records in order; one whose partition is BROADCAST goes to every partition, as the
+    outbox relay sends it."""
     producer = AIOKafkaProducer(
         bootstrap_servers=namespace.stack.kafka_bootstrap,
         acks="all",
@@ -173,13 +177,27 @@ async def publish(namespace: Namespace, records: list[OutgoingRecord]) -> None:
     )
     await producer.start()
     try:
-        futures = [
-            await producer.send(namespace.topic(r.topic), r.value, key=r.key, headers=r.headers)
-            for r in records
-        ]
+        futures = []
+        for r in records:
+            topic = namespace.topic(r.topic)
+            partitions: list[int | None] = [r.partition]
+            if r.partition == BROADCAST:
+                partitions = sorted(await producer.partitions_for(topic))
+            for partition in partitions:
+                futures.append(
+                    await producer.send(
+                        topic, r.value, key=r.key, headers=r.headers, partition=partition
+                    )
+                )
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def publish_tick(namespace: Namespace, at: datetime) -> None:
+    """A clock tick of event time `at` on every partition of member-activity: what the
+    gateway's ticker sends, so every clock (and the watermarks downstream) can pass `at`."""
+    await publish(namespace, [clock_tick(at, clock="tests")])
 
 
 async def publish_activities(namespace: Namespace, activities: list[ActivityV1]) -> None:
@@ -230,8 +248,10 @@ def _prefix_of(topic: str) -> str:
     return match.group(0) if match else ""
 
 
-def envelopes(records: list[Any]) -> list[Envelope]:
-    return [
+def envelopes(records: list[Any], *, with_clocks: bool = False) -> list[Envelope]:
+    """The decoded events; without clock ticks and in-band watermarks (which only move the
+    services' clocks) unless `with_clocks`."""
+    decoded = [
         decode(
             topic=r.topic,
             partition=r.partition,
@@ -243,3 +263,4 @@ def envelopes(records: list[Any]) -> list[Envelope]:
         )
         for r in records
     ]
+    return [e for e in decoded if with_clocks or not is_clock_only(e)]

@@ -1,11 +1,11 @@
 """Advocacy on the real broker and PostgreSQL: peer-help signals, referrals and activities in,
 advocate and champion transitions and signals out, and a replay that gives the same result.
 
-Every record goes to partition 0 of its topic, so a replay reads each topic in the order it was
-written. The topics' relative order is not fixed (the consumer interleaves them as it likes),
-so the scenario is built for that: each member's credit comes from one topic, and the members
-whose credit comes from the signal topics never rank in a review. docs/JOURNEY-MODEL.md
-("Determinism and replay") says why.
+Every record goes to partition 0 of its topic; the clock records (a tick on member-activity,
+engagement's watermark on signals.support, awareness's on member-lifecycle) go to every
+partition, as the gateway and the upstream services write them. The topics' relative order is
+not fixed (the consumer interleaves them as it likes); advocacy credits in event time once its
+clock has passed, so the outcome does not depend on it.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from aiokafka import AIOKafkaProducer
 
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.advocacy.domain import ADVOCATE, CHAMPION, Rules, boundary_at_or_before
-from shared.cloudevents import OutgoingRecord, payloads
-from shared.contracts import AdvocateV1, ChampionNominatedV1, ClockTickV1, StageChangedV1
+from shared.cloudevents import BROADCAST, OutgoingRecord, payloads
+from shared.contracts import AdvocateV1, ChampionNominatedV1, StageChangedV1
+from shared.eventtime import clock_tick, watermark
 from tests.conftest import Namespace, envelopes, read_topic, running
 from tests.test_advocacy_rules import T0, acquired, act, peer_help, record
 
@@ -41,18 +42,34 @@ def day(t: datetime) -> float:
 
 
 async def publish_in_order(namespace: Namespace, records: Sequence[OutgoingRecord]) -> None:
-    """Like conftest.publish, but onto partition 0 of each topic, one record after another."""
+    """Like conftest.publish, but onto partition 0 of each topic, one record after another
+    (a BROADCAST record onto every partition)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=namespace.stack.kafka_bootstrap, acks="all", enable_idempotence=True
     )
     await producer.start()
     try:
         for r in records:
-            await producer.send_and_wait(
-                namespace.topic(r.topic), r.value, key=r.key, headers=r.headers, partition=0
-            )
+            topic = namespace.topic(r.topic)
+            partitions = [0]
+            if r.partition == BROADCAST:
+                partitions = sorted(await producer.partitions_for(topic))
+            for partition in partitions:
+                await producer.send_and_wait(
+                    topic, r.value, key=r.key, headers=r.headers, partition=partition
+                )
     finally:
         await producer.stop()
+
+
+def clock(at: datetime) -> list[OutgoingRecord]:
+    """Every input of advocacy passes `at`: the gateway's tick, and the upstream services'
+    watermarks (what engagement and awareness write once their own clocks passed `at`)."""
+    return [
+        clock_tick(at, clock="tests"),
+        watermark("engagement", "signals.support", at),
+        watermark("awareness", "member-lifecycle", at),
+    ]
 
 
 def first_period() -> list[OutgoingRecord]:
@@ -82,7 +99,7 @@ def first_period() -> list[OutgoingRecord]:
         record(act("dave", "event_talk", day=-4)),
         *(record(act("erin", "event_talk", day=d)) for d in (-3, -2, -1)),
         record(act("erin", "content_published", day=1)),
-        record(ClockTickV1(occurred_at=B1 + 2 * LATENESS)),
+        *clock(B1 + 2 * LATENESS),
     ]
 
 
@@ -90,7 +107,7 @@ def second_period() -> list[OutgoingRecord]:
     """frank (32) rises in the review at B2; bob (22) is fourth and goes back to advocate."""
     return [
         *(record(act("frank", "event_talk", day=day(B1) + d)) for d in (5, 6, 7, 8)),
-        record(ClockTickV1(occurred_at=B2 + 2 * LATENESS)),
+        *clock(B2 + 2 * LATENESS),
     ]
 
 

@@ -106,6 +106,7 @@ FIELDS: dict[str, dict[str, Any]] = {
         "occurred_at": WHEN,
     },
     "system.clock_tick.v1": {"clock": "gateway", "occurred_at": WHEN},
+    "system.watermark.v1": {"service": "engagement", "watermark": WHEN, "occurred_at": WHEN},
 }
 """One filled-in instance of each event type (a type not registered yet is skipped)."""
 

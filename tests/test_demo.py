@@ -25,3 +25,36 @@ def test_demo_grows_a_community_and_closes_the_loop(
     assert "The flywheel loop:" in out
     assert "Is the flywheel turning?" in out
     assert out.rstrip().endswith("stopped cleanly")
+
+
+def results(out: str) -> str:
+    """What the demo found: its figures and journeys, without the stack's progress lines and
+    the wall-clock timings (how long posting and catching up took)."""
+    start = out.index("every service caught up")
+    body = out[out.index("\n", start) + 1 : out.rindex("stopped cleanly")]
+    return "\n".join(line for line in body.splitlines() if not line.startswith("stack:"))
+
+
+def test_the_same_seed_prints_the_same_figures_and_journeys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twice the same community (same seed), on two fresh stacks: the same stage counts,
+    flywheel figures, champion reviews and journeys, line for line."""
+    for name in ("FLYWHEEL_API_KEYS", "FLYWHEEL_CLOCK_TICK_INTERVAL_S"):
+        monkeypatch.delenv(name, raising=False)
+    printed = []
+    for run in ("one", "two"):
+        args = [
+            "--people",
+            "80",
+            "--weeks",
+            "14",
+            "--seed",
+            "5",
+            "--state-dir",
+            str(tmp_path / run),
+        ]
+        assert demo.main(args) == 0
+        printed.append(results(capsys.readouterr().out))
+    assert "champion" in printed[0], printed[0]
+    assert printed[0] == printed[1]

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Namespace, envelopes, read_topic
-from tests.factories import activity
+from tests.conftest import Namespace, envelopes, publish_tick, read_topic
+from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
 
@@ -83,6 +84,9 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
         response = await client.post("/v1/activities", json=_body(*log))
         assert response.status_code == 202, response.text
         assert response.json()["accepted"] == [a.activity_id for a in log]
+        # the gateway's clock ticks (off here: simulated time) reach every partition, so every
+        # clock passes the history, and advocacy credits it in event time
+        await publish_tick(namespace, T0 + timedelta(days=6))
 
         journeys = await _wait_for_journeys(
             client, {"ada", "bob"}, {"awareness", "engagement", "advocacy"}
@@ -131,7 +135,7 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
         finally:
             await conn.close()
 
-    plumbing = {"inbox", "outbox", "watermark", "schema_migrations"}
+    plumbing = {"inbox", "outbox", "watermark", "event_clock", "schema_migrations"}
     own = {name: await tables(url) - plumbing for name, url in deployed["databases"].items()}
     for name, names in own.items():
         assert names, f"{name} keeps no state"

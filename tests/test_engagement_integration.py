@@ -15,19 +15,25 @@ import pytest
 from services.engagement import store
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.engagement.domain import Participant, Rules
-from shared.cloudevents import Envelope, encode
+from shared.cloudevents import Envelope
 from shared.contracts import (
     CHURN_RISK,
-    CLOCK_TICK,
     PEER_HELP,
     ChurnRiskV1,
-    ClockTickV1,
     PeerHelpV1,
     StageChangedV1,
 )
+from shared.eventtime import is_clock_only
 from shared.postgres import PLUMBING_MIGRATIONS, migrate
 from shared.service import ConsumingService
-from tests.conftest import Namespace, envelopes, publish, publish_activities, read_topic, running
+from tests.conftest import (
+    Namespace,
+    envelopes,
+    publish_activities,
+    publish_tick,
+    read_topic,
+    running,
+)
 from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
@@ -39,10 +45,12 @@ def day(n: float) -> datetime:
     return T0 + timedelta(days=n)
 
 
+PARTITIONS = 3  # of every topic in a test namespace (tests/conftest.py)
+
+
 async def tick(namespace: Namespace, at: datetime) -> None:
-    """What the gateway's clock sends when the community is quiet."""
-    data = ClockTickV1(clock="tests", occurred_at=at)
-    await publish(namespace, [encode(CLOCK_TICK, data, event_id=f"tick-{at}", source="/tests")])
+    """What the gateway's clock sends when the community is quiet: one copy per partition."""
+    await publish_tick(namespace, at)
 
 
 async def consumed(service: ConsumingService, count: int, timeout_s: float = 20.0) -> None:
@@ -67,6 +75,11 @@ async def drained(url: str, timeout_s: float = 10.0) -> None:
     raise AssertionError("the outbox was not drained")
 
 
+def signals(records: list[Any]) -> list[Envelope]:
+    """The signals among a topic's records, without engagement's in-band watermarks."""
+    return [e for e in envelopes(records) if not is_clock_only(e)]
+
+
 def moves(changes: list[StageChangedV1]) -> set[Move]:
     return {(c.member_id, c.from_stage, c.to_stage, c.occurred_at) for c in changes}
 
@@ -86,12 +99,16 @@ async def test_inactivity_is_judged_on_event_time_from_others_and_clock_ticks(
     async with running(ENGAGEMENT, namespace.settings(url)) as service:
         await publish_activities(namespace, [activity("m-1", "event_talk", day=0)])
         await consumed(service, 1)
-        # another member's activity moves event time past m-1's deadline (day 21)
+        # another member's activity passes m-1's deadline (day 21) on its own partition only:
+        # the clock waits for every partition, so nothing is judged yet
         await publish_activities(namespace, [activity("m-2", "reaction", day=22)])
         await consumed(service, 2)
-        # nobody speaks, but the clock does: past the dormant deadline (day 52)
+        assert await fetch(url, "SELECT stage FROM participants WHERE member_id = 'm-1'") == [
+            {"stage": "engaged"}
+        ]
+        # nobody speaks, but the clock does, on every partition: past both deadlines (21, 52)
         await tick(namespace, day(60))
-        await consumed(service, 3)
+        await consumed(service, 2 + PARTITIONS)
         transitions = await read_topic(namespace, "journey-transitions", until=3)
         churn = await read_topic(namespace, "signals.success", until=1)
         rows = await fetch(url, "SELECT member_id, stage, next_deadline FROM participants")
@@ -155,7 +172,7 @@ PHASES: list[tuple[float, list[tuple[str, str, str | None]]]] = [
     ),
     (10, [("b", "reply", "a"), ("d", "reply", "c"), ("d", "answer_accepted", "c")]),
     (25, []),  # a clock tick: a at_risk (deadline day 21) found by the sweep
-    (33, [("a", "reply", None)]),  # a reactivated; b and d at_risk at day 31 by a's activity
+    (33, [("a", "reply", None)]),  # a reactivated (b, d: due at day 31, swept at the next tick)
     (40, [("d", "reaction", None)]),
     (100, []),  # a clock tick: everyone's remaining deadlines
 ]
@@ -200,11 +217,11 @@ async def test_a_replay_from_offset_zero_rebuilds_the_same_transitions_and_state
                 await publish_activities(namespace, log)
             else:
                 await tick(namespace, day(at))
-            total += len(log) or 1
+            total += len(log) or PARTITIONS
             await consumed(service, total)
     live_changes = envelopes(await read_topic(namespace, "journey-transitions", until=13))
     live_signals = envelopes(await read_topic(namespace, "signals.success", until=5))
-    live_signals += envelopes(await read_topic(namespace, "signals.support", until=4))
+    live_signals += signals(await read_topic(namespace, "signals.support", until=4))
     live_state = await fetch(live_url, STATE)
 
     # A fresh database and consumer group, from offset 0. It publishes to the same topics, so
@@ -226,7 +243,11 @@ async def test_a_replay_from_offset_zero_rebuilds_the_same_transitions_and_state
     )
     replay_signals = after_live(
         await read_topic(namespace, "signals.success", until=10), live_signals
-    ) + after_live(await read_topic(namespace, "signals.support", until=8), live_signals)
+    ) + [
+        e
+        for e in after_live(await read_topic(namespace, "signals.support", until=8), live_signals)
+        if not is_clock_only(e)
+    ]
 
     live = [e.data for e in live_changes if isinstance(e.data, StageChangedV1)]
     replayed = [e.data for e in replay_changes if isinstance(e.data, StageChangedV1)]

@@ -15,7 +15,7 @@ from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.gateway import flywheel, reports
 from services.gateway.bootstrap import SPEC as GATEWAY
 from services.gateway.bootstrap import create_app
-from tests.conftest import Namespace, publish_activities, running
+from tests.conftest import Namespace, publish_activities, publish_tick, running
 from tests.factories import T0, activity
 
 
@@ -65,7 +65,6 @@ async def test_figures_show_the_loop_peer_help_and_conversion(namespace: Namespa
         activity("ada", "event_talk", day=5),
         activity("bob", "event_talk", day=5),
         activity("cy", "purchase", day=6, source="crm"),
-        # moves event time past 21 quiet days (not yet 52): ada and bob are at risk
         activity("anon-9", "page_view", day=40, anonymous=True, source="web"),
     ]
     async with (
@@ -75,6 +74,8 @@ async def test_figures_show_the_loop_peer_help_and_conversion(namespace: Namespa
         running(GATEWAY, namespace.settings(urls["gateway"])),
     ):
         await publish_activities(namespace, log)
+        # the clock on every partition passes 21 quiet days (not yet 52): ada and bob at risk
+        await publish_tick(namespace, T0 + timedelta(days=40))
         conn = await asyncpg.connect(urls["gateway"])
         try:
             report = None
@@ -105,7 +106,9 @@ async def test_figures_show_the_loop_peer_help_and_conversion(namespace: Namespa
         "member": 2,
         "customer": 1,
     }
-    assert report.members_per_stage["advocacy"] == {"advocate": 1}  # ada: 2 + 5 + 8 >= 12
+    # ada: an advocate at day 5 (2 + 5 + 8 >= 12), then a champion at the review of
+    # 2026-02-06 (day 31.6), which the clock passed at the tick of day 40
+    assert report.members_per_stage["advocacy"] == {"champion": 1}
     visitor_to_member = next(
         c for c in report.conversions if (c.from_stage, c.to_stage) == ("visitor", "member")
     )

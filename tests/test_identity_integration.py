@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -25,8 +26,15 @@ from services.gateway.bootstrap import build_app
 from services.gateway.identity import IdentityStore
 from shared.cloudevents import derive_event_id
 from shared.contracts import ActivityV1, StageChangedV1
-from tests.conftest import Namespace, envelopes, publish_activities, read_topic, running
-from tests.factories import activity
+from tests.conftest import (
+    Namespace,
+    envelopes,
+    publish_activities,
+    publish_tick,
+    read_topic,
+    running,
+)
+from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
 
@@ -135,6 +143,7 @@ async def test_linking_an_identity_merges_the_person_in_every_service(
     assert await d.identities.resolve("discourse", "77", "ada@example.com") == A
     assert await d.identities.resolve("github", "1001") == B
     await d.post(*_histories())
+    await publish_tick(namespace, T0 + timedelta(days=5))  # advocacy credits once clocks pass
 
     async def histories_applied() -> None:
         people = await d.pairs("awareness", "SELECT member_id, stage FROM people")

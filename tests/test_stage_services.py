@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -16,10 +17,11 @@ from tests.conftest import (
     envelopes,
     publish,
     publish_activities,
+    publish_tick,
     read_topic,
     running,
 )
-from tests.factories import activity
+from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +46,8 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
         running(ADVOCACY, namespace.settings(urls["advocacy"])),
     ):
         await publish_activities(namespace, log)
+        # advocacy credits in event time: once every partition has passed the talk (day 5)
+        await publish_tick(namespace, T0 + timedelta(days=6))
         records = await read_topic(namespace, "journey-transitions", until=6)
 
     changes = [e.data for e in envelopes(records)]
@@ -77,7 +81,7 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
                 assert stages == {"v-1": "member", "m-2": "member"}
         finally:
             await conn.close()
-    plumbing = {"inbox", "outbox", "schema_migrations", "watermark"}
+    plumbing = {"inbox", "outbox", "schema_migrations", "watermark", "event_clock"}
     own = {name: names - plumbing for name, names in tables.items()}
     assert all(names >= plumbing for names in tables.values())
     assert all(own.values()), "every service keeps state of its own"

@@ -19,10 +19,13 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
+    # the clock waits for engagement's and awareness's watermarks, not just their newest events
+    clock_topics=(MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE),
     replay_tables=(
         "advocacy_members",
         "contributions",
         "review_clock",
+        "pending_contributions",
         "inbox",
         "watermark",
         "event_clock",

@@ -346,33 +346,42 @@ def boundary_at_or_before(t: datetime, period: timedelta) -> datetime:
     return EPOCH + ((t - EPOCH) // period) * period
 
 
-def reviews_due(
+def boundaries_due(
     last_boundary: datetime | None,
-    newest_before: datetime | None,
-    event_times: Sequence[datetime],
-    lateness: timedelta,
+    earliest: datetime | None,
+    until: datetime,
     period: timedelta,
-) -> tuple[datetime | None, list[tuple[int, datetime]]]:
-    """Which boundaries the watermark passes during this batch, and after which event.
-
-    Returns the new last reviewed boundary and (index, boundary) pairs: the review for the
-    boundary runs after the event at `index` is applied. Done event by event, so where the
-    batches happen to be cut never changes what a review sees. The very first event sets the
-    starting point (no member can be an advocate before it).
-    """
+) -> tuple[datetime | None, list[datetime]]:
+    """The review boundaries the service clock passed in moving to `until`, oldest first, and
+    the new last reviewed boundary. Reviews start at the boundary before the earliest
+    contribution (`earliest`): before it nobody can be an advocate, and it is the same whatever
+    the pace the log was read at, unlike the time the clock first moved."""
     if last_boundary is None:
-        if not event_times:
+        if earliest is None:
             return None, []
-        last_boundary = boundary_at_or_before(event_times[0], period)
-    due: list[tuple[int, datetime]] = []
-    newest = newest_before
-    for i, t in enumerate(event_times):
-        newest = t if newest is None else max(newest, t)
-        watermark = newest - lateness
-        while last_boundary + period <= watermark:
-            last_boundary += period
-            due.append((i, last_boundary))
+        last_boundary = boundary_at_or_before(earliest, period)
+    due: list[datetime] = []
+    while last_boundary + period <= until:
+        last_boundary += period
+        due.append(last_boundary)
     return last_boundary, due
+
+
+def settlement_steps(pending: Iterable[Contribution], boundaries: Sequence[datetime]) -> list[Step]:
+    """Pending contributions in event-time order (ties by key), each review placed after every
+    contribution at or before its boundary (a window is start < t <= end): the order the
+    events happened in, not the order partitions and topics happened to be read in."""
+    ordered = sorted(pending, key=lambda c: (c.occurred_at, c.key))
+    steps: list[Step] = []
+    i = 0
+    for boundary in sorted(boundaries):
+        chunk: list[Contribution] = []
+        while i < len(ordered) and ordered[i].occurred_at <= boundary:
+            chunk.append(ordered[i])
+            i += 1
+        steps.append(Step(tuple(chunk), (boundary,)))
+    steps.append(Step(tuple(ordered[i:])))
+    return steps
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,21 @@
 """Advocacy handlers: one per kind of input, each loads, calls the pure rules, saves, emits.
 
-An activity batch: turn each event into candidate contributions (pure), work out which champion
-reviews fall due after which event (pure, from event times only), load what the batch needs in
-one read per kind, decide (`domain.run_batch`, pure), write once per kind, put the transitions
-and signals in the outbox. Cutting the batch at merges and erasures, and dispatching each part
-here, is `shared.stage`. The work is done against a `Store` Protocol (PostgreSQL in the
-service, a dict in the tests).
+An activity batch: turn each event into candidate contributions (pure) and keep them pending
+(`credit`; one that arrived behind the clock is credited at once). When the service clock
+moves, which happens only once every input partition has passed a time (member-activity's own
+events, engagement's and awareness's in-band watermarks), the pending contributions up to it
+are credited in event-time order with the champion reviews in between (`settle`; decided by
+`domain.run_batch`, pure). So the same log gives the same advocates and champions at any pace.
+
+Cutting the batch at merges and erasures, and dispatching each part here, is `shared.stage`.
+The work is done against a `Store` Protocol (PostgreSQL in the service, a dict in the tests).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import datetime
 from typing import Protocol
 
 from services.advocacy import domain
@@ -20,6 +24,7 @@ from shared import lifecycle
 from shared.cloudevents import Envelope, OutgoingRecord, derive_event_id, encode, source_of
 from shared.consumer import BatchHandler
 from shared.contracts import ADVOCATE, CHAMPION_NOMINATED, AdvocateV1
+from shared.eventtime import ClockReading
 from shared.journey import transition_record
 from shared.settings import Settings
 from shared.stage import Stage, stage_handler
@@ -30,11 +35,17 @@ AdvocacyStage = Stage[domain.Rules]
 
 
 class Store(Protocol):
-    """What a batch needs from storage (PostgreSQL in the service, a dict in the tests)."""
+    """What crediting needs from storage (PostgreSQL in the service, a dict in the tests)."""
 
-    async def clock(self) -> tuple[datetime | None, datetime | None]: ...
+    async def last_boundary(self) -> datetime | None: ...
 
-    async def advance_watermark(self, events: Sequence[Envelope], lateness: timedelta) -> None: ...
+    async def earliest_contribution(self) -> datetime | None: ...
+
+    async def add_pending(self, contributions: Sequence[domain.Contribution]) -> None: ...
+
+    async def pending_until(self, until: datetime) -> list[domain.Contribution]: ...
+
+    async def pending_keys(self, keys: Collection[str]) -> frozenset[str]: ...
 
     async def snapshot(
         self,
@@ -44,18 +55,29 @@ class Store(Protocol):
         window: tuple[datetime, datetime] | None,
     ) -> domain.Snapshot: ...
 
-    async def save(self, result: domain.BatchResult, last_boundary: datetime | None) -> None: ...
+    async def save(
+        self,
+        result: domain.BatchResult,
+        last_boundary: datetime | None,
+        settled: Collection[str] = (),
+    ) -> None: ...
 
 
 class MergeStore(Store, Protocol):
     """What a merge or an erasure needs besides: every credit that names the members."""
 
-    async def involving(self, member_ids: Collection[str]) -> list[domain.Contribution]: ...
+    async def involving(
+        self, member_ids: Collection[str], *, pending: bool = False
+    ) -> list[domain.Contribution]: ...
 
     async def members(self, member_ids: Collection[str]) -> dict[str, domain.Member]: ...
 
     async def replace_contributions(
-        self, old_keys: Collection[str], new: Sequence[domain.Contribution]
+        self,
+        old_keys: Collection[str],
+        new: Sequence[domain.Contribution],
+        *,
+        pending: bool = False,
     ) -> None: ...
 
     async def put_members(self, members: Iterable[domain.Member]) -> None: ...
@@ -63,31 +85,71 @@ class MergeStore(Store, Protocol):
     async def delete_members(self, member_ids: Collection[str]) -> None: ...
 
 
-async def apply_batch(
-    store: Store, events: Sequence[Envelope], rules: domain.Rules, lateness: timedelta
+async def credit(
+    store: Store, events: Sequence[Envelope], rules: domain.Rules, clock: datetime | None
 ) -> domain.BatchResult:
-    """Everything but the outbox, so the tests can run it on an in-memory store."""
-    candidates = [tuple(domain.contributions_of(e.data, e.id, rules)) for e in events]
-    last_boundary, newest_before = await store.clock()
-    new_boundary, due = domain.reviews_due(
-        last_boundary, newest_before, [e.time for e in events], lateness, rules.period
-    )
-    await store.advance_watermark(events, lateness)
-    reviews: dict[int, list[datetime]] = {}
-    for index, boundary in due:
-        reviews.setdefault(index, []).append(boundary)
-    steps = [domain.Step(cs, tuple(reviews.get(i, ()))) for i, cs in enumerate(candidates)]
-    flat = [c for cs in candidates for c in cs]
-    boundaries = [b for _, b in due]
+    """The events' contributions: those the clock has not passed wait for it (`settle`); a
+    late one (at or behind the clock, whose reviews are done) is credited now, in arrival
+    order, and reviews are not run again for it (docs/GUARANTEES.md, late data)."""
+    candidates = [c for e in events for c in domain.contributions_of(e.data, e.id, rules)]
+    late = [c for c in candidates if clock is not None and c.occurred_at <= clock]
+    await store.add_pending([c for c in candidates if clock is None or c.occurred_at > clock])
+    if not late:
+        return domain.BatchResult((), {}, (), ())
+    keys = {c.key for c in late}
     snapshot = await store.snapshot(
-        {c.member_id for c in flat},
-        {c.key for c in flat},
-        {c.content_id for c in flat if c.content_id is not None},
-        (min(boundaries) - rules.window, max(boundaries)) if boundaries else None,
+        {c.member_id for c in late},
+        keys,
+        {c.content_id for c in late if c.content_id is not None},
+        None,
     )
-    result = domain.run_batch(snapshot, steps, rules)
-    await store.save(result, new_boundary if new_boundary != last_boundary else None)
+    waiting = await store.pending_keys(keys)  # the same act on time: credited when settled
+    snapshot = replace(snapshot, seen_keys=snapshot.seen_keys | waiting)
+    result = domain.run_batch(snapshot, [domain.Step((c,)) for c in late], rules)
+    await store.save(result, None)
     return result
+
+
+async def settle(store: Store, rules: domain.Rules, until: datetime) -> domain.BatchResult:
+    """The clock moved to `until`: credit every pending contribution up to it in event-time
+    order, and run each champion review it passed after everything at or before its boundary."""
+    pending = await store.pending_until(until)
+    last_boundary = await store.last_boundary()
+    new_boundary, due = domain.boundaries_due(
+        last_boundary, await store.earliest_contribution(), until, rules.period
+    )
+    if not pending and not due:
+        return domain.BatchResult((), {}, (), ())
+    snapshot = await store.snapshot(
+        {c.member_id for c in pending},
+        {c.key for c in pending},
+        {c.content_id for c in pending if c.content_id is not None},
+        (min(due) - rules.window, max(due)) if due else None,
+    )
+    result = domain.run_batch(snapshot, domain.settlement_steps(pending, due), rules)
+    await store.save(
+        result,
+        new_boundary if new_boundary != last_boundary else None,
+        settled=[c.key for c in pending],
+    )
+    return result
+
+
+async def apply_batch(
+    store: Store, events: Sequence[Envelope], rules: domain.Rules, reading: ClockReading
+) -> domain.BatchResult:
+    """One unit of work as the runtime runs it (credit, then settle if the clock moved), on
+    any store: the tests run it on an in-memory one."""
+    credited = await credit(store, events, rules, reading.before)
+    if not reading.advanced or reading.after is None:
+        return credited
+    settled = await settle(store, rules, reading.after)
+    return domain.BatchResult(
+        credited.credited + settled.credited,
+        {**credited.members, **settled.members},
+        credited.transitions + settled.transitions,
+        credited.signals + settled.signals,
+    )
 
 
 def signal_record(signal: domain.Signal) -> OutgoingRecord:
@@ -115,7 +177,7 @@ async def merge(store: MergeStore, m: lifecycle.Merge, rules: domain.Rules) -> l
     kept = {(c.member_id, c.key) for c in moved}
     third = {c.member_id for c in involved} - {m.survivor, m.merged}
     members = await store.members({m.survivor, m.merged, *third})
-    last_boundary, _ = await store.clock()
+    last_boundary = await store.last_boundary()
     survivor, transitions, signals = domain.merge_members(
         members.get(m.survivor),
         members.get(m.merged),
@@ -133,6 +195,12 @@ async def merge(store: MergeStore, m: lifecycle.Merge, rules: domain.Rules) -> l
         if member_id in members
     ]
     await store.replace_contributions([c.key for c in involved], moved)
+    waiting = await store.involving({m.survivor, m.merged}, pending=True)
+    await store.replace_contributions(
+        [c.key for c in waiting],
+        domain.merge_contributions(waiting, m.survivor, m.merged),
+        pending=True,
+    )
     await store.delete_members([m.merged])
     await store.put_members([*changed, *([survivor] if survivor is not None else [])])
     result = domain.BatchResult((), {}, tuple(transitions), tuple(signals))
@@ -148,18 +216,31 @@ async def erase(store: MergeStore, ids: frozenset[str]) -> None:
     """The members' rows and credits go; others' credits that name them are kept without the
     id (`domain.anonymize`)."""
     involved = await store.involving(ids)
-    others = [
-        domain.anonymize(c, ids, lambda m: lifecycle.member_hash(m)[:16])
-        for c in involved
-        if c.member_id not in ids
-    ]
+
+    def tag(member_id: str) -> str:
+        return lifecycle.member_hash(member_id)[:16]
+
+    others = [domain.anonymize(c, ids, tag) for c in involved if c.member_id not in ids]
     await store.replace_contributions([c.key for c in involved], others)
+    waiting = await store.involving(ids, pending=True)
+    await store.replace_contributions(
+        [c.key for c in waiting],
+        [domain.anonymize(c, ids, tag) for c in waiting if c.member_id not in ids],
+        pending=True,
+    )
     await store.delete_members(ids)
 
 
 async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: AdvocacyStage) -> None:
-    result = await apply_batch(PgStore(uow.conn), events, stage.rules, stage.lateness)
-    for record in records(result):
+    clock = uow.clock.before if uow.clock is not None else None
+    for record in records(await credit(PgStore(uow.conn), events, stage.rules, clock)):
+        uow.emit(record)
+
+
+async def on_clock(uow: UnitOfWork, reading: ClockReading, stage: AdvocacyStage) -> None:
+    if reading.after is None:
+        return
+    for record in records(await settle(PgStore(uow.conn), stage.rules, reading.after)):
         uow.emit(record)
 
 
@@ -181,4 +262,5 @@ def build_handler(settings: Settings) -> BatchHandler:
         on_activities=on_activities,
         on_merge=on_merge,
         on_erase=on_erase,
+        on_clock=on_clock,
     )

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 from services.advocacy.domain import BatchResult, Contribution, ContributionKind, Member, Snapshot
-from shared.cloudevents import Envelope
-from shared.eventtime import advance_watermark
 from shared.postgres import Connection
 
 _CONTRIBUTION_COLUMNS = "key, member_id, kind, weight, occurred_at, link, content_id, cause_id"
@@ -39,23 +37,79 @@ def _contribution(row: Any) -> Contribution:
     )
 
 
+def _columns(cs: Sequence[Contribution]) -> list[list[Any]]:
+    """The unnest arrays of contributions, in _CONTRIBUTION_COLUMNS order."""
+    return [
+        [c.key for c in cs],
+        [c.member_id for c in cs],
+        [c.kind for c in cs],
+        [c.weight for c in cs],
+        [c.occurred_at for c in cs],
+        [c.link for c in cs],
+        [c.content_id for c in cs],
+        [c.cause_id for c in cs],
+    ]
+
+
 class PgStore:
     """The advocacy database, inside the batch's transaction."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    async def clock(self) -> tuple[datetime | None, datetime | None]:
-        """(last review boundary passed, newest event time seen before this batch)."""
-        row = await self.conn.fetchrow(
-            "SELECT (SELECT last_boundary FROM review_clock) AS last_boundary,"
-            " (SELECT event_time FROM watermark) AS newest"
-        )
-        assert row is not None
-        return row["last_boundary"], row["newest"]
+    async def last_boundary(self) -> datetime | None:
+        """The last champion review boundary passed."""
+        value: datetime | None = await self.conn.fetchval("SELECT last_boundary FROM review_clock")
+        return value
 
-    async def advance_watermark(self, events: Sequence[Envelope], lateness: timedelta) -> None:
-        await advance_watermark(self.conn, events, lateness)
+    async def earliest_contribution(self) -> datetime | None:
+        """Where reviews start: the earliest contribution, credited or pending."""
+        value: datetime | None = await self.conn.fetchval(
+            "SELECT least((SELECT min(occurred_at) FROM contributions),"
+            " (SELECT min(occurred_at) FROM pending_contributions))"
+        )
+        return value
+
+    async def add_pending(self, contributions: Sequence[Contribution]) -> None:
+        """Contributions on time: kept until the clock passes them. An act already credited
+        is dropped; the same act twice keeps its earliest time (then the lower cause id)."""
+        earliest: dict[str, Contribution] = {}
+        for c in contributions:  # one row per key per statement (ON CONFLICT's rule)
+            held = earliest.get(c.key)
+            if held is None or (c.occurred_at, c.cause_id) < (held.occurred_at, held.cause_id):
+                earliest[c.key] = c
+        if not earliest:
+            return
+        await self.conn.execute(
+            f"""
+            INSERT INTO pending_contributions ({_CONTRIBUTION_COLUMNS})
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[],
+                                 $5::timestamptz[], $6::text[], $7::text[], $8::text[])
+                 AS u(key, member_id, kind, weight, occurred_at, link, content_id, cause_id)
+            WHERE NOT EXISTS (SELECT 1 FROM contributions c WHERE c.key = u.key)
+            ON CONFLICT (key) DO UPDATE SET
+                member_id = EXCLUDED.member_id, kind = EXCLUDED.kind, weight = EXCLUDED.weight,
+                occurred_at = EXCLUDED.occurred_at, link = EXCLUDED.link,
+                content_id = EXCLUDED.content_id, cause_id = EXCLUDED.cause_id
+            WHERE (EXCLUDED.occurred_at, EXCLUDED.cause_id)
+                < (pending_contributions.occurred_at, pending_contributions.cause_id)
+            """,
+            *_columns(list(earliest.values())),
+        )
+
+    async def pending_until(self, until: datetime) -> list[Contribution]:
+        rows = await self.conn.fetch(
+            f"SELECT {_CONTRIBUTION_COLUMNS} FROM pending_contributions"
+            " WHERE occurred_at <= $1 ORDER BY occurred_at, key",
+            until,
+        )
+        return [_contribution(r) for r in rows]
+
+    async def pending_keys(self, keys: Collection[str]) -> frozenset[str]:
+        rows = await self.conn.fetch(
+            "SELECT key FROM pending_contributions WHERE key = ANY($1::text[])", list(keys)
+        )
+        return frozenset(r["key"] for r in rows)
 
     async def snapshot(
         self,
@@ -115,8 +169,18 @@ class PgStore:
             )
         return Snapshot(members=members, seen_keys=seen, engaged=engaged, log=log)
 
-    async def save(self, result: BatchResult, last_boundary: datetime | None) -> None:
-        """The new contributions, the changed members, and the review clock if it moved."""
+    async def save(
+        self,
+        result: BatchResult,
+        last_boundary: datetime | None,
+        settled: Collection[str] = (),
+    ) -> None:
+        """The new contributions, the changed members, the review clock if it moved, and the
+        pending contributions the clock settled (`settled`: their keys) gone from waiting."""
+        if settled:
+            await self.conn.execute(
+                "DELETE FROM pending_contributions WHERE key = ANY($1::text[])", list(settled)
+            )
         await self._insert_contributions(result.credited)
         await self._upsert_members(result.members.values())
         if last_boundary is not None:
@@ -136,14 +200,7 @@ class PgStore:
                                  $5::timestamptz[], $6::text[], $7::text[], $8::text[])
             ON CONFLICT (key) DO NOTHING
             """,
-            [c.key for c in credited],
-            [c.member_id for c in credited],
-            [c.kind for c in credited],
-            [c.weight for c in credited],
-            [c.occurred_at for c in credited],
-            [c.link for c in credited],
-            [c.content_id for c in credited],
-            [c.cause_id for c in credited],
+            *_columns(credited),
         )
 
     async def _upsert_members(self, members: Iterable[Member]) -> None:
@@ -169,13 +226,17 @@ class PgStore:
 
     # ---- merges and erasures ------------------------------------------------------------
 
-    async def involving(self, member_ids: Collection[str]) -> list[Contribution]:
+    async def involving(
+        self, member_ids: Collection[str], *, pending: bool = False
+    ) -> list[Contribution]:
         """Every contribution credited to the members or naming them: as who engaged with a
         piece of content (the key's tail) or who joined through a referral. Merges and
-        erasures are rare, so the scan of those two kinds is acceptable."""
+        erasures are rare, so the scan of those two kinds is acceptable. `pending`: the ones
+        still waiting for the clock instead."""
+        table = "pending_contributions" if pending else "contributions"
         rows = await self.conn.fetch(
             f"""
-            SELECT {_CONTRIBUTION_COLUMNS} FROM contributions
+            SELECT {_CONTRIBUTION_COLUMNS} FROM {table}
             WHERE member_id = ANY($1::text[])
                OR (kind = 'content_engaged'
                    AND substr(key, length('content_engaged:' || content_id || ':') + 1)
@@ -188,12 +249,16 @@ class PgStore:
         return [_contribution(r) for r in rows]
 
     async def replace_contributions(
-        self, old_keys: Collection[str], new: Sequence[Contribution]
+        self, old_keys: Collection[str], new: Sequence[Contribution], *, pending: bool = False
     ) -> None:
+        table = "pending_contributions" if pending else "contributions"
         await self.conn.execute(
-            "DELETE FROM contributions WHERE key = ANY($1::text[])", sorted(old_keys)
+            f"DELETE FROM {table} WHERE key = ANY($1::text[])", sorted(old_keys)
         )
-        await self._insert_contributions(new)
+        if pending:
+            await self.add_pending(new)
+        else:
+            await self._insert_contributions(new)
 
     async def members(self, member_ids: Collection[str]) -> dict[str, Member]:
         rows = await self.conn.fetch(

@@ -15,6 +15,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
+    clock_topics=(MEMBER_ACTIVITY,),
     replay_tables=("people", "aliases", "inbox", "watermark", "event_clock"),
     # member.erased.v1: a person's anonymous visitor ids, which only awareness knows
     emits=(STAGE_CHANGED, MEMBER_ACQUIRED, MEMBER_ERASED, PROSPECT_INTENT),

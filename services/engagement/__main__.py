@@ -14,6 +14,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
+    clock_topics=(MEMBER_ACTIVITY,),
     replay_tables=("participants", "inbox", "watermark", "event_clock"),
     emits=(STAGE_CHANGED, PEER_HELP, CHURN_RISK),
 )

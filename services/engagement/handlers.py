@@ -1,9 +1,10 @@
 """Engagement handlers: one per kind of input, each loads, calls the pure rules, saves, emits.
 
-Per activity batch: move the event-time watermark, load the actors and every member due by
-the watermark in one query, fold the batch through the pure rules, save what changed in one
-statement, and put transitions and signals in the outbox. Cutting the batch at merges and
-erasures, and dispatching each part here, is `shared.stage`.
+Per activity batch: load the actors, fold the batch through the pure rules, save what changed
+in one statement, and put transitions and signals in the outbox. When the service clock moves
+(after the whole batch), every member whose demotion fell due by then is swept, each at its
+exact deadline. Cutting the batch at merges and erasures, and dispatching each part here, is
+`shared.stage`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from services.engagement import domain, store
 from shared.cloudevents import Envelope, payloads
 from shared.consumer import BatchHandler
 from shared.contracts import ActivityV1
-from shared.eventtime import advance_watermark
+from shared.eventtime import ClockReading
 from shared.lifecycle import Erasure, Merge
 from shared.settings import Settings
 from shared.stage import Stage, stage_handler
@@ -27,22 +28,27 @@ EngagementStage = Stage[domain.Rules]
 
 
 async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: EngagementStage) -> None:
-    # Clock ticks (and every other event) only move the watermark.
-    watermark = await advance_watermark(uow.conn, events, stage.lateness)
     activities = payloads(events, ActivityV1)
-    members = await store.load(uow.conn, {a.actor.member_id for a in activities}, due_by=watermark)
-    outcome = domain.fold_batch(members, activities, watermark, stage.rules)
+    members = await store.load(uow.conn, {a.actor.member_id for a in activities})
+    outcome = domain.fold_batch(members, activities, None, stage.rules)
     await store.save(uow.conn, outcome.changed.values(), stage.rules)
+    _emit(uow, stage, outcome)
+
+
+async def on_clock(uow: UnitOfWork, reading: ClockReading, stage: EngagementStage) -> None:
+    """Sweep every member whose next demotion is due by the new clock."""
+    members = await store.load(uow.conn, (), due_by=reading.after)
+    outcome = domain.fold_batch(members, [], reading.after, stage.rules)
+    await store.save(uow.conn, outcome.changed.values(), stage.rules)
+    _emit(uow, stage, outcome)
+    if outcome.transitions:
+        log.debug("engagement: %d demotions by %s", len(outcome.transitions), reading.after)
+
+
+def _emit(uow: UnitOfWork, stage: EngagementStage, outcome: domain.BatchOutcome) -> None:
     stage.emit_transitions(uow, outcome.transitions)
     for s in outcome.signals:
         stage.emit(uow, s.event_type, s.data, s.event_id)
-    if outcome.transitions:
-        log.debug(
-            "engagement: %d transitions, %d signals, watermark %s",
-            len(outcome.transitions),
-            len(outcome.signals),
-            watermark,
-        )
 
 
 async def on_merge(uow: UnitOfWork, m: Merge, stage: EngagementStage) -> None:
@@ -70,4 +76,5 @@ def build_handler(settings: Settings) -> BatchHandler:
         on_activities=on_activities,
         on_merge=on_merge,
         on_erase=on_erase,
+        on_clock=on_clock,
     )

@@ -33,7 +33,6 @@ from services.gateway.delivery.worker import DeliveryWorker
 from services.gateway.http import auth, limits, operations, problems, strength
 from services.gateway.http.asyncapi import build_asyncapi
 from services.gateway.http.operations import ReadinessCheck
-from services.gateway.http.problems import Unavailable
 from services.gateway.ingest import routes as ingest_routes
 from services.gateway.ingest.publisher import ActivityPublisher, KafkaActivityPublisher
 from services.gateway.journey import routes as journey_routes
@@ -41,10 +40,12 @@ from services.gateway.journey.projection import project_transitions
 from services.gateway.journey.store import JourneyReader, PgJourneyStore
 from services.gateway.reports import ReportsDb
 from shared import lifecycle, metrics, telemetry
-from shared.cloudevents import Envelope, derive_event_id, encode, source_of
+from shared.cloudevents import Envelope
 from shared.consumer import BatchHandler
-from shared.contracts import ACTIVITY, CLOCK_TICK, MEMBER_ERASED, MEMBER_MERGED, ClockTickV1
+from shared.contracts import ACTIVITY, CLOCK_TICK, MEMBER_ERASED, MEMBER_MERGED
+from shared.eventtime import clock_tick
 from shared.health import HealthServer
+from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
 from shared.topics import (
@@ -54,7 +55,7 @@ from shared.topics import (
     SIGNALS_SUCCESS,
     SIGNALS_SUPPORT,
 )
-from shared.uow import UnitOfWork
+from shared.uow import UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -227,22 +228,20 @@ def _install_openapi(app: FastAPI) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-async def tick_clock(publisher: KafkaActivityPublisher, interval_s: float) -> None:
-    """Publish the wall clock as event time, so a quiet community still ages."""
+async def tick_clock(service: ConsumingService, interval_s: float) -> None:
+    """Publish the wall clock as event time to every partition of member-activity (through the
+    outbox, whose relay writes one copy per partition), so a quiet community still ages and a
+    quiet partition does not hold the stage services' clocks back."""
     while True:
         await asyncio.sleep(interval_s)
         now = datetime.now(UTC).replace(microsecond=0)
-        tick = ClockTickV1(clock="gateway", occurred_at=now)
-        record = encode(
-            CLOCK_TICK,
-            tick,
-            source=source_of("gateway"),
-            event_id=derive_event_id(CLOCK_TICK.type, "gateway", now.isoformat()),
-        )
         try:
-            await publisher.publish([record])
-        except Unavailable as exc:
-            log.warning("clock tick not published (next one will be): %s", exc)
+            assert service.pool is not None and service.relay is not None
+            async with unit_of_work(service.pool) as uow:
+                uow.emit(clock_tick(now))
+            service.relay.wake()
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("clock tick not written (next one will be): %s", exc)
 
 
 def build_app(settings: Settings | None = None) -> FastAPI:
@@ -296,7 +295,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             await delivery.start(service)
             await service.broker.start()
             if settings.clock_tick_interval_s > 0:
-                ticker = asyncio.create_task(tick_clock(publisher, settings.clock_tick_interval_s))
+                ticker = asyncio.create_task(tick_clock(service, settings.clock_tick_interval_s))
             yield
         finally:
             if ticker is not None:
