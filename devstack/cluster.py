@@ -151,49 +151,34 @@ class ClusterNode(LocalKafka):
 
     # --- pieces -------------------------------------------------------------------------------
 
-    def _write_config(self) -> Path:
+    def _properties(self) -> dict[str, str]:
+        """The single node's properties, as a voter of a quorum of N with production's
+        replication: a write is acknowledged once 2 of 3 replicas have it."""
         rf, min_isr = str(self.replication_factor), str(self.min_insync_replicas)
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": str(self.node_id),
-            "controller.quorum.voters": self.voters,
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            "num.partitions": str(self.partitions),
-            # production's replication: a write is acknowledged once 2 of 3 replicas have it
-            "default.replication.factor": rf,
-            "min.insync.replicas": min_isr,
-            "unclean.leader.election.enable": "false",
-            "offsets.topic.replication.factor": rf,
-            "offsets.topic.num.partitions": "12",  # 50 by default: slow first group join
-            "transaction.state.log.replication.factor": rf,
-            "transaction.state.log.min.isr": min_isr,
-            "transaction.state.log.num.partitions": "12",
-            "share.coordinator.state.topic.replication.factor": rf,
-            "share.coordinator.state.topic.min.isr": min_isr,
-            "group.initial.rebalance.delay.ms": "0",
-            # A kill -9 is noticed when the broker's session with the controller expires
-            # (9 s by default): that is most of the leader failover time.
-            "broker.heartbeat.interval.ms": "500",
-            "broker.session.timeout.ms": "3000",
-            "auto.create.topics.enable": "false",
-            # Small machine: fewer threads per node than the defaults (8 io, 3 network).
-            "num.io.threads": "4",
-            "num.network.threads": "2",
-            "num.replica.fetchers": "1",
-            "log.cleaner.threads": "1",
-        }
-        server_props = self.dir / "server.properties"
-        body = "".join(f"{k}={v}\n" for k, v in props.items())
-        server_props.write_text("# Written by devstack/cluster.py at every start.\n" + body)
-        (self.dir / "log4j2.properties").write_text(_log4j2(self.name))
-        return server_props
+        props = super()._properties()
+        props.update(
+            {
+                "node.id": str(self.node_id),
+                "controller.quorum.voters": self.voters,
+                "default.replication.factor": rf,
+                "min.insync.replicas": min_isr,
+                "unclean.leader.election.enable": "false",
+                "offsets.topic.replication.factor": rf,
+                "transaction.state.log.replication.factor": rf,
+                "transaction.state.log.min.isr": min_isr,
+                "share.coordinator.state.topic.replication.factor": rf,
+                "share.coordinator.state.topic.min.isr": min_isr,
+                # Small machine: fewer threads per node than the defaults (8 io, 3 network).
+                "num.io.threads": "4",
+                "num.network.threads": "2",
+                "num.replica.fetchers": "1",
+                "log.cleaner.threads": "1",
+            }
+        )
+        return props
+
+    def _log4j2(self) -> str:
+        return _log4j2(self.name)
 
     def _jvm_opts(self, java: str, libs: Path) -> list[str]:
         opts = super()._jvm_opts(java, libs)

@@ -236,8 +236,9 @@ class LocalKafka:
 
     # --- pieces -------------------------------------------------------------------------------
 
-    def _write_config(self) -> Path:
-        """(Re)write the config every start, so a restart may move to other ports."""
+    def _properties(self) -> dict[str, str]:
+        """The broker's server.properties: one combined broker+controller node (the cluster's
+        nodes, devstack/cluster.py, change what differs)."""
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -267,11 +268,18 @@ class LocalKafka:
         }
         if self.security is not None:  # the secured broker: devstack/kafka_security.py
             props.update(self.security.broker_properties(self.port, self.controller_port))
+        return props
+
+    def _write_config(self) -> Path:
+        """(Re)write the config every start, so a restart may move to other ports."""
         server_props = self.dir / "server.properties"
-        body = "".join(f"{k}={v}\n" for k, v in props.items())
-        server_props.write_text("# Written by devstack/stack.py at every start.\n" + body)
-        (self.dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+        body = "".join(f"{k}={v}\n" for k, v in self._properties().items())
+        server_props.write_text("# Written by devstack at every start.\n" + body)
+        (self.dir / "log4j2.properties").write_text(self._log4j2())
         return server_props
+
+    def _log4j2(self) -> str:
+        return LOG4J2_PROPERTIES
 
     def _check_formatted_security(self) -> None:
         """SCRAM users are made when the storage is formatted: a state dir formatted plaintext
