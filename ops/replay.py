@@ -68,22 +68,22 @@ def replay(
 
     async def work(target: Target) -> None:
         group = target.prefix + spec.consumer_group
-        members = await members_after_stop(target, group)
-        if members:
-            raise Unreachable(
-                f"{service} is running ({len(members)} consumer(s) in group {group}: "
-                f"{', '.join(sorted(set(members)))}); stop every replica first"
-            )
         # Exactly the spec's tables, listed alphabetically as the confirmation always has.
         tables = sorted(spec.replay_tables) if from_beginning else []
         absent: list[str] = []
-        if from_beginning:  # an unreachable PostgreSQL is reported before asking, not after
+        if from_beginning:  # an unreachable PostgreSQL is reported at once, before any wait
             conn = await connect(target, service)
             try:
                 absent = await absent_tables(conn, tables)
             finally:
                 await conn.close()
             tables = [t for t in tables if t not in absent]
+        members = await members_after_stop(target, group)
+        if members:
+            raise Unreachable(
+                f"{service} is running ({len(members)} consumer(s) in group {group}: "
+                f"{', '.join(sorted(set(members)))}); stop every replica first"
+            )
         what = (
             f"reset {group} to the beginning and TRUNCATE {', '.join(tables)}"
             if from_beginning

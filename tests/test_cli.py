@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -24,7 +25,15 @@ from shared.cloudevents import OutgoingRecord, encode
 from shared.contracts import MEMBER_ERASED, MemberErasedV1
 from shared.kafka import consumer_lag
 from tests import crashkit
-from tests.conftest import REPO, Namespace, publish, publish_activities, read_topic, running
+from tests.conftest import (
+    REPO,
+    Namespace,
+    publish,
+    publish_activities,
+    publish_tick,
+    read_topic,
+    running,
+)
 from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
@@ -396,7 +405,7 @@ async def test_replaying_the_gateway_rebuilds_its_read_model_and_keeps_the_rest(
         activity("ada", "answer_accepted", day=4.5, thread_id="q-1", thread_author="bob"),
         activity("ada", "event_talk", day=5),
         activity("bob", "event_talk", day=5),
-        activity("anon-9", "page_view", day=40, anonymous=True, source="web"),  # bob at risk
+        activity("anon-9", "page_view", day=40, anonymous=True, source="web"),
     ]
     async with (
         running(AWARENESS, namespace.settings(urls["awareness"])),
@@ -405,6 +414,7 @@ async def test_replaying_the_gateway_rebuilds_its_read_model_and_keeps_the_rest(
         running(GATEWAY, namespace.settings(urls["gateway"])),
     ):
         await publish_activities(namespace, log)
+        await publish_tick(namespace, T0 + timedelta(days=40))  # every clock: bob at risk
         await crashkit.wait_settled(
             namespace.stack.kafka_bootstrap,
             namespace.prefix,
