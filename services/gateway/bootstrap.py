@@ -28,7 +28,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.gateway import flywheel, identity, member_state, webhooks
+from services.gateway import dashboard, directory, flywheel, identity, member_state, webhooks
 from services.gateway.delivery.worker import DeliveryWorker
 from services.gateway.http import auth, operations, problems
 from services.gateway.http.asyncapi import build_asyncapi
@@ -49,6 +49,7 @@ from shared.topics import (
     JOURNEY_TRANSITIONS,
     MEMBER_ACTIVITY,
     MEMBER_LIFECYCLE,
+    SIGNALS_ADVOCACY,
     SIGNALS_SUCCESS,
     SIGNALS_SUPPORT,
 )
@@ -64,11 +65,14 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 # --------------------------------------------------------------------------------------------
 
 
-async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
+async def handle_batch(
+    uow: UnitOfWork, events: list[Envelope], recent_activities: int = 20
+) -> None:
     """Runs inside the batch's unit of work, after the inbox dropped events applied before, so
     a replay or a redelivery changes nothing."""
     await project_transitions(uow, events)
     await flywheel.project_facts(uow, events)
+    await directory.project_directory(uow, events, recent_activities)  # after the journey's
 
 
 def build_handler(settings: Settings) -> BatchHandler:
@@ -82,7 +86,10 @@ def build_handler(settings: Settings) -> BatchHandler:
         await member_state.erase_member_state(uow.conn, e.ids, e.occurred_at)
         return ()
 
-    return lifecycle.with_lifecycle(settings, apply=handle_batch, merge=merge, erase=erase)
+    async def apply(uow: UnitOfWork, events: list[Envelope]) -> None:
+        await handle_batch(uow, events, settings.directory_recent_activities)
+
+    return lifecycle.with_lifecycle(settings, apply=apply, merge=merge, erase=erase)
 
 
 SPEC = ServiceSpec(
@@ -95,6 +102,7 @@ SPEC = ServiceSpec(
         SIGNALS_SUPPORT,
         SIGNALS_SUCCESS,
         MEMBER_ACTIVITY,
+        SIGNALS_ADVOCACY,  # the directory's leaderboards
     ),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,  # the projections, through merges and erasures
@@ -106,6 +114,11 @@ SPEC = ServiceSpec(
         "flywheel_peer_help",
         "flywheel_questions",
         "flywheel_churn_risk",
+        "directory_members",
+        "directory_activities",
+        "directory_kind_counts",
+        "directory_advocacy_signals",
+        "directory_stage_weeks",
         "identities",
         "identity_emails",
         "blocked_identities",
@@ -289,6 +302,11 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flywheel.router(lambda: service.pool))
     app.include_router(identity.router(identities))
     app.include_router(delivery.router())
+    members = directory.Directory(
+        lambda: service.pool, settings, group=SPEC.consumer_group, topics=[t.name for t in SPEC.consumes]
+    )
+    app.include_router(directory.router(members))
+    dashboard.install(app, members, settings)
     app.add_route("/metrics", prometheus, include_in_schema=False)
     telemetry.instrument_fastapi(app)
     return app

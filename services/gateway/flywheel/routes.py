@@ -9,6 +9,7 @@ from typing import Annotated
 import asyncpg
 from fastapi import APIRouter, Query
 
+from services.gateway.directory.store import cohort_retention
 from services.gateway.flywheel.models import FlywheelReport
 from services.gateway.flywheel.store import flywheel_report
 from services.gateway.http import auth
@@ -54,7 +55,10 @@ def router(pool: Callable[[], asyncpg.Pool | None]) -> APIRouter:
             raise Unavailable("database", "the read model is starting")
         try:
             async with current.acquire() as conn:
-                return await flywheel_report(conn, start, end)
+                report = await flywheel_report(conn, start, end)
+                # issue #14's figure, apart from the report's own (services/gateway/directory/)
+                report.cohort_retention = await cohort_retention(conn)
+                return report
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", f"the read model's database: {exc}") from exc
 
