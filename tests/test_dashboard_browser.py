@@ -84,7 +84,15 @@ async def community(namespace: Namespace) -> AsyncIterator[dict[str, Any]]:
                 break
             await asyncio.sleep(0.5)
         assert quiet >= 3, f"the services did not catch up ({lag} records behind)"
-        yield {"gateway": gateway, "activities": activities}
+        yield {
+            "gateway": gateway,
+            "activities": activities,
+            "log": devstack.log_dir / "gateway.log",
+        }
+    except BaseException:
+        log = devstack.log_dir / "gateway.log"
+        print(log.read_text()[-6000:] if log.exists() else "no gateway log")
+        raise
     finally:
         for name in SERVICES:
             await asyncio.to_thread(devstack.stop_service, name)
@@ -233,6 +241,10 @@ async def test_dashboard_pages_show_the_apis_figures(community: dict[str, Any]) 
             await page.goto(f"{gateway}/dashboard/members")
             assert "/dashboard/login" in page.url
             assert errors == [], f"console errors: {errors}"
+        except BaseException:
+            log = community["log"]
+            print(log.read_text()[-6000:] if log.exists() else "no gateway log")
+            raise
         finally:
             await browser.close()
             await api.aclose()
