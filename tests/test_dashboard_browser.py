@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ ARGS = [
 
 @pytest.fixture
 async def community(namespace: Namespace) -> AsyncIterator[dict[str, Any]]:
-    if not os.path.exists(CHROMIUM):
+    if not Path(CHROMIUM).exists():  # noqa: ASYNC240 (once, before anything runs)
         pytest.skip(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")
     from services.registry import specs
 
@@ -78,7 +77,9 @@ async def community(namespace: Namespace) -> AsyncIterator[dict[str, Any]]:
         for _ in range(240):
             lag = 0
             for group, topics in groups.items():
-                lag += sum((await consumer_lag(namespace.stack.kafka_bootstrap, group, topics)).values())
+                lag += sum(
+                    (await consumer_lag(namespace.stack.kafka_bootstrap, group, topics)).values()
+                )
             quiet = quiet + 1 if lag == 0 else 0
             if quiet >= 3:
                 break
@@ -115,7 +116,9 @@ async def test_dashboard_pages_show_the_apis_figures(community: dict[str, Any]) 
     errors: list[str] = []
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = await browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        context = await browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
         page = await context.new_page()
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -153,13 +156,17 @@ async def test_dashboard_pages_show_the_apis_figures(community: dict[str, Any]) 
                 key = f"conversion:{c['from_stage']}-{c['to_stage']}"
                 assert int(await text(f"{key}:entered")) == c["entered"]
                 assert int(await text(f"{key}:converted")) == c["converted"]
-                assert (await figure(f"{key}:rate")) == ("" if c["rate"] is None else str(c["rate"]))
+                assert (await figure(f"{key}:rate")) == (
+                    "" if c["rate"] is None else str(c["rate"])
+                )
             assert (await figure("peer_answer_share")) == str(report["peer_answer_share"])
             health = series["health"]
             assert health["members"] > 20
             assert int(await text("count:members")) == health["members"]
             assert (await figure("health:active_share")) == str(health["active_share"])
-            assert await text("count:active_share") == f"{health['active_30d']} of {health['members']}"
+            assert (
+                await text("count:active_share") == f"{health['active_30d']} of {health['members']}"
+            )
             assert report["cohort_retention"], "the community has cohorts"
             for cohort in report["cohort_retention"]:
                 for weeks, value in cohort["retained"].items():
@@ -195,7 +202,8 @@ async def test_dashboard_pages_show_the_apis_figures(community: dict[str, Any]) 
             download = await download_info.value
             path = await download.path()
             assert path is not None
-            rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+            downloaded = await asyncio.to_thread(Path(path).read_text)
+            rows = list(csv.DictReader(io.StringIO(downloaded)))
             assert [r["member_id"] for r in rows] == shown_ids or len(rows) >= len(shown_ids)
             assert {r["engagement_stage"] for r in rows} == {"engaged"}
             api_csv = await api.get("/v1/members.csv", params={"engagement": "engaged"})

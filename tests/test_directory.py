@@ -12,9 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from fastapi import FastAPI
-import httpx
 
 from services.gateway import dashboard, directory
 from services.gateway.bootstrap import SPEC, create_app, handle_batch
@@ -97,7 +97,10 @@ async def apply(pool: asyncpg.Pool, batch: list[Envelope], recent: int = 3) -> N
 def app_on(pool: asyncpg.Pool) -> FastAPI:
     settings = api_settings()
     app = create_app(
-        publisher=RecordingPublisher(), journey=FakeJourney(), readiness=Readiness(), settings=settings
+        publisher=RecordingPublisher(),
+        journey=FakeJourney(),
+        readiness=Readiness(),
+        settings=settings,
     )
     members = directory.Directory(lambda: pool, settings, topics=["journey-transitions"])
     app.include_router(directory.router(members))
@@ -160,7 +163,9 @@ async def community(pool: asyncpg.Pool) -> None:
 
 async def test_directory_filters_pages_and_exports(pool: asyncpg.Pool) -> None:
     await community(pool)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app_on(pool)), base_url="http://gw", headers=AUTH)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_on(pool)), base_url="http://gw", headers=AUTH
+    )
 
     everyone = (await client.get("/v1/members", params={"sort": "joined"})).json()
     ids = [m["member_id"] for m in everyone["members"]]
@@ -172,7 +177,7 @@ async def test_directory_filters_pages_and_exports(pool: asyncpg.Pool) -> None:
     assert ada["sources"] == ["discourse", "web"]
 
     async def ids_of(**params: Any) -> list[str]:
-        response = (await client.get("/v1/members", params=params))
+        response = await client.get("/v1/members", params=params)
         assert response.status_code == 200, response.text
         return [m["member_id"] for m in response.json()["members"]]
 
@@ -191,9 +196,11 @@ async def test_directory_filters_pages_and_exports(pool: asyncpg.Pool) -> None:
     first = (await client.get("/v1/members", params={"limit": 1, "sort": "-score"})).json()
     assert [m["member_id"] for m in first["members"]] == ["ada"]
     await apply(pool, [moved("cy", "engagement", "engaged", 51, score=99.0)])
-    rest = (await client.get(
-        "/v1/members", params={"limit": 1, "sort": "-score", "cursor": first["next_cursor"]}
-    )).json()
+    rest = (
+        await client.get(
+            "/v1/members", params={"limit": 1, "sort": "-score", "cursor": first["next_cursor"]}
+        )
+    ).json()
     after = (await client.get("/v1/members", params={"sort": "-score"})).json()
     assert [m["member_id"] for m in after["members"]] == ["cy", "ada", "bob"]
     # cy moved ahead of the pages already read: the next page is bob's, and it is the last
@@ -210,18 +217,20 @@ async def test_directory_filters_pages_and_exports(pool: asyncpg.Pool) -> None:
         ({"active_after": "yesterday"}, "active_after"),
         ({"score_min": "5", "score_max": "1"}, "score_min"),
     ):
-        response = (await client.get("/v1/members", params=params))
+        response = await client.get("/v1/members", params=params)
         assert response.status_code == 400, (params, response.text)
         assert f"`{name}`" in response.json()["detail"]
 
     # the CSV: same query, every row, a header row; Accept: text/csv says the same
-    exported = (await client.get("/v1/members.csv", params={"sort": "joined"}))
+    exported = await client.get("/v1/members.csv", params={"sort": "joined"})
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert [r["member_id"] for r in rows] == ["ada", "bob", "cy"]
     assert list(rows[0]) == list(dq.CSV_COLUMNS)
     assert rows[0]["advocacy_stage"] == "champion" and rows[1]["customer"] == "true"
-    negotiated = (await client.get("/v1/members", params={"sort": "joined"}, headers={"Accept": "text/csv"}))
+    negotiated = await client.get(
+        "/v1/members", params={"sort": "joined"}, headers={"Accept": "text/csv"}
+    )
     assert negotiated.text == exported.text
 
     # many members stream in keyset chunks: every one exactly once
@@ -233,7 +242,9 @@ async def test_directory_filters_pages_and_exports(pool: asyncpg.Pool) -> None:
 
 async def test_profile_leaderboards_retention_and_erasure(pool: asyncpg.Pool) -> None:
     await community(pool)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app_on(pool)), base_url="http://gw", headers=AUTH)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_on(pool)), base_url="http://gw", headers=AUTH
+    )
     profile = (await client.get("/v1/members/ada/profile")).json()
     assert [t["to_stage"] for t in profile["timeline"]] == ["member", "engaged", "champion"]
     assert profile["contributions"] == {"reply": 5, "signup": 1, "page_view": 1}
@@ -269,23 +280,36 @@ async def test_profile_leaderboards_retention_and_erasure(pool: asyncpg.Pool) ->
 
 
 async def test_dashboard_wants_a_login_and_shows_an_empty_state(pool: asyncpg.Pool) -> None:
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app_on(pool)), base_url="http://gw")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_on(pool)), base_url="http://gw"
+    )
     assert (await client.get("/dashboard")).status_code == 303
-    assert (await client.get("/dashboard/members.csv")).headers["location"].startswith("/dashboard/login")
-    refused = (await client.post("/dashboard/login", data={"key": "wrong-key-0000000000"}))
+    assert (
+        (await client.get("/dashboard/members.csv"))
+        .headers["location"]
+        .startswith("/dashboard/login")
+    )
+    refused = await client.post("/dashboard/login", data={"key": "wrong-key-0000000000"})
     assert refused.status_code == 401
-    signed = (await client.post("/dashboard/login", data={"key": API_KEY, "next": "https://evil.example/"}))
+    signed = await client.post(
+        "/dashboard/login", data={"key": API_KEY, "next": "https://evil.example/"}
+    )
     assert signed.status_code == 303 and signed.headers["location"] == "/dashboard"
     cookie = signed.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and API_KEY not in cookie
     for path in ("/dashboard", "/dashboard/members", "/dashboard/leaderboards"):
-        page = (await client.get(path))
+        page = await client.get(path)
         assert page.status_code == 200, (path, page.text)
         assert 'data-empty="true"' in page.text
         assert "Content-Security-Policy" in page.headers
     await community(pool)
-    for path in ("/dashboard", "/dashboard/members", "/dashboard/members/ada", "/dashboard/leaderboards"):
-        page = (await client.get(path))
+    for path in (
+        "/dashboard",
+        "/dashboard/members",
+        "/dashboard/members/ada",
+        "/dashboard/leaderboards",
+    ):
+        page = await client.get(path)
         assert page.status_code == 200, (path, page.text)
     assert (await client.get("/dashboard/static/dashboard.css")).status_code == 200
     assert (await client.get("/dashboard/static/../bootstrap.py")).status_code == 404

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from services.gateway.bootstrap import build_app
 
 from importers.runner import run_import
 from importers.sender import GatewaySender
 from services.engagement.__main__ import SPEC as ENGAGEMENT
+from services.gateway.bootstrap import build_app
 from shared.cloudevents import derive_event_id
 from tests.conftest import Namespace, envelopes, read_topic, running
 from tests.test_import_parsers import stackexchange_dump

@@ -170,8 +170,9 @@ def test_the_cli_knows_every_source() -> None:
 
 
 def test_flywheel_import_dry_run(tmp_path: Path) -> None:
-    from ops.cli import app
     from typer.testing import CliRunner
+
+    from ops.cli import app
 
     generate_stackexchange(tmp_path / "dump", 300)
     result = CliRunner().invoke(

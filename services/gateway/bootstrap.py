@@ -303,7 +303,10 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity.router(identities))
     app.include_router(delivery.router())
     members = directory.Directory(
-        lambda: service.pool, settings, group=SPEC.consumer_group, topics=[t.name for t in SPEC.consumes]
+        lambda: service.pool,
+        settings,
+        group=SPEC.consumer_group,
+        topics=[t.name for t in SPEC.consumes],
     )
     app.include_router(directory.router(members))
     dashboard.install(app, members, settings)

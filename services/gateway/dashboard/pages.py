@@ -34,7 +34,7 @@ def e(value: object) -> str:
 
 
 def pct(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f}%"
+    return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def day(value: datetime | date | None) -> str:
@@ -184,7 +184,7 @@ def overview_page(
     body = [_window_form("/dashboard", start, end), ops_strip(ops)]
     body.append(
         f'<section aria-label="Health"><h2>Health</h2><ul class="tiles">{tile_html}</ul>'
-        f'<p class="note">Event time: now is {e(day(h.now)) or "–"} '
+        f'<p class="note">Event time: now is {e(day(h.now)) or "-"} '
         "(the newest activity).</p></section>"
     )
     if h.members == 0 and h.visitors == 0:
@@ -202,7 +202,8 @@ def overview_page(
         '<th scope="col">converted</th><th scope="col">rate</th></tr></thead><tbody>'
         + "".join(
             f"<tr><td>{e(c.from_stage)}</td><td>{e(c.to_stage)}</td>"
-            f'<td data-figure="conversion:{e(c.from_stage)}-{e(c.to_stage)}:entered">{c.entered}</td>'
+            f'<td data-figure="conversion:{e(c.from_stage)}-{e(c.to_stage)}:entered">'
+            f"{c.entered}</td>"
             f'<td data-figure="conversion:{e(c.from_stage)}-{e(c.to_stage)}:converted">'
             f"{c.converted}</td>"
             f'<td data-figure="conversion:{e(c.from_stage)}-{e(c.to_stage)}:rate" '
@@ -323,7 +324,10 @@ def _select(name: str, label: str, options: Iterable[str], chosen: str | None) -
         f'<option value="{e(o)}"{" selected" if o == chosen else ""}>{e(o)}</option>'
         for o in options
     )
-    return f'<label for="f-{name}">{e(label)}</label><select id="f-{name}" name="{name}">{opts}</select>'
+    return (
+        f'<label for="f-{name}">{e(label)}</label>'
+        f'<select id="f-{name}" name="{name}">{opts}</select>'
+    )
 
 
 def _input(name: str, label: str, kind: str, value: str | None, extra: str = "") -> str:
@@ -379,7 +383,10 @@ def members_page(page: MemberPage, form: Mapping[str, str], total_hint: str = ""
     )
     kept = {k: val for k, val in form.items() if val and k not in ("cursor", "limit")}
     csv_link = "/dashboard/members.csv" + ("?" + urlencode(kept) if kept else "")
-    actions = f'<p class="actions"><a class="button" id="csv" href="{e(csv_link)}" download>Download CSV</a></p>'
+    actions = (
+        f'<p class="actions"><a class="button" id="csv" href="{e(csv_link)}" download>'
+        "Download CSV</a></p>"
+    )
     if not page.members:
         table = (
             empty_state("No member matches these filters.")
@@ -388,7 +395,8 @@ def members_page(page: MemberPage, form: Mapping[str, str], total_hint: str = ""
         )
     else:
         table = (
-            f'<table class="data" id="directory"><caption>Members {e(total_hint)}</caption><thead><tr>'
+            '<table class="data" id="directory">'
+            f"<caption>Members {e(total_hint)}</caption><thead><tr>"
             + "".join(
                 f'<th scope="col">{h}</th>'
                 for h in (
@@ -422,16 +430,18 @@ def profile_page(p: MemberProfile) -> str:
     m = p.member
     stages = "".join(
         f'<li><span class="label">{dim}</span> <strong data-figure="stage:{dim}">'
-        f"{e(stage or '–')}</strong></li>"
+        f"{e(stage or '-')}</strong></li>"
         for dim, stage in m.stages.items()
     )
     facts = (
         f'<ul class="tiles">{stages}'
-        f'<li><span class="label">cohort</span> <strong>{e(m.cohort or "–")}</strong></li>'
-        f'<li><span class="label">score</span> <strong data-figure="score">{m.score:.2f}</strong></li>'
+        f'<li><span class="label">cohort</span> <strong>{e(m.cohort or "-")}</strong></li>'
+        '<li><span class="label">score</span> '
+        f'<strong data-figure="score">{m.score:.2f}</strong></li>'
         f'<li><span class="label">joined</span> <strong>{day(m.joined_at)}</strong></li>'
         f'<li><span class="label">last active</span> <strong>{day(m.last_active_at)}</strong></li>'
-        f'<li><span class="label">platforms</span> <strong>{e(", ".join(m.sources) or "–")}</strong></li>'
+        '<li><span class="label">platforms</span> '
+        f"<strong>{e(', '.join(m.sources) or '-')}</strong></li>"
         "</ul>"
     )
     timeline = (
@@ -440,7 +450,7 @@ def profile_page(p: MemberProfile) -> str:
         '<th scope="col">why</th></tr></thead><tbody>'
         + "".join(
             f"<tr><td>{day(t.occurred_at)}</td><td>{e(t.dimension)}</td>"
-            f"<td>{e(t.from_stage or '–')} → {e(t.to_stage)}</td><td>{e(t.reason)}</td></tr>"
+            f"<td>{e(t.from_stage or '-')} → {e(t.to_stage)}</td><td>{e(t.reason)}</td></tr>"
             for t in p.timeline
         )
         + "</tbody></table>"
@@ -532,8 +542,9 @@ def leaderboards_page(board: Leaderboards, start: date | None, end: date | None)
         '<th scope="col">score</th><th scope="col">signals</th><th scope="col">evidence</th>'
         '<th scope="col">links</th></tr></thead><tbody>'
         + "".join(
-            f'<tr data-member="{e(a.member_id)}"><td>{i}</td><td>{member_link(a.member_id, a.handle or a.member_id)}</td>'
-            f"<td>{e(a.stage or '–')}</td>"
+            f'<tr data-member="{e(a.member_id)}"><td>{i}</td>'
+            f"<td>{member_link(a.member_id, a.handle or a.member_id)}</td>"
+            f"<td>{e(a.stage or '-')}</td>"
             f'<td class="num" data-figure="advocate-score:{e(a.member_id)}">{a.score:.2f}</td>'
             f'<td class="num">{a.signals}</td>'
             f"<td>{e(', '.join(f'{k} {n}' for k, n in a.evidence.items()))}</td><td>"
@@ -554,8 +565,9 @@ def leaderboards_page(board: Leaderboards, start: date | None, end: date | None)
         '<th scope="col">member</th><th scope="col">since</th><th scope="col">rank</th>'
         '<th scope="col">why</th></tr></thead><tbody>'
         + "".join(
-            f'<tr data-member="{e(c.member_id)}"><td>{member_link(c.member_id, c.handle or c.member_id)}</td>'
-            f"<td>{day(c.since)}</td><td>{e(c.rank or '–')}</td><td>{e(c.reason)}</td></tr>"
+            f'<tr data-member="{e(c.member_id)}">'
+            f"<td>{member_link(c.member_id, c.handle or c.member_id)}</td>"
+            f"<td>{day(c.since)}</td><td>{e(c.rank or '-')}</td><td>{e(c.reason)}</td></tr>"
             for c in board.champions
         )
         + "</tbody></table>"

@@ -171,9 +171,9 @@ def router(directory: Directory, settings: Settings) -> APIRouter:
         for name, value in request.query_params.multi_items():
             if not value.strip():
                 continue
-            if name in ("active_after", "active_before", "joined_after", "joined_before"):
-                if len(value) == 10:
-                    value = f"{value}T00:00:00+00:00"
+            dated = name in ("active_after", "active_before", "joined_after", "joined_before")
+            if dated and len(value) == 10:  # <input type=date>: a day, read as UTC midnight
+                value = f"{value}T00:00:00+00:00"
             params.setdefault(name, []).append(value)
         return params
 

@@ -180,9 +180,13 @@ async def project_directory(
         # a sign-up that names the visitor it was: the visitor's row is the member's now
         for a in activities:
             anonymous_id = a.properties.get("anonymous_id")
-            if a.kind == "signup" and isinstance(anonymous_id, str) and anonymous_id:
-                if anonymous_id != a.actor.member_id:
-                    await merge_member(conn, a.actor.member_id, anonymous_id)
+            if (
+                a.kind == "signup"
+                and isinstance(anonymous_id, str)
+                and anonymous_id
+                and anonymous_id != a.actor.member_id
+            ):
+                await merge_member(conn, a.actor.member_id, anonymous_id)
         await conn.execute(_TRIM_RECENT, members, recent)
 
     transitions = [e.data for e in events if isinstance(e.data, StageChangedV1)]

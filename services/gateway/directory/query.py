@@ -259,9 +259,12 @@ def parse(params: Mapping[str, list[str]], *, paged: bool = True) -> Query:
         limit=limit,
         cursor=Cursor.decode(cursor_text, sort) if cursor_text else None,
     )
-    if query.score_min is not None and query.score_max is not None:
-        if query.score_min > query.score_max:
-            raise BadParameter("score_min", "must not exceed score_max")
+    if (
+        query.score_min is not None
+        and query.score_max is not None
+        and query.score_min > query.score_max
+    ):
+        raise BadParameter("score_min", "must not exceed score_max")
     return query
 
 
@@ -373,7 +376,7 @@ def build_sql(
     return sql, p.values
 
 
-def cursor_after(query: Query, row: Mapping[str, Any]) -> Cursor:
+def cursor_after(query: Query, row: Any) -> Cursor:
     return Cursor(query.sort, row[query.column], row["member_id"])
 
 
@@ -411,7 +414,7 @@ def _cell(value: Any) -> str:
     return text
 
 
-def csv_values(row: Mapping[str, Any]) -> list[str]:
+def csv_values(row: Any) -> list[str]:
     return [
         _cell(v)
         for v in (
