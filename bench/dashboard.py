@@ -121,27 +121,35 @@ async def measure(url: str, members: int) -> dict[str, float]:
     return figures
 
 
-async def run(sizes: list[int]) -> dict[int, dict[str, float]]:
+async def on_server(admin_url: str, sizes: list[int]) -> dict[str, dict[str, float]]:
+    """The `dashboard` phase of `python -m bench`: one fresh database per size."""
+    results: dict[str, dict[str, float]] = {}
+    for size in sizes:
+        conn = await asyncpg.connect(admin_url)
+        name = f"bench_dashboard_{size}"
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+        head = admin_url.partition("?")[0].rsplit("/", 1)[0]
+        results[str(size)] = await measure(f"{head}/{name}", size)
+        print(size, results[str(size)], flush=True)
+        conn = await asyncpg.connect(admin_url)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.close()
+    return results
+
+
+async def run(sizes: list[int]) -> dict[str, dict[str, float]]:
     from devstack.stack import DevStack
 
     state = Path(tempfile.mkdtemp(prefix="flywheel-bench-dashboard-"))
     state.chmod(0o755)  # noqa: ASYNC240 (before the stack starts)
     stack = DevStack(state)
     endpoints = stack.start()
-    results: dict[int, dict[str, float]] = {}
     try:
-        for size in sizes:
-            conn = await asyncpg.connect(endpoints.postgres_admin_url)
-            name = f"bench_dashboard_{size}"
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-            await conn.close()
-            head = endpoints.postgres_admin_url.partition("?")[0].rsplit("/", 1)[0]
-            results[size] = await measure(f"{head}/{name}", size)
-            print(size, results[size], flush=True)
+        return await on_server(endpoints.postgres_admin_url, sizes)
     finally:
         stack.stop()
-    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,11 +103,15 @@ USING (SELECT member_id, activity_id,
 WHERE old.r > $2 AND d.member_id = old.member_id AND d.activity_id = old.activity_id
 """
 
-# the batch's members' current stages, copied from member_stages (the journey projection ran)
+# the batch's members' current stages, copied from member_stages (the journey projection ran);
+# a member known only from a transition so far (its activity is on another partition) gets a
+# row dated by the transition, and counts as a visitor while its awareness stage says so
 _SYNC_STAGES = """
-INSERT INTO directory_members (member_id, first_seen_at, last_active_at, awareness_stage,
-                               engagement_stage, advocacy_stage, score)
-SELECT s.member_id, min(s.since), min(s.since),
+INSERT INTO directory_members (member_id, anonymous, first_seen_at, last_active_at,
+                               awareness_stage, engagement_stage, advocacy_stage, score)
+SELECT s.member_id,
+       coalesce(max(s.stage) FILTER (WHERE s.dimension = 'awareness'), '') = 'visitor',
+       min(s.since), min(s.since),
        max(s.stage) FILTER (WHERE s.dimension = 'awareness'),
        max(s.stage) FILTER (WHERE s.dimension = 'engagement'),
        max(s.stage) FILTER (WHERE s.dimension = 'advocacy'),

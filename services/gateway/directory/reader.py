@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -21,11 +22,14 @@ from services.gateway.directory.models import (
     Series,
 )
 from services.gateway.http.problems import Unavailable
-from shared.postgres import TRANSIENT_DB_ERRORS
+from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from services.gateway.flywheel.models import FlywheelReport
+
+
+CLOCK_TTL_S = 5.0
 
 
 class Directory:
@@ -41,14 +45,25 @@ class Directory:
         self._settings = settings
         self._group = settings.topic_prefix + group
         self._topics = [settings.topic_prefix + t for t in topics]
+        self._cached_clock: tuple[float, q.CohortClock] | None = None
 
     def _ready(self) -> asyncpg.Pool:
         return store.ready(self._pool)
 
+    async def _clock(self, conn: Connection) -> q.CohortClock:
+        """The cohort clock (the read model's now and the core's lowest score), reused for
+        CLOCK_TTL_S: two aggregate queries saved on every page of a busy directory."""
+        cached = self._cached_clock
+        if cached is not None and time.monotonic() - cached[0] < CLOCK_TTL_S:
+            return cached[1]
+        clock = await store.cohort_clock(conn)
+        self._cached_clock = (time.monotonic(), clock)
+        return clock
+
     async def page(self, query: q.Query) -> MemberPage:
         try:
             async with self._ready().acquire() as conn:
-                return await store.member_page(conn, query)
+                return await store.member_page(conn, query, await self._clock(conn))
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
 
@@ -66,7 +81,9 @@ class Directory:
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(q.CSV_COLUMNS)
         yield buffer.getvalue()
-        async for rows in store.export_rows(self._ready(), query):
+        async with self._ready().acquire() as conn:
+            clock = await self._clock(conn)
+        async for rows in store.export_rows(self._ready(), query, clock=clock):
             buffer.seek(0)
             buffer.truncate()
             writer.writerows(q.csv_values(r) for r in rows)
@@ -75,7 +92,7 @@ class Directory:
     async def profile(self, member_id: str) -> MemberProfile | None:
         try:
             async with self._ready().acquire() as conn:
-                return await store.member_profile(conn, member_id)
+                return await store.member_profile(conn, member_id, await self._clock(conn))
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
 

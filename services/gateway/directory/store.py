@@ -97,8 +97,10 @@ async def cohort_clock(conn: Connection) -> q.CohortClock:
     return q.CohortClock(now=now, core_min_score=core_min)
 
 
-async def member_page(conn: Connection, query: q.Query) -> MemberPage:
-    clock = await cohort_clock(conn)
+async def member_page(
+    conn: Connection, query: q.Query, clock: q.CohortClock | None = None
+) -> MemberPage:
+    clock = clock or await cohort_clock(conn)
     sql, args = q.build_sql(query, clock, after=query.cursor, limit=query.limit + 1)
     rows = await conn.fetch(sql, *args)
     more = len(rows) > query.limit
@@ -111,13 +113,17 @@ async def member_page(conn: Connection, query: q.Query) -> MemberPage:
 
 
 async def export_rows(
-    pool: asyncpg.Pool, query: q.Query, chunk: int = EXPORT_CHUNK
+    pool: asyncpg.Pool,
+    query: q.Query,
+    chunk: int = EXPORT_CHUNK,
+    clock: q.CohortClock | None = None,
 ) -> AsyncIterator[list[asyncpg.Record]]:
     """Every row of the query, in chunks of keyset queries: one connection per chunk, held
     only while it runs, so a slow download never pins a connection and memory never holds
     more than a chunk."""
-    async with pool.acquire() as conn:
-        clock = await cohort_clock(conn)
+    if clock is None:
+        async with pool.acquire() as conn:
+            clock = await cohort_clock(conn)
     after: q.Cursor | None = None
     while True:
         sql, args = q.build_sql(query, clock, after=after, limit=chunk)
@@ -135,11 +141,13 @@ async def export_rows(
 # --------------------------------------------------------------------------------------------
 
 
-async def member_profile(conn: Connection, member_id: str) -> MemberProfile | None:
+async def member_profile(
+    conn: Connection, member_id: str, clock: q.CohortClock | None = None
+) -> MemberProfile | None:
     member = (await lifecycle.load_members(conn, [member_id])).resolve(member_id)
     if member is None:
         return None
-    clock = await cohort_clock(conn)
+    clock = clock or await cohort_clock(conn)
     sql, args = q.build_sql(q.Query(), clock, member_id=member)
     row = await conn.fetchrow(sql, *args)
     if row is None:
@@ -285,15 +293,26 @@ async def cohort_retention(conn: Connection) -> list[CohortRetention]:
     if now is None:
         return []
     columns = ", ".join(
-        f"count(*) FILTER (WHERE first_seen_at + interval '{w} weeks' <= $1) AS e{w},"
-        f" count(*) FILTER (WHERE first_seen_at + interval '{w} weeks' <= $1"
-        f" AND last_active_at >= first_seen_at + interval '{w} weeks') AS r{w}"
+        f"count(*) FILTER (WHERE ew >= {w}) AS e{w},"
+        f" count(*) FILTER (WHERE ew >= {w} AND aw >= {w}) AS r{w}"
         for w in RETENTION_WEEKS
     )
+    # weeks as epoch arithmetic (7 x 86,400 s): no time zone or DST can move a boundary
     rows = await conn.fetch(
-        f"SELECT to_char(date_trunc('month', first_seen_at AT TIME ZONE 'UTC'), 'YYYY-MM')"
-        f" AS cohort, count(*) AS members, {columns}"
-        " FROM directory_members WHERE NOT anonymous GROUP BY 1 ORDER BY 1",
+        f"""
+        SELECT to_char(month, 'YYYY-MM') AS cohort, members, {
+            ", ".join(f"e{w}, r{w}" for w in RETENTION_WEEKS)
+        }
+        FROM (
+            SELECT date_trunc('month', first_seen_at AT TIME ZONE 'UTC') AS month,
+                   count(*) AS members, {columns}
+            FROM (SELECT first_seen_at,
+                         extract(epoch FROM last_active_at - first_seen_at) / 604800 AS aw,
+                         extract(epoch FROM $1 - first_seen_at) / 604800 AS ew
+                  FROM directory_members WHERE NOT anonymous) m
+            GROUP BY 1) c
+        ORDER BY month
+        """,
         now,
     )
     return [

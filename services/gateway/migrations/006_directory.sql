@@ -85,6 +85,17 @@ CREATE TABLE IF NOT EXISTS directory_stage_weeks (
     PRIMARY KEY (week, dimension, stage)
 );
 
+-- Cohort retention reads (joined, last active) of every member: an index-only scan.
+CREATE INDEX IF NOT EXISTS directory_members_retention
+    ON directory_members (first_seen_at, last_active_at) WHERE NOT anonymous;
+
+-- The funnel's "who entered this stage in the window" and the time-in-stage spans, measured
+-- at 100k members (bench/dashboard.py): without these both scan every transition.
+CREATE INDEX IF NOT EXISTS journey_transitions_stage_time
+    ON journey_transitions (dimension, to_stage, occurred_at, member_id);
+CREATE INDEX IF NOT EXISTS journey_transitions_member_dimension
+    ON journey_transitions (member_id, dimension, occurred_at, seq);
+
 -- Questions per week and how many of them a peer answered: the peer-answer share over time.
 CREATE INDEX IF NOT EXISTS flywheel_peer_help_thread_helped
     ON flywheel_peer_help (thread_id, helped_member_id, occurred_at);
