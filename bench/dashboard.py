@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -81,7 +82,29 @@ async def _median(fn: Callable[[], Awaitable[Any]], runs: int = 5) -> float:
     return round(statistics.median(times), 1)
 
 
-async def measure(url: str, members: int) -> dict[str, float]:
+class _Timed:
+    """A connection that notes how long each statement of flywheel_report takes."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.times: dict[str, float] = {}
+
+    def _wrap(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(sql: str, *args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await getattr(self.conn, name)(sql, *args)
+            finally:
+                key = " ".join(sql.split())[:70]
+                self.times[key] = self.times.get(key, 0) + (time.perf_counter() - started) * 1000
+
+        return call
+
+    def __getattr__(self, name: str) -> Any:
+        return self._wrap(name)
+
+
+async def measure(url: str, members: int) -> dict[str, Any]:
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     assert pool is not None
     await migrate(pool, [PLUMBING_MIGRATIONS, SPEC.migrations, lifecycle.MIGRATIONS])
@@ -94,7 +117,11 @@ async def measure(url: str, members: int) -> dict[str, float]:
         now = await store.read_model_now(conn)
         assert now is not None
         start, end = now.replace(year=now.year - 1), now
-        figures = {
+        timed = _Timed(conn)
+        await flywheel_report(timed, start, end)  # type: ignore[arg-type]
+        breakdown = {k: round(v, 1) for k, v in sorted(timed.times.items(), key=lambda kv: -kv[1])}
+        figures: dict[str, Any] = {
+            "load_average_1m": os.getloadavg()[0],
             "generate_s": round(generated_s, 1),
             "flywheel_report_ms": await _median(lambda: flywheel_report(conn, start, end)),
             "cohort_retention_ms": await _median(lambda: store.cohort_retention(conn)),
@@ -116,14 +143,16 @@ async def measure(url: str, members: int) -> dict[str, float]:
             ),
             "leaderboards_ms": await _median(lambda: store.leaderboards(conn, start, end)),
             "profile_ms": await _median(lambda: store.member_profile(conn, "m-4242")),
+            "flywheel_report_breakdown_ms": breakdown,
+            "load_average_1m_after": os.getloadavg()[0],
         }
     await pool.close()
     return figures
 
 
-async def on_server(admin_url: str, sizes: list[int]) -> dict[str, dict[str, float]]:
+async def on_server(admin_url: str, sizes: list[int]) -> dict[str, dict[str, Any]]:
     """The `dashboard` phase of `python -m bench`: one fresh database per size."""
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for size in sizes:
         conn = await asyncpg.connect(admin_url)
         name = f"bench_dashboard_{size}"
@@ -139,7 +168,7 @@ async def on_server(admin_url: str, sizes: list[int]) -> dict[str, dict[str, flo
     return results
 
 
-async def run(sizes: list[int]) -> dict[str, dict[str, float]]:
+async def run(sizes: list[int]) -> dict[str, dict[str, Any]]:
     from devstack.stack import DevStack
 
     state = Path(tempfile.mkdtemp(prefix="flywheel-bench-dashboard-"))

@@ -122,7 +122,7 @@ def ops_strip(ops: Operations) -> str:
         + figure("ops:outbox_backlog", "outbox backlog", ops.outbox_backlog)
         + figure(
             "ops:watermark",
-            "event-time clock",
+            "newest event",
             ops.watermark.isoformat()[:16] + "Z" if ops.watermark else None,
             "not started",
         )
@@ -549,7 +549,8 @@ def leaderboards_page(board: Leaderboards, start: date | None, end: date | None)
             f'<td class="num">{a.signals}</td>'
             f"<td>{e(', '.join(f'{k} {n}' for k, n in a.evidence.items()))}</td><td>"
             + " ".join(
-                f'<a href="{e(u)}" rel="noopener noreferrer">link {j}</a>'
+                f'<a href="{e(u)}" rel="noopener noreferrer" '
+                f'aria-label="evidence {j} of {e(a.member_id)}: {e(u)}">link {j}</a>'
                 for j, u in enumerate(a.links[:5], start=1)
                 if u.startswith(("http://", "https://"))
             )

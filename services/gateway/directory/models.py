@@ -158,7 +158,9 @@ class Operations(BaseModel):
         "retention); null when the broker did not answer in time."
     )
     outbox_backlog: int
-    watermark: datetime | None = Field(description="The read model's event-time clock.")
+    watermark: datetime | None = Field(
+        description="The newest activity's event time in the read model (how far it has read)."
+    )
     broker_error: str | None
 
 

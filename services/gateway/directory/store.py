@@ -475,13 +475,11 @@ async def broker_figures(
 
 
 async def read_model_ops(conn: Connection) -> tuple[int, datetime | None]:
-    """(outbox rows not yet published, the read model's event-time clock)."""
+    """(outbox rows not yet published, the newest event time the read model holds)."""
     backlog = await conn.fetchval("SELECT count(*) FROM outbox")
-    try:
-        watermark = await conn.fetchval("SELECT max(event_time) FROM watermark")
-    except asyncpg.PostgresError:
-        watermark = None
-    return backlog or 0, watermark
+    # the gateway keeps no watermark of its own (the stage services do): its clock is the
+    # newest activity it projected
+    return backlog or 0, await read_model_now(conn)
 
 
 def ops_model(
