@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import io
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -104,6 +107,30 @@ class _Timed:
         return self._wrap(name)
 
 
+async def _export(pool: asyncpg.Pool) -> dict[str, Any]:
+    """The whole directory streamed as CSV (as GET /v1/members.csv does, into a sink): rows,
+    seconds, and how much the process's peak memory grew meanwhile."""
+    sink = io.StringIO()
+    writer = csv.writer(sink, lineterminator="\r\n")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    rows = size = 0
+    async for chunk in store.export_rows(pool, dq.parse({}, paged=False)):
+        writer.writerows(dq.csv_values(r) for r in chunk)
+        rows += len(chunk)
+        size += sink.tell()
+        sink.seek(0)
+        sink.truncate()
+    return {
+        "export_rows": rows,
+        "export_s": round(time.perf_counter() - started, 1),
+        "export_mb": round(size / 1e6, 1),
+        "export_peak_rss_growth_mb": round(
+            (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024, 1
+        ),
+    }
+
+
 async def measure(url: str, members: int) -> dict[str, Any]:
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     assert pool is not None
@@ -143,6 +170,7 @@ async def measure(url: str, members: int) -> dict[str, Any]:
             ),
             "leaderboards_ms": await _median(lambda: store.leaderboards(conn, start, end)),
             "profile_ms": await _median(lambda: store.member_profile(conn, "m-4242")),
+            **await _export(pool),
             "flywheel_report_breakdown_ms": breakdown,
             "load_average_1m_after": os.getloadavg()[0],
         }
