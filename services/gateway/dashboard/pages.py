@@ -325,15 +325,16 @@ def _select(name: str, label: str, options: Iterable[str], chosen: str | None) -
         for o in options
     )
     return (
-        f'<label for="f-{name}">{e(label)}</label>'
-        f'<select id="f-{name}" name="{name}">{opts}</select>'
+        f'<div class="field"><label for="f-{name}">{e(label)}</label>'
+        f'<select id="f-{name}" name="{name}">{opts}</select></div>'
     )
 
 
 def _input(name: str, label: str, kind: str, value: str | None, extra: str = "") -> str:
     return (
-        f'<label for="f-{name}">{e(label)}</label>'
+        f'<div class="field"><label for="f-{name}">{e(label)}</label>'
         f'<input id="f-{name}" name="{name}" type="{kind}" value="{e(value or "")}" {extra}>'
+        "</div>"
     )
 
 
