@@ -34,7 +34,17 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PHASES = ("ceiling", "stages", "quix", "gateway", "e2e", "memory", "replay", "import")
+PHASES = (
+    "ceiling",
+    "stages",
+    "quix",
+    "gateway",
+    "e2e",
+    "memory",
+    "replay",
+    "import",
+    "dashboard",
+)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +68,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--import-budget-s", type=float, help="bound of the import (1800; quick 300)")
     p.add_argument("--memory-budget-s", type=float, help="bound of the memory run (1200; q 240)")
     p.add_argument("--replay-budget-s", type=float, help="bound of the replay (1800; quick 240)")
+    p.add_argument(
+        "--dashboard-members", help="read-model sizes of the dashboard phase (100k,1M; quick 10k)"
+    )
     p.add_argument("--only", help=f"comma-separated phases of {','.join(PHASES)}")
     p.add_argument("--quix-guarantee", default="exactly-once", help="exactly-once|at-least-once")
     p.add_argument(
@@ -89,6 +102,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.budget_s = a.budget_s or (240.0 if q else 900.0)
     a.memory_budget_s = a.memory_budget_s or (240.0 if q else 1200.0)
     a.replay_budget_s = a.replay_budget_s or (240.0 if q else 1800.0)
+    a.dashboard_members = a.dashboard_members or ("10000" if q else "100000,1000000")
     a.phases = tuple(a.only.split(",")) if a.only else PHASES
     unknown = set(a.phases) - set(PHASES)
     if unknown:
@@ -241,6 +255,12 @@ async def _measure(
 
     if "import" in want:
         figures["import"] = await _import(args, bench, state_dir, figures)
+    if "dashboard" in want:
+        from bench import dashboard
+
+        sizes = [int(x) for x in args.dashboard_members.split(",")]
+        say(f"\n== dashboard queries: read models of {sizes} members")
+        figures["dashboard"] = await dashboard.on_server(endpoints.postgres_admin_url, sizes)
 
     report["machine_end"] = env.machine()
     return report

@@ -255,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_running:
             console.print(
                 f"\nstill running: gateway {endpoints.gateway_url} "
-                f"(OpenAPI at /docs; API key {HEADERS['Authorization'][7:]}), "
+                f"(OpenAPI at /docs; API key {HEADERS['Authorization'][7:]}; dashboard at "
+                f"{endpoints.gateway_url}/dashboard, sign in with that key), "
                 f"Kafka {endpoints.kafka_bootstrap}; "
                 f"stop with `python -m devstack down --state-dir {args.state_dir}`"
             )

@@ -255,6 +255,26 @@ class Settings(BaseSettings):
         "redeliveries (GitHub redelivers for 3 days, Slack retries within the hour).",
     )
 
+    # --- the dashboard and the member directory (gateway) -------------------------------------
+    dashboard_session_secret: SecretStr | None = Field(
+        None,
+        description="Key (at least 32 characters) that signs the dashboard's session cookies "
+        "(HMAC-SHA256); every gateway replica needs the same one. Unset: a random key per "
+        "process, so sessions end when the gateway restarts and do not carry across replicas.",
+    )
+    dashboard_session_ttl_s: float = Field(
+        28800.0,
+        gt=0,
+        description="How long a dashboard login lasts before the API key must be entered again.",
+    )
+    directory_recent_activities: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Activities kept per member in the read model for the profile's recent "
+        "activity (the oldest beyond this are deleted as new ones arrive).",
+    )
+
     # --- outbound webhooks (gateway) ----------------------------------------------------------
     webhook_retry_initial_s: float = Field(
         1.0, gt=0, description="Cap of the first random back-off after a failed webhook delivery."

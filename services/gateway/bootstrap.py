@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
-from services.gateway import flywheel, identity, member_state, webhooks
+from services.gateway import dashboard, directory, flywheel, identity, member_state, webhooks
 from services.gateway.delivery import fanout
 from services.gateway.delivery.worker import CONSUMER_GROUP as DELIVERY_GROUP
 from services.gateway.delivery.worker import DeliveryWorker
@@ -52,6 +52,7 @@ from shared.topics import (
     JOURNEY_TRANSITIONS,
     MEMBER_ACTIVITY,
     MEMBER_LIFECYCLE,
+    SIGNALS_ADVOCACY,
     SIGNALS_SUCCESS,
     SIGNALS_SUPPORT,
 )
@@ -67,11 +68,14 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 # --------------------------------------------------------------------------------------------
 
 
-async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
+async def handle_batch(
+    uow: UnitOfWork, events: list[Envelope], recent_activities: int = 20
+) -> None:
     """Runs inside the batch's unit of work, after the inbox dropped events applied before, so
     a replay or a redelivery changes nothing."""
     await project_transitions(uow, events)
     await flywheel.project_facts(uow, events)
+    await directory.project_directory(uow, events, recent_activities)  # after the journey's
 
 
 def build_handler(settings: Settings) -> BatchHandler:
@@ -85,7 +89,10 @@ def build_handler(settings: Settings) -> BatchHandler:
         await member_state.erase_member_state(uow.conn, e.ids, e.occurred_at)
         return ()
 
-    return lifecycle.with_lifecycle(settings, apply=handle_batch, merge=merge, erase=erase)
+    async def apply(uow: UnitOfWork, events: list[Envelope]) -> None:
+        await handle_batch(uow, events, settings.directory_recent_activities)
+
+    return lifecycle.with_lifecycle(settings, apply=apply, merge=merge, erase=erase)
 
 
 SPEC = ServiceSpec(
@@ -98,6 +105,7 @@ SPEC = ServiceSpec(
         SIGNALS_SUPPORT,
         SIGNALS_SUCCESS,
         MEMBER_ACTIVITY,
+        SIGNALS_ADVOCACY,  # the directory's leaderboards
     ),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,  # the projections, through merges and erasures
@@ -114,6 +122,11 @@ SPEC = ServiceSpec(
         "flywheel_peer_help",
         "flywheel_questions",
         "flywheel_churn_risk",
+        "directory_members",
+        "directory_activities",
+        "directory_kind_counts",
+        "directory_advocacy_signals",
+        "directory_stage_weeks",
         "inbox",
     ),
     # activities and clock ticks from HTTP and webhooks; merges and erasures from identity/
@@ -343,5 +356,13 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity.router(identities))
     app.include_router(delivery.router())
     app.state.metrics_server = metrics_server
+    members = directory.Directory(
+        lambda: service.pool,
+        settings,
+        group=SPEC.consumer_group,
+        topics=[t.name for t in SPEC.consumes],
+    )
+    app.include_router(directory.router(members))
+    dashboard.install(app, members, settings)
     telemetry.instrument_fastapi(app)
     return app

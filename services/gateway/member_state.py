@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 
+from services.gateway import directory
 from services.gateway.flywheel import store as flywheel_store
 from services.gateway.identity import store as identity_store
 from services.gateway.journey import store as journey_store
@@ -25,10 +26,12 @@ MERGES: tuple[MergeMember, ...] = (
     identity_store.merge_member,
     journey_store.merge_member,
     flywheel_store.merge_member,
+    directory.merge_member,
 )
 """Inbound webhooks keep nothing to merge: a thread's author stays who started it."""
 
 ERASERS: tuple[EraseMembers, ...] = (
+    directory.erase_members,  # before the journey's: it counts the transitions out first
     journey_store.erase_members,
     flywheel_store.erase_members,
     webhooks_store.erase_members,

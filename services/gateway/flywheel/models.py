@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from services.gateway.directory.models import CohortRetention
+
 
 class Conversion(BaseModel):
     from_dimension: str
@@ -59,3 +61,10 @@ class FlywheelReport(BaseModel):
     peer_answer_share: float | None = Field(description="questions_answered_by_peers / questions.")
     churn_risk_signals: int = Field(description="signal.churn_risk.v1 events in the window.")
     at_risk_now: int = Field(description="Members currently at_risk.")
+
+    # --- cohort retention (issue #14; computed by services/gateway/directory/) ---------------
+    cohort_retention: list[CohortRetention] = Field(
+        default_factory=list,
+        description="Per sign-up month (not windowed): the share of the cohort still active 1, "
+        "2, 4, 8 and 12 weeks after joining (directory.cohort_retention).",
+    )

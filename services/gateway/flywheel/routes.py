@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from services.gateway.directory.store import cohort_retention
 from services.gateway.flywheel.models import FlywheelReport
 from services.gateway.flywheel.store import flywheel_report
 from services.gateway.http import auth
@@ -51,6 +52,9 @@ def router(connect: Callable[[], AbstractAsyncContextManager[Connection]]) -> AP
         if start and end and start >= end:
             raise ProblemError(422, INVALID_WINDOW, "Invalid window", "`from` must be before `to`")
         async with connect() as conn:
-            return await flywheel_report(conn, start, end)
+            report = await flywheel_report(conn, start, end)
+            # issue #14's figure, apart from the report's own (services/gateway/directory/)
+            report.cohort_retention = await cohort_retention(conn)
+            return report
 
     return routes

@@ -99,14 +99,16 @@ async def flywheel_report(
             WITH entered AS (
                 SELECT member_id, min(occurred_at) AS at FROM journey_transitions
                 WHERE dimension = $3 AND to_stage = $4 AND {window} GROUP BY member_id)
-            SELECT count(*) AS entered,
-                   count(*) FILTER (WHERE EXISTS (
-                       SELECT 1 FROM journey_transitions t
-                       WHERE t.member_id = e.member_id AND t.dimension = $5
-                         AND t.to_stage = ANY($6::text[]) AND t.occurred_at >= e.at
-                         AND t.occurred_at < coalesce($2, 'infinity'::timestamptz)))
-                       AS converted
-            FROM entered e
+            -- "reached the second stage at or after entering the first, before `to`" is "the
+            -- latest such transition before `to` is at or after entering": one hash join, not
+            -- an index probe per member (bench/dashboard.py measured 2 s at 100k members)
+            , reached AS (
+                SELECT member_id, max(occurred_at) AS at FROM journey_transitions
+                WHERE dimension = $5 AND to_stage = ANY($6::text[])
+                  AND occurred_at < coalesce($2, 'infinity'::timestamptz)
+                GROUP BY member_id)
+            SELECT count(*) AS entered, count(*) FILTER (WHERE r.at >= e.at) AS converted
+            FROM entered e LEFT JOIN reached r USING (member_id)
             """,
             start,
             end,
