@@ -244,7 +244,7 @@ async def read_topic(
 
 def _prefix_of(topic: str) -> str:
     """The namespace prefix of a topic read back (decode checks the logical topic)."""
-    match = re.match(r"^t[0-9a-f]{10}\.", topic)
+    match = re.match(r"^[a-z][0-9a-f]{10}\.", topic)  # t..., and the tests' own (d..., i..., r...)
     return match.group(0) if match else ""
 
 

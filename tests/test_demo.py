@@ -11,12 +11,22 @@ from devstack import demo
 pytestmark = pytest.mark.integration
 
 
+DEMO_ENVIRONMENT = ("FLYWHEEL_API_KEYS", "FLYWHEEL_CLOCK_TICK_INTERVAL_S", "FLYWHEEL_MAX_FUTURE_S")
+"""What the demo sets in its own environment (devstack/demo.py) for its services."""
+
+
+def hand_back_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the demo sets is undone after the test, set before or not (a plain delenv of
+    an unset variable records nothing, and the demo's values would leak into later tests)."""
+    for name in DEMO_ENVIRONMENT:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_demo_grows_a_community_and_closes_the_loop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the demo configures its services through its environment: give it back afterwards
-    for name in ("FLYWHEEL_API_KEYS", "FLYWHEEL_CLOCK_TICK_INTERVAL_S", "FLYWHEEL_MAX_FUTURE_S"):
-        monkeypatch.delenv(name, raising=False)
+    hand_back_the_environment(monkeypatch)
     code = demo.main(["--people", "80", "--weeks", "10", "--state-dir", str(tmp_path / "demo")])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -40,8 +50,7 @@ def test_the_same_seed_prints_the_same_figures_and_journeys(
 ) -> None:
     """Twice the same community (same seed), on two fresh stacks: the same stage counts,
     flywheel figures, champion reviews and journeys, line for line."""
-    for name in ("FLYWHEEL_API_KEYS", "FLYWHEEL_CLOCK_TICK_INTERVAL_S"):
-        monkeypatch.delenv(name, raising=False)
+    hand_back_the_environment(monkeypatch)
     printed = []
     for run in ("one", "two"):
         args = [

@@ -104,7 +104,9 @@ def app_on(pool: asyncpg.Pool) -> FastAPI:
     )
     members = directory.Directory(lambda: pool, settings, topics=["journey-transitions"])
     app.include_router(directory.router(members))
-    app.include_router(flywheel_router(pool.acquire))  # a connection per report, as the reports pool gives
+    app.include_router(
+        flywheel_router(pool.acquire)
+    )  # a connection per report, as the reports pool gives
     dashboard.install(app, members, settings)
     return app
 

@@ -14,7 +14,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ from aiokafka.errors import (
 from ops.acls import describe_acls, required_acls
 from shared.cloudevents import derive_event_id, encode, header_map
 from shared.contracts import MEMBER_ERASED, MemberErasedV1
-from tests.factories import activity
+from shared.eventtime import clock_tick
+from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +127,18 @@ async def test_the_services_run_end_to_end_each_as_its_own_principal(
     body = {"activities": [a.model_dump(mode="json") for a in log]}
     response = await gateway.post("/v1/activities", json=body)
     assert response.status_code == 202, response.text
+    # the gateway's clock (off here: simulated time) on every partition, as the gateway's own
+    # principal: every clock passes the history, and advocacy credits it in event time
+    tick = clock_tick(T0 + timedelta(days=6), clock="tests")
+    producer = AIOKafkaProducer(**_as(secured, "gateway"), acks="all")
+    await producer.start()
+    try:
+        for partition in sorted(await producer.partitions_for(tick.topic)):
+            await producer.send_and_wait(
+                tick.topic, tick.value, key=tick.key, headers=tick.headers, partition=partition
+            )
+    finally:
+        await producer.stop()
 
     journeys = await _journeys(gateway, {"ada", "bob"}, {"awareness", "engagement", "advocacy"})
     bob = journeys["bob"]
