@@ -1,6 +1,7 @@
 """Awareness rules: discovery, first touch, joining and conversion. Pure functions, no I/O.
 
-Stages: visitor -> member -> customer. Every outcome depends only on the activity and the
+Stages: visitor -> member -> considering -> customer, and the customer's retention: retained,
+lapsed, churned (docs/JOURNEY-MODEL.md maps the articles' five stages onto this). Every outcome depends only on the activity and the
 state of the person it is keyed by, so a replay of the log gives the same transitions; the one
 cross-key fact (a visitor's anonymous history joining the member at sign-up) is merged with
 `min`, which gives the same result in any order.
@@ -11,26 +12,65 @@ erasure), read together against docs/JOURNEY-MODEL.md; split, each part would im
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Annotated, Literal, cast
 from urllib.parse import urlparse
 
-from shared.contracts import ActivityV1, MemberAcquiredV1, MemberErasedV1, ProspectIntentV1
+from pydantic import Field
+
+from shared.contracts import (
+    ActivityV1,
+    MemberAcquiredV1,
+    MemberErasedV1,
+    ProspectIntentV1,
+    TransitionDetails,
+)
 from shared.journey import Transition
 from shared.rules import strict_rules
 
-VISITOR, MEMBER, CUSTOMER = "visitor", "member", "customer"
+VISITOR, MEMBER, CONSIDERING, CUSTOMER = "visitor", "member", "considering", "customer"
+RETAINED, LAPSED, CHURNED = "retained", "lapsed", "churned"
 MERGED = "merged"  # an anonymous visitor id whose history joined a member at sign-up
-STAGE_ORDER = {VISITOR: 0, MEMBER: 1, CUSTOMER: 2}
+CUSTOMER_STAGES = frozenset({CUSTOMER, RETAINED, LAPSED, CHURNED})
+"""Stages of someone who bought: the retention stages are a customer's."""
+PRE_CUSTOMER = (VISITOR, MEMBER, CONSIDERING)
+STAGE_ORDER = {
+    VISITOR: 0,
+    MEMBER: 1,
+    CONSIDERING: 2,
+    CUSTOMER: 3,
+    RETAINED: 3,
+    LAPSED: 3,
+    CHURNED: 3,
+}
+"""How far along the funnel a stage is (a merge keeps the furthest); the retention stages are
+as far as `customer`: they say how the customer is doing, not a further step."""
 LEGAL_MOVES = {
     (VISITOR, MERGED),
+    (CONSIDERING, MERGED),
     (None, VISITOR),
     (None, MEMBER),
     (None, CUSTOMER),
     (VISITOR, MEMBER),
+    (VISITOR, CONSIDERING),
+    (MEMBER, CONSIDERING),
     (VISITOR, CUSTOMER),
     (MEMBER, CUSTOMER),
+    (CONSIDERING, CUSTOMER),
+    # retention, from the CRM's renewals, repeat purchases, downgrades and cancellations
+    (CUSTOMER, RETAINED),
+    (CUSTOMER, LAPSED),
+    (CUSTOMER, CHURNED),
+    (RETAINED, LAPSED),
+    (RETAINED, CHURNED),
+    (LAPSED, RETAINED),
+    (LAPSED, CHURNED),
+    (CHURNED, CUSTOMER),  # won back: a new purchase starts a new customer spell
+    # a merge takes the furthest stage: a survivor who never bought takes the other id's
+    *((s, c) for s in PRE_CUSTOMER for c in (RETAINED, LAPSED, CHURNED)),
 }
 
 
@@ -89,6 +129,27 @@ class Rules:
         "license",
     )
     touchpoints_kept: int = 20
+    consideration_kinds: tuple[str, ...] = ("demo_request", "comparison_view", "product_view")
+    """Activity kinds that are a product evaluation by themselves (a deployment's own kinds)."""
+    consideration_paths: tuple[str, ...] = (
+        "/docs",
+        "/pricing",
+        "/compare",
+        "/vs",
+        "/product",
+        "/features",
+        "/case-studies",
+        "/customers",
+    )
+    """URL path prefixes (of a page view's `properties.url`/`path` or target URL) whose reading
+    is evaluating the product: docs, pricing, comparisons. Matched on whole path segments."""
+    consideration_sources: tuple[str, ...] = ()
+    """Sources any of whose page views count as consideration (e.g. "docs" for a docs site that
+    sends its own page views). Default none: reading a community thread is awareness."""
+    renewal_kinds: tuple[str, ...] = ("renewal",)
+    repeat_purchase_kinds: tuple[str, ...] = ("purchase",)
+    downgrade_kinds: tuple[str, ...] = ("downgrade",)
+    cancellation_kinds: tuple[str, ...] = ("cancellation",)
     team_member_ids: tuple[str, ...] = ()
     bot_member_ids: tuple[str, ...] = ()
 
@@ -119,6 +180,9 @@ class Person:
     customer_at: datetime | None = None
     touchpoint_ids: tuple[str, ...] = ()  # latest community activities before conversion
     touchpoints: int = 0
+    considered_at: datetime | None = None  # first evaluation of the product (considering)
+    considered_by: str | None = None  # the activity id of that evaluation
+    renewals: int = 0  # renewals and repeat purchases from the CRM
 
 
 @dataclass(frozen=True)
@@ -197,31 +261,147 @@ def prospect_intent(activity: ActivityV1, person: Person | None, rules: Rules) -
         )
         if isinstance(s, str)
     ).lower()
-    matched += [p for p in rules.intent_phrases if p in text]
+    matched += [p for p in rules.intent_phrases if contains_phrase(text, p)]
     return sorted(set(matched))
 
 
+def contains_phrase(text: str, phrase: str) -> bool:
+    """`phrase` occurs in `text` as whole words: "sso" is in "SSO login?" but not in "Which
+    lesson covers replays?"; "integrate with" is in "integrate with okta". Case-insensitive,
+    whitespace inside the phrase matches any run of whitespace."""
+    words = phrase.lower().split()
+    if not words:
+        return False
+    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+    return re.search(pattern, text.lower()) is not None
+
+
+def _path_of(activity: ActivityV1) -> str:
+    for value in (
+        activity.properties.get("url"),
+        activity.properties.get("path"),
+        activity.target.url if activity.target else None,
+    ):
+        if isinstance(value, str) and value:
+            return (urlparse(value).path or "/") if "://" in value else value
+    return ""
+
+
+def considers(activity: ActivityV1, intent: Sequence[str], rules: Rules) -> str | None:
+    """What makes this activity an evaluation of the product (None: it is not one): one of the
+    consideration kinds, a page view of the docs, pricing or a comparison, or a pre-sales
+    question (prospect intent)."""
+    if activity.kind in rules.consideration_kinds:
+        return activity.kind.replace("_", " ")
+    if activity.kind == "page_view":
+        path = _path_of(activity).lower().rstrip("/")
+        for prefix in rules.consideration_paths:
+            p = prefix.lower().rstrip("/")
+            if p and (path == p or path.startswith(p + "/") or path.startswith(p + "-")):
+                return f"read {path}"
+        if activity.source in rules.consideration_sources:
+            return f"read {path or activity.source}"
+    if intent:
+        return f"asked about {', '.join(intent)}"
+    return None
+
+
+def touch_details(person: Person, **extra: object) -> TransitionDetails:
+    """First touch (and anything else) as a transition's structured details."""
+    touch = person.first_touch
+    channel = cast(
+        'Literal["referral", "campaign", "search", "social", "community", "direct"] | None',
+        touch.channel if touch else None,
+    )
+    detail = touch.detail[:500] if touch and touch.detail else None
+    return TransitionDetails.model_validate(
+        {"first_touch_channel": channel, "first_touch_detail": detail, **extra}
+    )
+
+
+def _first_consideration(a: Person, b: Person) -> tuple[datetime | None, str | None]:
+    both = [
+        (p.considered_at, p.considered_by or "")
+        for p in (a, b)
+        if p.considered_at is not None
+    ]
+    if not both:
+        return None, None
+    at, by = min(both)
+    return at, by or None
+
+
 def merge_history(member: Person, visitor: Person) -> Person:
-    """A visitor's anonymous history joins the member: earliest first touch and first sight."""
+    """A visitor's anonymous history joins the member: earliest first touch, first sight and
+    first evaluation of the product."""
     touch = (
         visitor.first_touch.earlier(member.first_touch)
         if visitor.first_touch
         else member.first_touch
     )
+    considered_at, considered_by = _first_consideration(member, visitor)
     return replace(
-        member, first_touch=touch, first_seen_at=min(member.first_seen_at, visitor.first_seen_at)
+        member,
+        first_touch=touch,
+        first_seen_at=min(member.first_seen_at, visitor.first_seen_at),
+        considered_at=considered_at,
+        considered_by=considered_by,
     )
 
 
-def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcome:
-    """Fold one activity into the awareness state of the person it is keyed by."""
+def considering_after_merge(member: Person) -> tuple[Person, list[Transition]]:
+    """A member whose joined visitor history evaluated the product is considering: dated at
+    the later of joining and that evaluation (the member's timeline only moves forward), caused
+    by the evaluation, so either processing order gives the same event."""
+    if member.stage != MEMBER or member.considered_at is None:
+        return member, []
+    when = max(member.considered_at, member.joined_at or member.first_seen_at)
+    t = Transition(
+        member.member_id,
+        MEMBER,
+        CONSIDERING,
+        f"evaluated the product as a visitor on {member.considered_at.isoformat()}, before "
+        "signing up",
+        when,
+        (member.considered_by,) if member.considered_by else (),
+        details=touch_details(member),
+    )
+    return replace(member, stage=CONSIDERING), [t]
+
+
+def _retention_move(person: Person, activity: ActivityV1, rules: Rules) -> str | None:
+    """The retention stage a CRM activity moves a customer to (None: no move)."""
+    kind, stage = activity.kind, person.stage
+    if kind in rules.cancellation_kinds and stage in (CUSTOMER, RETAINED, LAPSED):
+        return CHURNED
+    if kind in rules.downgrade_kinds and stage in (CUSTOMER, RETAINED):
+        return LAPSED
+    if (kind in rules.renewal_kinds or kind in rules.repeat_purchase_kinds) and stage in (
+        CUSTOMER,
+        LAPSED,
+    ):
+        return RETAINED
+    return None
+
+
+def observe(
+    person: Person | None, activity: ActivityV1, rules: Rules, *, aliased: bool = False
+) -> Outcome:
+    """Fold one activity into the awareness state of the person it is keyed by (`aliased`: the
+    actor is an anonymous id already joined to a member, whose stage is `merged`)."""
     if not counts(activity, rules):
         return Outcome(person)
     at, aid = activity.occurred_at, activity.activity_id
     member_id = activity.actor.member_id
     touch = classify_touch(activity, rules)
     transitions: list[Transition] = []
-    converts = activity.kind in rules.customer_kinds and activity.source in rules.customer_sources
+    from_crm = activity.source in rules.customer_sources
+    converts = from_crm and (
+        activity.kind in rules.customer_kinds
+        or activity.kind in rules.renewal_kinds
+        or activity.kind in rules.repeat_purchase_kinds
+    )
+    intent_matched = prospect_intent(activity, person, rules)
 
     def move(
         current: Person | None, to: str, reason: str, caused_by: tuple[str, ...] = (aid,)
@@ -255,6 +435,10 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
             first_seen_at=min(person.first_seen_at, at),
         )
         created = False
+    evaluation = None if converts else considers(activity, intent_matched, rules)
+    if evaluation and person.stage in PRE_CUSTOMER:
+        first = _first_consideration(person, replace(person, considered_at=at, considered_by=aid))
+        person = replace(person, considered_at=first[0], considered_by=first[1])
 
     acquired = None
     merge_from = None
@@ -289,24 +473,64 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
                 activity_id=aid,
             )
 
-    elif converts and person.stage != CUSTOMER:
+    elif converts and person.stage not in CUSTOMER_STAGES:
         influence = (
             f"after {person.touchpoints} community touchpoints (community-influenced)"
             if person.touchpoints
             else "with no community touchpoint before it"
         )
-        move(
-            None if created else person,
-            CUSTOMER,
-            f"{activity.kind.replace('_', ' ')} from {activity.source} {influence}",
-            caused_by=(aid, *person.touchpoint_ids),
+        transitions.append(
+            Transition(
+                member_id,
+                None if created else person.stage,
+                CUSTOMER,
+                f"{activity.kind.replace('_', ' ')} from {activity.source} {influence}",
+                at,
+                (aid, *person.touchpoint_ids),
+                details=touch_details(
+                    person,
+                    community_touchpoints=person.touchpoints,
+                    community_influenced=person.touchpoints > 0,
+                    considered=person.stage == CONSIDERING,
+                ),
+            )
         )
         person = replace(person, stage=CUSTOMER, customer_at=at)
 
+    elif converts and person.stage == CHURNED:
+        move(person, CUSTOMER, f"won back: {activity.kind.replace('_', ' ')} after churning")
+        person = replace(person, stage=CUSTOMER, customer_at=at)
+
+    elif from_crm and (to := _retention_move(person, activity, rules)) is not None:
+        renewed = to == RETAINED
+        move(person, to, f"{activity.kind.replace('_', ' ')} from {activity.source}")
+        person = replace(person, stage=to, renewals=person.renewals + renewed)
+
     elif (
+        from_crm
+        and person.stage == RETAINED
+        and (activity.kind in rules.renewal_kinds or activity.kind in rules.repeat_purchase_kinds)
+    ):
+        person = replace(person, renewals=person.renewals + 1)
+
+    elif evaluation and person.stage in (VISITOR, MEMBER) and not aliased:
+        transitions.append(
+            Transition(
+                member_id,
+                person.stage,
+                CONSIDERING,
+                f"evaluating the product: {evaluation} ({activity.source})",
+                at,
+                (aid,),
+                details=touch_details(person),
+            )
+        )
+        person = replace(person, stage=CONSIDERING)
+
+    if (
         activity.source in rules.community_sources
         and activity.kind != "signup"
-        and person.stage != CUSTOMER
+        and person.stage in PRE_CUSTOMER
     ):
         person = replace(
             person,
@@ -315,7 +539,7 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
         )
 
     intent = None
-    matched = prospect_intent(activity, person, rules)
+    matched = intent_matched
     if matched:
         target = activity.target
         text = activity.properties.get("text")
@@ -383,10 +607,24 @@ def fold_batch(
 
     for activity in activities:
         member_id = activity.actor.member_id
-        outcome = observe(people.get(member_id), activity, rules)
+        outcome = observe(
+            people.get(member_id),
+            activity,
+            rules,
+            aliased=activity.actor.anonymous and member_id in aliases,
+        )
         if outcome.person is not None and outcome.person != people.get(member_id):
             people[member_id] = outcome.person
             changed.add(member_id)
+        transitions = [
+            # a visitor who was evaluating the product joins its member from `considering`
+            replace(t, from_stage=CONSIDERING)
+            if t.to_stage == MERGED
+            and (visitor := people.get(t.member_id)) is not None
+            and visitor.stage == CONSIDERING
+            else t
+            for t in outcome.transitions
+        ]
         # A visitor's history joins its member, whichever of the two arrives first.
         link = None
         if outcome.merge_from:
@@ -396,12 +634,15 @@ def fold_batch(
             link = (member_id, aliases[member_id])
         if link and link[0] in people and link[1] in people:
             visitor_id, owner_id = link
-            merged = merge_history(people[owner_id], people[visitor_id])
+            merged, considering = considering_after_merge(
+                merge_history(people[owner_id], people[visitor_id])
+            )
             if merged != people[owner_id]:
                 people[owner_id] = merged
                 changed.add(owner_id)
+            transitions.extend(considering)
 
-        emitted.extend(outcome.transitions)
+        emitted.extend(transitions)
         if outcome.acquired is not None:
             emitted.append(Caused(outcome.acquired, activity.activity_id))
         if outcome.intent is not None:
@@ -427,7 +668,7 @@ def _earliest(*times: datetime | None) -> datetime | None:
 
 def _stage_time(person: Person) -> datetime:
     """When the person entered their current stage (as far as the state tells)."""
-    if person.stage == CUSTOMER and person.customer_at is not None:
+    if person.stage in CUSTOMER_STAGES and person.customer_at is not None:
         return person.customer_at
     if person.stage == MEMBER and person.joined_at is not None:
         return person.joined_at
@@ -480,6 +721,9 @@ def merge_people(
             -rules.touchpoints_kept :
         ],
         touchpoints=survivor.touchpoints + merged.touchpoints,
+        considered_at=_first_consideration(survivor, merged)[0],
+        considered_by=_first_consideration(survivor, merged)[1],
+        renewals=survivor.renewals + merged.renewals,
     )
     if stage == survivor.stage or (survivor.stage, stage) not in LEGAL_MOVES:
         return MergeOutcome(person)
