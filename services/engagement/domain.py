@@ -720,10 +720,17 @@ class Question:
 
 
 def question_deadline(q: Question | None, rules: Rules) -> datetime | None:
-    """When the question is unanswered if nobody replies (None: asked unknown, or settled)."""
-    if q is None or q.asked_at is None or q.unanswered_signalled or q.answered_signalled:
+    """When the question's next signal falls due (None: none pending): the unanswered deadline
+    (`asked_at + unanswered_after_hours`) if no answer came before it, else the first answer's
+    time. Stored, indexed, so a sweep finds the questions its watermark has passed."""
+    if q is None or q.asked_at is None or q.answered_signalled:
         return None
-    return q.asked_at + timedelta(hours=rules.unanswered_after_hours)
+    deadline = q.asked_at + timedelta(hours=rules.unanswered_after_hours)
+    if not q.unanswered_signalled and (q.answered_at is None or q.answered_at >= deadline):
+        return deadline
+    if q.answered_at is not None:
+        return max(q.answered_at, q.asked_at)
+    return None
 
 
 def _question_signal(event_type: EventType, data: Contract, *parts: str) -> Signal:
@@ -731,51 +738,53 @@ def _question_signal(event_type: EventType, data: Contract, *parts: str) -> Sign
 
 
 def advance_question(q: Question, to_time: datetime, rules: Rules) -> tuple[Question, list[Signal]]:
-    """signal.question_unanswered.v1 if its deadline is at or before `to_time` and no answer
-    came before it, dated at the deadline."""
-    deadline = question_deadline(q, rules)
-    if deadline is None or deadline > to_time:
-        return q, []
-    if q.answered_at is not None and q.answered_at < deadline:
-        return q, []  # answered in time; the answered signal goes out with the question
-    assert q.asker_member_id and q.question_activity_id and q.asked_at
-    data = QuestionUnansweredV1(
-        member_id=q.asker_member_id,
-        thread_id=q.thread_id,
-        question_activity_id=q.question_activity_id,
-        url=q.url,
-        title=q.title,
-        asked_at=q.asked_at,
-        unanswered_hours=rules.unanswered_after_hours,
-        occurred_at=deadline,
-    )
-    signal = _question_signal(QUESTION_UNANSWERED, data, q.thread_key, q.question_activity_id)
-    return replace(q, unanswered_signalled=True), [signal]
-
-
-def _answered(q: Question, rules: Rules) -> tuple[Question, list[Signal]]:
-    """Once both the question and an answer are known: the unanswered signal first if the
-    answer came after the deadline, then the answered one linking the two."""
-    if q.answered_signalled or q.asked_at is None or q.answered_at is None:
-        return q, []
-    q, signals = advance_question(q, q.answered_at, rules)
-    assert q.asker_member_id and q.question_activity_id and q.answer_activity_id
-    assert q.answered_by is not None and q.asked_at is not None and q.answered_at is not None
-    asked, answered = q.asked_at, q.answered_at
-    data = QuestionAnsweredV1(
-        member_id=q.asker_member_id,
-        thread_id=q.thread_id,
-        question_activity_id=q.question_activity_id,
-        answer_activity_id=q.answer_activity_id,
-        answered_by_member_id=q.answered_by,
-        asked_at=q.asked_at,
-        first_response_s=max(0.0, (answered - asked).total_seconds()),
-        was_unanswered=q.unanswered_signalled,
-        url=q.answer_url or q.url,
-        occurred_at=max(answered, asked),
-    )
-    signals.append(_question_signal(QUESTION_ANSWERED, data, q.thread_key, q.answer_activity_id))
-    return replace(q, answered_signalled=True), signals
+    """Every question signal due up to and including `to_time` (the watermark), each at its
+    own time: signal.question_unanswered.v1 at the deadline if no answer came before it, then
+    signal.question_answered.v1 at the first answer, linking the two. Both wait for the
+    watermark, so every reply within the allowed lateness is in, whichever partition it came
+    from, and the first one by event time is the answer."""
+    signals: list[Signal] = []
+    while (due := question_deadline(q, rules)) is not None and due <= to_time:
+        assert q.asker_member_id and q.question_activity_id and q.asked_at
+        if q.answered_at is None or (
+            not q.unanswered_signalled
+            and q.answered_at >= q.asked_at + timedelta(hours=rules.unanswered_after_hours)
+        ):
+            unanswered = QuestionUnansweredV1(
+                member_id=q.asker_member_id,
+                thread_id=q.thread_id,
+                question_activity_id=q.question_activity_id,
+                url=q.url,
+                title=q.title,
+                asked_at=q.asked_at,
+                unanswered_hours=rules.unanswered_after_hours,
+                occurred_at=due,
+            )
+            signals.append(
+                _question_signal(
+                    QUESTION_UNANSWERED, unanswered, q.thread_key, q.question_activity_id
+                )
+            )
+            q = replace(q, unanswered_signalled=True)
+            continue
+        assert q.answer_activity_id and q.answered_by and q.answered_at
+        answered = QuestionAnsweredV1(
+            member_id=q.asker_member_id,
+            thread_id=q.thread_id,
+            question_activity_id=q.question_activity_id,
+            answer_activity_id=q.answer_activity_id,
+            answered_by_member_id=q.answered_by,
+            asked_at=q.asked_at,
+            first_response_s=max(0.0, (q.answered_at - q.asked_at).total_seconds()),
+            was_unanswered=q.unanswered_signalled,
+            url=q.answer_url or q.url,
+            occurred_at=due,
+        )
+        signals.append(
+            _question_signal(QUESTION_ANSWERED, answered, q.thread_key, q.answer_activity_id)
+        )
+        q = replace(q, answered_signalled=True)
+    return q, signals
 
 
 def answers(activity: ActivityV1, rules: Rules) -> bool:
@@ -792,21 +801,19 @@ def answers(activity: ActivityV1, rules: Rules) -> bool:
     return bool(target and target.thread_author_member_id != actor.member_id)
 
 
-def observe_question(
-    q: Question | None, activity: ActivityV1, rules: Rules
-) -> tuple[Question | None, list[Signal]]:
-    """Fold one activity of the question's thread: the question itself, or a reply."""
+def observe_question(q: Question | None, activity: ActivityV1, rules: Rules) -> Question | None:
+    """Fold one activity of the question's thread: the question itself (the earliest post
+    that asks), or a reply (the earliest answer by event time, then activity id, is kept until
+    the answered signal is out). Emits nothing: signals wait for the watermark
+    (`advance_question`), since answers come from other members' partitions."""
     key = thread_key(activity)
     if key is None or activity.target is None or activity.target.thread_id is None:
-        return q, []
+        return q
     at = utc(activity.occurred_at)
-    signals: list[Signal] = []
-    if q is not None:
-        q, signals = advance_question(q, at, rules)
+    base = q or Question(key, activity.target.thread_id)
     if is_question(activity, rules) and counts(activity, rules):
-        base = q or Question(key, activity.target.thread_id)
         if base.asked_at is None or at < base.asked_at:
-            base = replace(
+            return replace(
                 base,
                 asker_member_id=activity.actor.member_id,
                 question_activity_id=activity.activity_id,
@@ -814,24 +821,23 @@ def observe_question(
                 title=activity.target.thread_title,
                 asked_at=at,
             )
-        q, more = _answered(base, rules)
-        return q, signals + more
-    if answers(activity, rules) and (q is None or not q.answered_signalled):
-        base = q or Question(key, activity.target.thread_id)
+        return q
+    if answers(activity, rules) and not base.answered_signalled:
+        asker = base.asker_member_id or activity.target.thread_author_member_id
+        if asker == activity.actor.member_id:
+            return q
         if base.answered_at is None or (at, activity.activity_id) < (
             base.answered_at,
             base.answer_activity_id or "",
         ):
-            base = replace(
+            return replace(
                 base,
                 answered_at=at,
                 answer_activity_id=activity.activity_id,
                 answered_by=activity.actor.member_id,
                 answer_url=activity.target.url,
             )
-        q, more = _answered(base, rules)
-        return q, signals + more
-    return q, signals
+    return q
 
 
 @dataclass(frozen=True)
@@ -1007,10 +1013,9 @@ def fold_journey(
         key = thread_key(activity)
         if key is not None:
             q_before = qs.get(key)
-            q_after, out = observe_question(q_before, activity, rules)
+            q_after = observe_question(q_before, activity, rules)
             if q_after is not None and q_after != q_before:
                 qs[key] = changed_q[key] = q_after
-            signals += out
             if (
                 q_after is not None
                 and q_after.asked_at is not None
