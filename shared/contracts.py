@@ -265,7 +265,9 @@ class NewcomerDropOffV1(Contract):
         description="What made them new: joining the community, or buying."
     )
     started_at: AwareDatetime = Field(description="When they joined or bought.")
-    last_active_at: AwareDatetime = Field(description="Their last counted activity: they stopped here.")
+    last_active_at: AwareDatetime = Field(
+        description="Their last counted activity: they stopped here."
+    )
     activities: dict[str, int] = Field(description="What they did since started_at, per kind.")
     quiet_days: float = Field(description="The quiet time that fired the signal.")
     occurred_at: AwareDatetime = Field(description="last_active_at + quiet_days (event time).")

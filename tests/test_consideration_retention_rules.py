@@ -76,7 +76,7 @@ def test_a_member_asking_a_pre_sales_question_is_considering() -> None:
 
 
 def test_conversion_details_say_community_influenced_considered_and_first_touch() -> None:
-    person, ts = run(
+    _, ts = run(
         [
             activity("m-1", "signup", source="web", properties={"utm_campaign": "spring"}),
             activity("m-1", "post", day=1, source="discourse"),

@@ -301,7 +301,7 @@ def test_a_purchase_starts_a_customer_honeymoon() -> None:
         activity("n", "purchase", day=60, source="crm"),
         activity("n", "post", day=62),
     ]
-    n, signals = fold_newcomer(acts, until=days(200))
+    _, signals = fold_newcomer(acts, until=days(200))
     (s,) = signals
     assert isinstance(s.data, NewcomerDropOffV1)
     assert (s.data.newcomer_as, s.data.started_at, s.data.occurred_at) == (

@@ -1,8 +1,8 @@
 """Awareness rules: discovery, first touch, joining and conversion. Pure functions, no I/O.
 
 Stages: visitor -> member -> considering -> customer, and the customer's retention: retained,
-lapsed, churned (docs/JOURNEY-MODEL.md maps the articles' five stages onto this). Every outcome depends only on the activity and the
-state of the person it is keyed by, so a replay of the log gives the same transitions; the one
+lapsed, churned (docs/JOURNEY-MODEL.md maps the articles' five stages onto this). Every
+outcome depends only on the activity and the state of the person it is keyed by, so a replay of the log gives the same transitions; the one
 cross-key fact (a visitor's anonymous history joining the member at sign-up) is merged with
 `min`, which gives the same result in any order.
 
@@ -16,10 +16,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Annotated, Literal, cast
+from typing import Literal, cast
 from urllib.parse import urlparse
-
-from pydantic import Field
 
 from shared.contracts import (
     ActivityV1,
@@ -320,11 +318,7 @@ def touch_details(person: Person, **extra: object) -> TransitionDetails:
 
 
 def _first_consideration(a: Person, b: Person) -> tuple[datetime | None, str | None]:
-    both = [
-        (p.considered_at, p.considered_by or "")
-        for p in (a, b)
-        if p.considered_at is not None
-    ]
+    both = [(p.considered_at, p.considered_by or "") for p in (a, b) if p.considered_at is not None]
     if not both:
         return None, None
     at, by = min(both)

@@ -746,6 +746,7 @@ def advance_question(q: Question, to_time: datetime, rules: Rules) -> tuple[Ques
     signals: list[Signal] = []
     while (due := question_deadline(q, rules)) is not None and due <= to_time:
         assert q.asker_member_id and q.question_activity_id and q.asked_at
+        asked_at = q.asked_at
         if q.answered_at is None or (
             not q.unanswered_signalled
             and q.answered_at >= q.asked_at + timedelta(hours=rules.unanswered_after_hours)
@@ -775,7 +776,7 @@ def advance_question(q: Question, to_time: datetime, rules: Rules) -> tuple[Ques
             answer_activity_id=q.answer_activity_id,
             answered_by_member_id=q.answered_by,
             asked_at=q.asked_at,
-            first_response_s=max(0.0, (q.answered_at - q.asked_at).total_seconds()),
+            first_response_s=max(0.0, (q.answered_at - asked_at).total_seconds()),
             was_unanswered=q.unanswered_signalled,
             url=q.answer_url or q.url,
             occurred_at=due,

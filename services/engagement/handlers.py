@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from datetime import datetime
 
 from services.engagement import domain, store
 from shared.cloudevents import Envelope, payloads
@@ -36,6 +37,7 @@ async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: Engageme
     stage.emit_transitions(uow, outcome.transitions)
     for s in outcome.signals:
         stage.emit(uow, s.event_type, s.data, s.event_id)
+    await on_journey(uow, activities, members, outcome, watermark, stage)
     if outcome.transitions:
         log.debug(
             "engagement: %d transitions, %d signals, watermark %s",
@@ -45,12 +47,45 @@ async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: Engageme
         )
 
 
+async def on_journey(
+    uow: UnitOfWork,
+    activities: list[ActivityV1],
+    before: dict[str, domain.Participant],
+    outcome: domain.BatchOutcome,
+    watermark: datetime | None,
+    stage: EngagementStage,
+) -> None:
+    """Questions, honeymoons and product feedback (issue 15), after the batch's fold: their own
+    state, loaded with everything due by the same `watermark` fold_batch swept with (the clock
+    hook can call the sweep part with its own clock reading)."""
+    questions = await store.load_questions(
+        uow.conn, domain.question_keys(activities), due_by=watermark
+    )
+    newcomers = await store.load_newcomers(
+        uow.conn, {a.actor.member_id for a in activities}, due_by=watermark
+    )
+    journey = domain.fold_journey(
+        before,
+        {**before, **outcome.changed},
+        questions,
+        newcomers,
+        activities,
+        watermark,
+        stage.rules,
+    )
+    await store.save_questions(uow.conn, journey.questions.values(), stage.rules)
+    await store.save_newcomers(uow.conn, journey.newcomers.values(), stage.rules)
+    for s in journey.signals:
+        stage.emit(uow, s.event_type, s.data, s.event_id)
+
+
 async def on_merge(uow: UnitOfWork, m: Merge, stage: EngagementStage) -> None:
     both = await store.load(uow.conn, {m.survivor, m.merged})
     combined, transitions = domain.merge_participants(
         both.get(m.survivor), both.get(m.merged), m.survivor, m.merged, m.event_id, stage.rules
     )
     await store.delete(uow.conn, [m.merged])
+    await store.merge_journey(uow.conn, m.survivor, m.merged)
     if combined is not None:
         await store.save(uow.conn, [combined], stage.rules)
     stage.emit_transitions(uow, transitions)
@@ -58,6 +93,7 @@ async def on_merge(uow: UnitOfWork, m: Merge, stage: EngagementStage) -> None:
 
 async def on_erase(uow: UnitOfWork, e: Erasure, stage: EngagementStage) -> Collection[str]:
     await store.delete(uow.conn, e.ids)
+    await store.erase_journey(uow.conn, e.ids)
     return ()
 
 
