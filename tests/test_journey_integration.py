@@ -56,6 +56,8 @@ PHASES = [
     [
         activity("anon-p", "page_view", day=0, anonymous=True, source="web",
                  activity_id="pv-1", properties={"url": "https://example.com/pricing"}),
+    ],
+    [
         activity("pat", "signup", day=1, source="web", activity_id="su-pat",
                  properties={"anonymous_id": "anon-p"}),
         activity("cy", "signup", day=1, source="web", activity_id="su-cy"),

@@ -314,7 +314,7 @@ async def health(
 ) -> list[Ratio]:
     members = await conn.fetchval(
         "SELECT count(DISTINCT member_id) FROM journey_transitions WHERE dimension = 'awareness'"
-        " AND to_stage NOT IN ('visitor', 'merged')"
+        " AND to_stage IN ('member', 'customer')"  # joined, or bought (anonymous ids never)
         " AND occurred_at < coalesce($1, 'infinity'::timestamptz)",
         end,
     )
