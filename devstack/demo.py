@@ -130,6 +130,13 @@ def show_results(gateway: str, activities: list[dict[str, Any]]) -> dict[str, An
         ).most_common(1)
         if busiest and (loop is None or busiest[0][0] not in loop):
             _print_journey(client, busiest[0][0])
+        # a customer's retention: considered before buying, then renewed or cancelled
+        for kind in ("renewal", "cancellation"):
+            customer = next(
+                (a["actor"]["member_id"] for a in activities if a["kind"] == kind), None
+            )
+            if customer is not None:
+                _print_journey(client, customer)
         return {"counts": counts, "loop": loop}
 
 

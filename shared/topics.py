@@ -54,7 +54,7 @@ MEMBER_LIFECYCLE = Topic(
 )
 SIGNALS_SUPPORT = Topic(
     "signals.support",
-    key="member id of the helper",
+    key="member id (the helper for peer help, the asker for questions)",
     purpose="signal.peer_help.v1, signal.question_unanswered.v1 and "
     "signal.question_answered.v1 for support tools. Advocacy builds its state from it, so it "
     "is kept as long as member-activity: a replay must find every signal again.",
