@@ -104,6 +104,7 @@ ARCHETYPES = [
     ("advocate", 0.06),
     ("churner", 0.09),
     ("returner", 0.05),
+    ("buyer", 0.05),  # buys soon after joining and never takes part; renews, or cancels
 ]
 
 
@@ -119,6 +120,8 @@ def simulate(people: int = 300, weeks: int = 20, seed: int = 7) -> list[dict[str
         p = Person(len(population), rng.choices(names, weights)[0], arrives, channel, referred_by)
         if p.archetype == "churner":
             p.quits_on = arrives + rng.uniform(14, 28)
+        if p.archetype == "buyer":
+            p.quits_on = arrives + rng.uniform(20, 120)  # the subscription ends then
         if p.archetype == "returner":
             p.quits_on = arrives + rng.uniform(10, 20)
             p.returns_on = p.quits_on + rng.uniform(40, 60)
@@ -199,7 +202,7 @@ def _discover(c: Community, rng: random.Random, p: Person) -> None:
             url=f"https://example.org{page}",
         )
         day += rng.uniform(0.01, 0.3)
-    if p.referred_by or rng.random() < 0.75:
+    if p.referred_by or p.archetype == "buyer" or rng.random() < 0.75:
         p.member = True
         extra: dict[str, Any] = {"referred_by": p.referred_by} if p.referred_by else {}
         c.add(
@@ -210,6 +213,9 @@ def _discover(c: Community, rng: random.Random, p: Person) -> None:
             extra=extra,
             anonymous_id=p.anonymous_id,
         )
+        if p.archetype == "buyer":
+            p.bought_on = day + rng.uniform(1, 10)
+            c.add(p.bought_on, {"member_id": p.member_id}, "purchase", source="crm", plan="team")
 
 
 def _participate(
@@ -221,6 +227,8 @@ def _participate(
     new_person: Any,
 ) -> None:
     me = {"member_id": p.member_id}
+    if p.archetype == "buyer":
+        return  # a customer who never takes part in the community
     rate = {
         "lurker": 0.08,
         "participant": 0.35,

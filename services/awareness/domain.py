@@ -398,10 +398,22 @@ def observe(
     intent_matched = prospect_intent(activity, person, rules)
 
     def move(
-        current: Person | None, to: str, reason: str, caused_by: tuple[str, ...] = (aid,)
+        current: Person | None,
+        to: str,
+        reason: str,
+        caused_by: tuple[str, ...] = (aid,),
+        details: TransitionDetails | None = None,
     ) -> None:
         transitions.append(
-            Transition(member_id, current.stage if current else None, to, reason, at, caused_by)
+            Transition(
+                member_id,
+                current.stage if current else None,
+                to,
+                reason,
+                at,
+                caused_by,
+                details=details,
+            )
         )
 
     if person is None:
@@ -418,9 +430,15 @@ def observe(
                     None,
                     VISITOR,
                     f"first touch: {activity.kind} on {activity.source} ({touch.channel})",
+                    details=touch_details(person),
                 )
             else:
-                move(None, MEMBER, f"first seen as a member ({activity.kind} on {activity.source})")
+                move(
+                    None,
+                    MEMBER,
+                    f"first seen as a member ({activity.kind} on {activity.source})",
+                    details=touch_details(person),
+                )
         created = True
     else:
         person = replace(
@@ -450,6 +468,7 @@ def observe(
             replace(person, stage=VISITOR) if was_visitor else None,
             MEMBER,
             f"signed up on {activity.source}{came_from}",
+            details=touch_details(person),
         )
         person = replace(person, stage=MEMBER, joined_at=at, referred_by=referrer)
         if merge_from is not None:

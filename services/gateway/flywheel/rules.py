@@ -12,7 +12,6 @@ FUNNEL: tuple[tuple[tuple[str, str], tuple[str, tuple[str, ...]]], ...] = (
     (("engagement", "engaged"), ("advocacy", ("advocate",))),
     (("advocacy", "advocate"), ("advocacy", ("champion",))),
     (("awareness", "member"), ("awareness", ("customer",))),
-    (("awareness", "considering"), ("awareness", ("customer",))),
     (("awareness", "customer"), ("awareness", ("retained",))),
     (("engagement", "at_risk"), ("engagement", ("reactivated",))),
 )
