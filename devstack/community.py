@@ -294,11 +294,11 @@ def _participate(
     if roll < 0.5:
         c.add(day, me, "event_attended", source="events")
         return
-    if roll < 0.55 and p.archetype in ("participant", "helper", "advocate", "churner"):
-        if p.bought_on is None:
-            c.add(day, me, "purchase", source="crm", plan="team")
-            p.bought_on = day
-            return
+    buys = p.archetype in ("participant", "helper", "advocate", "churner")
+    if roll < 0.55 and buys and p.bought_on is None:
+        c.add(day, me, "purchase", source="crm", plan="team")
+        p.bought_on = day
+        return
     if roll < 0.6 and p.archetype in ("participant", "helper", "advocate"):
         kind, text = rng.choice(FEEDBACK)
         c.add(

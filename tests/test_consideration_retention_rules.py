@@ -22,6 +22,7 @@ from services.awareness.domain import (
     observe,
 )
 from shared.contracts import ActivityV1
+from shared.journey import Transition
 from tests.factories import activity
 
 RULES = Rules()
@@ -31,9 +32,11 @@ def moves(out: domain.Outcome) -> list[tuple[str | None, str]]:
     return [(t.from_stage, t.to_stage) for t in out.transitions]
 
 
-def run(acts: list[ActivityV1], rules: Rules = RULES) -> tuple[domain.Person | None, list]:
+def run(
+    acts: list[ActivityV1], rules: Rules = RULES
+) -> tuple[domain.Person | None, list[Transition]]:
     person = None
-    transitions = []
+    transitions: list[Transition] = []
     for a in acts:
         out = observe(person, a, rules)
         person = out.person
@@ -181,7 +184,7 @@ def test_visitor_history_brings_consideration_to_the_member_in_either_order() ->
     # the sign-up first, the visitor's page view later (another partition)
     a = fold_batch({}, {}, [signup], RULES)
     b = fold_batch(a.changed, {"anon-9": "m-9"}, [docs], RULES)
-    later = [t for t in b.emitted if isinstance(t, domain.Transition) and t.member_id == "m-9"]
+    later = [t for t in b.emitted if isinstance(t, Transition) and t.member_id == "m-9"]
     assert [(t.from_stage, t.to_stage, t.occurred_at, t.caused_by) for t in later] == [
         (MEMBER, CONSIDERING, signup.occurred_at, ("pv-1",))
     ]
@@ -189,9 +192,7 @@ def test_visitor_history_brings_consideration_to_the_member_in_either_order() ->
     assert not [
         t
         for t in b.emitted
-        if isinstance(t, domain.Transition)
-        and t.member_id == "anon-9"
-        and t.to_stage == CONSIDERING
+        if isinstance(t, Transition) and t.member_id == "anon-9" and t.to_stage == CONSIDERING
     ]
 
 

@@ -2,9 +2,10 @@
 
 Stages: visitor -> member -> considering -> customer, and the customer's retention: retained,
 lapsed, churned (docs/JOURNEY-MODEL.md maps the articles' five stages onto this). Every
-outcome depends only on the activity and the state of the person it is keyed by, so a replay of the log gives the same transitions; the one
-cross-key fact (a visitor's anonymous history joining the member at sign-up) is merged with
-`min`, which gives the same result in any order.
+outcome depends only on the activity and the state of the person it is keyed by, so a replay
+of the log gives the same transitions; the cross-key facts (a visitor's anonymous history
+joining the member at sign-up: first touch, first evaluation) are merged with `min`, which
+gives the same result in any order.
 
 One module though over 400 lines: it is one stage's rules (an activity, a batch, a merge, an
 erasure), read together against docs/JOURNEY-MODEL.md; split, each part would import the rest.
