@@ -214,3 +214,54 @@ async def test_the_whole_journey_signals_stages_and_figures(namespace: Namespace
     assert health["peer_answer_share"].ratio == 0.5
     assert health["new_members_engaged_within_30_days"].ratio == 0.0
     assert health["advocates_per_100_active_members"].ratio == 0.0
+
+
+async def test_questions_and_newcomers_round_trip_merge_and_erase(namespace: Namespace) -> None:
+    """The engagement store's new tables: saved with their next deadline, found by a sweep,
+    folded into the survivor of a merge, and gone with an erased member."""
+    from services.engagement import store
+    from services.engagement.domain import Newcomer, Question, Rules
+    from shared.lifecycle.rewrite import ERASED
+    from shared.postgres import PLUMBING_MIGRATIONS, migrate
+
+    url = await namespace.create_database("engagement")
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    assert pool is not None
+    rules = Rules()
+    try:
+        await migrate(pool, [PLUMBING_MIGRATIONS, ENGAGEMENT.migrations])
+        asked = Question("discourse:q-1", "q-1", "b", "ask-1", None, "Why?", day(0))
+        answered = Question(
+            "discourse:q-2", "q-2", "c", "ask-2", None, None, day(0), day(0.1), "r-1", "b"
+        )
+        new_b = Newcomer("b", "member", day(0), day(1), (("post", 1),))
+        new_a = Newcomer("a", "member", day(2), day(2))
+        async with pool.acquire() as conn:
+            await store.save_questions(conn, [asked, answered], rules)
+            await store.save_newcomers(conn, [new_b, new_a], rules)
+            assert await store.load_questions(conn, ["discourse:q-1", "discourse:q-2"]) == {
+                "discourse:q-1": asked,
+                "discourse:q-2": answered,
+            }
+            assert await store.load_newcomers(conn, ["a", "b"]) == {"a": new_a, "b": new_b}
+            # due by the watermark: q-1's unanswered deadline (day 1), q-2's answer (day 0.1),
+            # b's drop-off (day 15); not a's (day 16)
+            assert sorted(await store.load_questions(conn, [], due_by=day(1))) == [
+                "discourse:q-1",
+                "discourse:q-2",
+            ]
+            assert sorted(await store.load_newcomers(conn, [], due_by=day(15))) == ["b"]
+
+            await store.merge_journey(conn, "a", "b")  # b is a now; a's honeymoon stays
+            questions = await store.load_questions(conn, ["discourse:q-1", "discourse:q-2"])
+            assert questions["discourse:q-1"].asker_member_id == "a"
+            assert questions["discourse:q-2"].answered_by == "a"
+            assert await store.load_newcomers(conn, ["a", "b"]) == {"a": new_a}
+
+            await store.erase_journey(conn, ["a"])
+            left = await store.load_questions(conn, ["discourse:q-1", "discourse:q-2"])
+            assert list(left) == ["discourse:q-2"]  # c's question stays, without a's id
+            assert left["discourse:q-2"].answered_by == ERASED
+            assert await store.load_newcomers(conn, ["a"]) == {}
+    finally:
+        await pool.close()

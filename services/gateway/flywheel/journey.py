@@ -390,7 +390,8 @@ MERGE_SQL = (
     "UPDATE flywheel_first_touch SET member_id = $1 WHERE member_id = $2",
     "UPDATE flywheel_conversions SET member_id = $1 WHERE member_id = $2",
     "INSERT INTO flywheel_active_days (member_id, day, at)"
-    " SELECT $1, day, at FROM flywheel_active_days WHERE member_id = $2 ON CONFLICT DO NOTHING",
+    " SELECT $1::text, day, at FROM flywheel_active_days WHERE member_id = $2"
+    " ON CONFLICT DO NOTHING",
     "DELETE FROM flywheel_active_days WHERE member_id = $2",
     "UPDATE flywheel_question_signals SET member_id = $1 WHERE member_id = $2",
     "UPDATE flywheel_question_signals SET answered_by = $1 WHERE answered_by = $2",
