@@ -392,7 +392,7 @@ MERGE_SQL = (
     "INSERT INTO flywheel_active_days (member_id, day, at)"
     " SELECT $1::text, day, at FROM flywheel_active_days WHERE member_id = $2"
     " ON CONFLICT DO NOTHING",
-    "DELETE FROM flywheel_active_days WHERE member_id = $2",
+    "DELETE FROM flywheel_active_days WHERE member_id = $2 AND member_id <> $1",
     "UPDATE flywheel_question_signals SET member_id = $1 WHERE member_id = $2",
     "UPDATE flywheel_question_signals SET answered_by = $1 WHERE answered_by = $2",
     "UPDATE flywheel_drop_offs SET member_id = $1 WHERE member_id = $2",
@@ -405,6 +405,8 @@ ERASE_SQL = (
     "DELETE FROM flywheel_question_signals WHERE member_id = ANY($1::text[])",
     "DELETE FROM flywheel_drop_offs WHERE member_id = ANY($1::text[])",
     "DELETE FROM flywheel_feedback WHERE member_id = ANY($1::text[])",
+    # a referral first touch names the referrer
+    "UPDATE flywheel_first_touch SET detail = NULL WHERE detail = ANY($1::text[])",
 )
 ERASED_ANSWERER = (
     "UPDATE flywheel_question_signals SET answered_by = $2 WHERE answered_by = ANY($1::text[])"
