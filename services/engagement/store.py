@@ -214,6 +214,13 @@ async def erase_journey(conn: Connection, member_ids: Collection[str]) -> None:
     question stays without their id (the question is the asker's)."""
     ids = sorted(member_ids)
     await conn.execute("DELETE FROM questions WHERE asker_member_id = ANY($1::text[])", ids)
+    # an answer not yet announced is forgotten (the question waits for another); one announced
+    # keeps its time, without the id
+    await conn.execute(
+        "UPDATE questions SET answered_at = NULL, answer_activity_id = NULL, answered_by = NULL,"
+        " answer_url = NULL WHERE answered_by = ANY($1::text[]) AND NOT answered_signalled",
+        ids,
+    )
     await conn.execute(
         "UPDATE questions SET answered_by = $2 WHERE answered_by = ANY($1::text[])", ids, ERASED
     )
