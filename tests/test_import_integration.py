@@ -20,6 +20,7 @@ from importers.runner import run_import
 from importers.sender import GatewaySender
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from shared.cloudevents import derive_event_id
+from shared.contracts import PEER_HELP
 from tests.conftest import Namespace, envelopes, read_topic, running
 from tests.test_import_parsers import stackexchange_dump
 from tests.test_webhooks_api import GITHUB_SECRET, REPO, issue_comment
@@ -63,6 +64,7 @@ async def test_stackexchange_history_turns_into_peer_help(
         )
         assert summary.bad == 2 and summary.sent == 7, summary
         signals = envelopes(await read_topic(namespace, "signals.support", until=2))
+    signals = [e for e in signals if e.type == PEER_HELP.type]  # besides question_answered
     helps = {(e.data.activity_id, e.data.accepted) for e in signals}  # type: ignore[attr-defined]
     assert helps == {("stackexchange:post:2", False), ("stackexchange:accepted:2", True)}
     for e in signals:
@@ -75,6 +77,8 @@ async def test_a_webhook_of_an_imported_item_is_recognised(
     namespace: Namespace, tmp_path: Path
 ) -> None:
     live = issue_comment()
+    # a question (issue 15: a comment is peer help only in a question)
+    live["issue"]["labels"] = [{"name": "question"}]
     export = tmp_path / "github"
     export.mkdir()
     (export / "repo.json").write_text(json.dumps(REPO))
@@ -106,4 +110,5 @@ async def test_a_webhook_of_an_imported_item_is_recognised(
     assert {e.id for e in copies} == {
         derive_event_id("activity", "github", "github:issue_comment:5")
     }
-    assert [e.data.activity_id for e in signals] == ["github:issue_comment:5"]  # type: ignore[attr-defined]
+    helps = [e for e in signals if e.type == PEER_HELP.type]
+    assert [e.data.activity_id for e in helps] == ["github:issue_comment:5"]  # type: ignore[attr-defined]
