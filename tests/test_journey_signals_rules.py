@@ -412,3 +412,17 @@ def test_rules_file_keys_for_issue_15(tmp_path) -> None:  # type: ignore[no-unty
 
 
 _ = Target  # imported for type readers of reply()
+
+
+def test_a_batchs_signals_go_out_in_event_time_order_per_member() -> None:
+    """fold_batch's churn risk and fold_journey's drop-off of one member, found by one sweep,
+    leave in time order, as they would if two sweeps had found them."""
+    engaged = domain.Participant("m", "engaged", 9.0, days(0), days(0), days(0), days(0), 3)
+    batch = domain.fold_batch({"m": engaged}, [], days(30), RULES)
+    newcomer = Newcomer("m", "customer", days(5), days(5))
+    journey = fold_journey({"m": engaged}, batch.changed, {}, {"m": newcomer}, [], days(30), RULES)
+    ordered = domain.in_time_order(batch.signals, journey.signals)
+    assert [(s.event_type.type, s.data.occurred_at) for s in ordered] == [  # type: ignore[attr-defined]
+        (NEWCOMER_DROP_OFF.type, days(19)),
+        ("signal.churn_risk.v1", days(21)),
+    ]

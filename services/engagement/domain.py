@@ -1052,6 +1052,19 @@ def fold_journey(
     return JourneyOutcome(changed_q, changed_n, signals)
 
 
+def in_time_order(*streams: Sequence[Signal]) -> list[Signal]:
+    """The signals of several folds of one batch in event-time order (stable: equal times keep
+    their order): a member's churn risk and drop-off, found by one sweep or by two, come out in
+    the same order, so the order per member does not depend on how the log is batched."""
+    return sorted((s for stream in streams for s in stream), key=lambda s: _occurred_at(s.data))
+
+
+def _occurred_at(data: Contract) -> datetime:
+    at = getattr(data, "occurred_at", None)
+    assert isinstance(at, datetime), f"{type(data).__name__} has no occurred_at"
+    return at
+
+
 def merge_newcomers(
     survivor: Newcomer | None, merged: Newcomer | None, survivor_id: str
 ) -> Newcomer | None:

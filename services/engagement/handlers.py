@@ -35,9 +35,9 @@ async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: Engageme
     outcome = domain.fold_batch(members, activities, watermark, stage.rules)
     await store.save(uow.conn, outcome.changed.values(), stage.rules)
     stage.emit_transitions(uow, outcome.transitions)
-    for s in outcome.signals:
+    journey_signals = await on_journey(uow, activities, members, outcome, watermark, stage)
+    for s in domain.in_time_order(outcome.signals, journey_signals):
         stage.emit(uow, s.event_type, s.data, s.event_id)
-    await on_journey(uow, activities, members, outcome, watermark, stage)
     if outcome.transitions:
         log.debug(
             "engagement: %d transitions, %d signals, watermark %s",
@@ -54,10 +54,11 @@ async def on_journey(
     outcome: domain.BatchOutcome,
     watermark: datetime | None,
     stage: EngagementStage,
-) -> None:
+) -> list[domain.Signal]:
     """Questions, honeymoons and product feedback (issue 15), after the batch's fold: their own
     state, loaded with everything due by the same `watermark` fold_batch swept with (the clock
-    hook can call the sweep part with its own clock reading)."""
+    hook can call the sweep part with its own clock reading). Returns the signals, which the
+    caller emits interleaved with fold_batch's in event-time order."""
     questions = await store.load_questions(
         uow.conn, domain.question_keys(activities), due_by=watermark
     )
@@ -75,8 +76,7 @@ async def on_journey(
     )
     await store.save_questions(uow.conn, journey.questions.values(), stage.rules)
     await store.save_newcomers(uow.conn, journey.newcomers.values(), stage.rules)
-    for s in journey.signals:
-        stage.emit(uow, s.event_type, s.data, s.event_id)
+    return journey.signals
 
 
 async def on_merge(uow: UnitOfWork, m: Merge, stage: EngagementStage) -> None:
