@@ -49,12 +49,10 @@ STAGE_ORDER = {
 as far as `customer`: they say how the customer is doing, not a further step."""
 LEGAL_MOVES = {
     (VISITOR, MERGED),
-    (CONSIDERING, MERGED),
     (None, VISITOR),
     (None, MEMBER),
     (None, CUSTOMER),
     (VISITOR, MEMBER),
-    (VISITOR, CONSIDERING),
     (MEMBER, CONSIDERING),
     (VISITOR, CUSTOMER),
     (MEMBER, CUSTOMER),
@@ -379,11 +377,8 @@ def _retention_move(person: Person, activity: ActivityV1, rules: Rules) -> str |
     return None
 
 
-def observe(
-    person: Person | None, activity: ActivityV1, rules: Rules, *, aliased: bool = False
-) -> Outcome:
-    """Fold one activity into the awareness state of the person it is keyed by (`aliased`: the
-    actor is an anonymous id already joined to a member, whose stage is `merged`)."""
+def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcome:
+    """Fold one activity into the awareness state of the person it is keyed by."""
     if not counts(activity, rules):
         return Outcome(person)
     at, aid = activity.occurred_at, activity.activity_id
@@ -527,7 +522,10 @@ def observe(
     ):
         person = replace(person, renewals=person.renewals + 1)
 
-    elif evaluation and person.stage in (VISITOR, MEMBER) and not aliased:
+    elif evaluation and person.stage == MEMBER:
+        # An anonymous visitor's evaluation is kept (considered_at) and makes its member
+        # considering at sign-up (considering_after_merge); the visitor id itself stays a
+        # visitor: whether it already signed up depends on which partition is read first.
         transitions.append(
             Transition(
                 member_id,
@@ -621,24 +619,11 @@ def fold_batch(
 
     for activity in activities:
         member_id = activity.actor.member_id
-        outcome = observe(
-            people.get(member_id),
-            activity,
-            rules,
-            aliased=activity.actor.anonymous and member_id in aliases,
-        )
+        outcome = observe(people.get(member_id), activity, rules)
         if outcome.person is not None and outcome.person != people.get(member_id):
             people[member_id] = outcome.person
             changed.add(member_id)
-        transitions = [
-            # a visitor who was evaluating the product joins its member from `considering`
-            replace(t, from_stage=CONSIDERING)
-            if t.to_stage == MERGED
-            and (visitor := people.get(t.member_id)) is not None
-            and visitor.stage == CONSIDERING
-            else t
-            for t in outcome.transitions
-        ]
+        transitions = list(outcome.transitions)
         # A visitor's history joins its member, whichever of the two arrives first.
         link = None
         if outcome.merge_from:
