@@ -192,7 +192,8 @@ def _discover(c: Community, rng: random.Random, p: Person) -> None:
         )
         day += rng.uniform(0.01, 0.3)
         props = {}
-    if rng.random() < 0.3:  # a prospect evaluating the product before joining: considering
+    evaluating = rng.random() < 0.3
+    if evaluating:  # a prospect evaluating the product before joining
         page = rng.choice(EVALUATION_PAGES)
         c.add(
             day,
@@ -213,6 +214,14 @@ def _discover(c: Community, rng: random.Random, p: Person) -> None:
             extra=extra,
             anonymous_id=p.anonymous_id,
         )
+        if evaluating:  # and again as a member: considering
+            c.add(
+                day + rng.uniform(0.1, 2),
+                {"member_id": p.member_id},
+                "page_view",
+                source="web",
+                url=f"https://example.org{rng.choice(EVALUATION_PAGES)}",
+            )
         if p.archetype == "buyer":
             p.bought_on = day + rng.uniform(1, 10)
             c.add(p.bought_on, {"member_id": p.member_id}, "purchase", source="crm", plan="team")

@@ -13,7 +13,6 @@ from services.awareness.domain import (
     CUSTOMER,
     LAPSED,
     MEMBER,
-    MERGED,
     RETAINED,
     VISITOR,
     Rules,
@@ -165,7 +164,9 @@ def test_a_phrase_inside_a_longer_word_never_matches(left: str, phrase: str, rig
     assert contains_phrase(f"{left} {phrase} {right}", phrase)
 
 
-def test_visitor_history_brings_consideration_to_the_member_in_either_order() -> None:
+def test_visitor_history_joins_the_member_in_either_order_and_moves_nobody() -> None:
+    """The visitor's evaluation is merged into the member's record whichever id is read first;
+    only the member's own evaluation (its own partition, in order) makes it considering."""
     docs = activity(
         "anon-9",
         "page_view",
@@ -178,23 +179,25 @@ def test_visitor_history_brings_consideration_to_the_member_in_either_order() ->
         "m-9", "signup", day=1, activity_id="su-1", properties={"anonymous_id": "anon-9"}
     )
     first = fold_batch({}, {}, [docs, signup], RULES)
-    moves_first = {(t.member_id, t.from_stage, t.to_stage, t.occurred_at) for t in first.emitted}  # type: ignore[union-attr]
-    assert ("anon-9", VISITOR, MERGED, signup.occurred_at) in moves_first
-    assert ("m-9", MEMBER, CONSIDERING, signup.occurred_at) in moves_first
-
-    # the sign-up first, the visitor's page view later (another partition)
     a = fold_batch({}, {}, [signup], RULES)
     b = fold_batch(a.changed, {"anon-9": "m-9"}, [docs], RULES)
-    later = [t for t in b.emitted if isinstance(t, Transition) and t.member_id == "m-9"]
-    assert [(t.from_stage, t.to_stage, t.occurred_at, t.caused_by) for t in later] == [
-        (MEMBER, CONSIDERING, signup.occurred_at, ("pv-1",))
-    ]
-    assert b.changed["m-9"].stage == CONSIDERING
+    for people in (first.changed, b.changed):
+        assert people["m-9"].stage == MEMBER
+        assert (people["m-9"].considered_at, people["m-9"].considered_by) == (
+            docs.occurred_at,
+            "pv-1",
+        )
     assert not [
         t
-        for t in b.emitted
-        if isinstance(t, Transition) and t.member_id == "anon-9" and t.to_stage == CONSIDERING
+        for t in [*first.emitted, *b.emitted]
+        if isinstance(t, Transition) and t.to_stage == CONSIDERING
     ]
+    own = observe(
+        b.changed["m-9"],
+        activity("m-9", "page_view", day=2, properties={"url": "https://x.org/docs"}),
+        RULES,
+    )
+    assert moves(own) == [(MEMBER, CONSIDERING)]
 
 
 RETENTION = st.sampled_from(["purchase", "renewal", "downgrade", "cancellation", "trial_started"])

@@ -60,6 +60,8 @@ PHASES = [
     [
         activity("pat", "signup", day=1, source="web", activity_id="su-pat",
                  properties={"anonymous_id": "anon-p"}),
+        activity("pat", "page_view", day=1.5, source="web", activity_id="pv-2",
+                 properties={"url": "https://example.com/docs/install"}),
         activity("cy", "signup", day=1, source="web", activity_id="su-cy"),
         activity("pat", "post", day=2, thread_id="q-p", thread_author="pat",
                  activity_id="ask-pat", properties={"question": True}),
@@ -172,7 +174,7 @@ async def test_the_whole_journey_signals_stages_and_figures(namespace: Namespace
         if isinstance(c := e.data, StageChangedV1) and c.dimension == "awareness"
     }
     assert ("anon-p", "visitor", "merged") in moves  # the visitor id itself stays a visitor
-    assert moves[("pat", "member", "considering")].caused_by == ["pv-1"]
+    assert moves[("pat", "member", "considering")].caused_by == ["pv-2"]
     bought = moves[("pat", "considering", "customer")]
     assert bought.details is not None
     assert bought.details.first_touch_channel == "direct"

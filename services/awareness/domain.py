@@ -342,26 +342,6 @@ def merge_history(member: Person, visitor: Person) -> Person:
     )
 
 
-def considering_after_merge(member: Person) -> tuple[Person, list[Transition]]:
-    """A member whose joined visitor history evaluated the product is considering: dated at
-    the later of joining and that evaluation (the member's timeline only moves forward), caused
-    by the evaluation, so either processing order gives the same event."""
-    if member.stage != MEMBER or member.considered_at is None:
-        return member, []
-    when = max(member.considered_at, member.joined_at or member.first_seen_at)
-    t = Transition(
-        member.member_id,
-        MEMBER,
-        CONSIDERING,
-        f"evaluated the product as a visitor on {member.considered_at.isoformat()}, before "
-        "signing up",
-        when,
-        (member.considered_by,) if member.considered_by else (),
-        details=touch_details(member),
-    )
-    return replace(member, stage=CONSIDERING), [t]
-
-
 def _retention_move(person: Person, activity: ActivityV1, rules: Rules) -> str | None:
     """The retention stage a CRM activity moves a customer to (None: no move)."""
     kind, stage = activity.kind, person.stage
@@ -523,9 +503,9 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
         person = replace(person, renewals=person.renewals + 1)
 
     elif evaluation and person.stage == MEMBER:
-        # An anonymous visitor's evaluation is kept (considered_at) and makes its member
-        # considering at sign-up (considering_after_merge); the visitor id itself stays a
-        # visitor: whether it already signed up depends on which partition is read first.
+        # Only the member's own evaluation moves it (its own partition, read in order): an
+        # anonymous visitor's is kept (considered_at, merged into the member's at sign-up) but
+        # moves nobody, since which of the two ids is read first depends on the partitions.
         transitions.append(
             Transition(
                 member_id,
@@ -633,13 +613,10 @@ def fold_batch(
             link = (member_id, aliases[member_id])
         if link and link[0] in people and link[1] in people:
             visitor_id, owner_id = link
-            merged, considering = considering_after_merge(
-                merge_history(people[owner_id], people[visitor_id])
-            )
+            merged = merge_history(people[owner_id], people[visitor_id])
             if merged != people[owner_id]:
                 people[owner_id] = merged
                 changed.add(owner_id)
-            transitions.extend(considering)
 
         emitted.extend(transitions)
         if outcome.acquired is not None:
