@@ -1,9 +1,13 @@
 """A simulated community for the demo: a few hundred people over simulated weeks.
 
 Deterministic for a seed. People discover the community through search, social, campaigns,
-community content or a member's referral; most sign up; some ask, some answer, some get their
-answers accepted, publish, speak and invite others (whose sign-ups close the loop); some buy;
-some go quiet and some come back. Staff and a bot take part too and must never count.
+community content or a member's referral; some read the docs and the pricing page before they
+sign up (considering); most sign up; some ask, some answer, some get their answers accepted,
+publish, speak and invite others (whose sign-ups close the loop); some buy, renew every 30 days
+while they take part, downgrade, or cancel once they went quiet; some newcomers go quiet within
+weeks (the honeymoon drop-off) and some come back. Questions nobody answers for two days get a
+staff reply (unanswered first); members send feedback, feature requests and bug reports. Staff
+and a bot take part too and must never count.
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ CHANNELS = {
     "direct": {},
 }
 TOPICS = ["install", "kafka lag", "webhooks", "scoring", "exports", "sso", "pricing", "api"]
+EVALUATION_PAGES = ["/docs/getting-started", "/pricing", "/compare/orbit", "/docs/webhooks"]
+FEEDBACK = [
+    ("feature_request", "Could the webhook payloads include the thread title?"),
+    ("bug_report", "The export stops at 10,000 rows"),
+    ("feedback", "The new onboarding guide was great"),
+]
 
 
 @dataclass
@@ -35,6 +45,8 @@ class Person:
     member: bool = False
     quits_on: float | None = None
     returns_on: float | None = None
+    bought_on: float | None = None
+    cancelled: bool = False
 
     @property
     def anonymous_id(self) -> str:
@@ -92,6 +104,7 @@ ARCHETYPES = [
     ("advocate", 0.06),
     ("churner", 0.09),
     ("returner", 0.05),
+    ("buyer", 0.05),  # buys soon after joining and never takes part; renews, or cancels
 ]
 
 
@@ -107,6 +120,8 @@ def simulate(people: int = 300, weeks: int = 20, seed: int = 7) -> list[dict[str
         p = Person(len(population), rng.choices(names, weights)[0], arrives, channel, referred_by)
         if p.archetype == "churner":
             p.quits_on = arrives + rng.uniform(14, 28)
+        if p.archetype == "buyer":
+            p.quits_on = arrives + rng.uniform(20, 120)  # the subscription ends then
         if p.archetype == "returner":
             p.quits_on = arrives + rng.uniform(10, 20)
             p.returns_on = p.quits_on + rng.uniform(40, 60)
@@ -134,6 +149,7 @@ def simulate(people: int = 300, weeks: int = 20, seed: int = 7) -> list[dict[str
             )
             if active:
                 _participate(c, rng, p, day + rng.random(), population, new_person)
+            _subscription(c, rng, p, day, active)
         # staff answers what nobody answered for two days; the bot greets
         for thread, asker, asked in list(c.open_questions):
             if day - asked > 2:
@@ -141,7 +157,11 @@ def simulate(people: int = 300, weeks: int = 20, seed: int = 7) -> list[dict[str
                     day + 0.5,
                     staff,
                     "reply",
-                    target={"thread_id": thread, "thread_author_member_id": asker},
+                    target={
+                        "thread_id": thread,
+                        "thread_author_member_id": asker,
+                        "thread_is_question": True,
+                    },
                 )
                 c.open_questions.remove((thread, asker, asked))
         if day % 7 == 0:
@@ -172,7 +192,18 @@ def _discover(c: Community, rng: random.Random, p: Person) -> None:
         )
         day += rng.uniform(0.01, 0.3)
         props = {}
-    if p.referred_by or rng.random() < 0.75:
+    evaluating = rng.random() < 0.3
+    if evaluating:  # a prospect evaluating the product before joining
+        page = rng.choice(EVALUATION_PAGES)
+        c.add(
+            day,
+            {"member_id": p.anonymous_id, "anonymous": True},
+            "page_view",
+            source="web",
+            url=f"https://example.org{page}",
+        )
+        day += rng.uniform(0.01, 0.3)
+    if p.referred_by or p.archetype == "buyer" or rng.random() < 0.75:
         p.member = True
         extra: dict[str, Any] = {"referred_by": p.referred_by} if p.referred_by else {}
         c.add(
@@ -183,6 +214,17 @@ def _discover(c: Community, rng: random.Random, p: Person) -> None:
             extra=extra,
             anonymous_id=p.anonymous_id,
         )
+        if evaluating:  # and again as a member: considering
+            c.add(
+                day + rng.uniform(0.1, 2),
+                {"member_id": p.member_id},
+                "page_view",
+                source="web",
+                url=f"https://example.org{rng.choice(EVALUATION_PAGES)}",
+            )
+        if p.archetype == "buyer":
+            p.bought_on = day + rng.uniform(1, 10)
+            c.add(p.bought_on, {"member_id": p.member_id}, "purchase", source="crm", plan="team")
 
 
 def _participate(
@@ -194,6 +236,8 @@ def _participate(
     new_person: Any,
 ) -> None:
     me = {"member_id": p.member_id}
+    if p.archetype == "buyer":
+        return  # a customer who never takes part in the community
     rate = {
         "lurker": 0.08,
         "participant": 0.35,
@@ -212,6 +256,7 @@ def _participate(
                 "thread_id": thread,
                 "thread_author_member_id": asker,
                 "url": f"https://forum.example.org/t/{thread}",
+                "thread_is_question": True,
             }
             c.add(day, me, "reply", target=target)
             if rng.random() < 0.5:
@@ -258,8 +303,24 @@ def _participate(
     if roll < 0.5:
         c.add(day, me, "event_attended", source="events")
         return
-    if roll < 0.55 and p.archetype in ("participant", "helper", "advocate"):
+    buys = p.archetype in ("participant", "helper", "advocate", "churner")
+    if roll < 0.55 and buys and p.bought_on is None:
         c.add(day, me, "purchase", source="crm", plan="team")
+        p.bought_on = day
+        return
+    if roll < 0.6 and p.archetype in ("participant", "helper", "advocate"):
+        kind, text = rng.choice(FEEDBACK)
+        c.add(
+            day,
+            me,
+            kind,
+            target={
+                "thread_id": f"f-{len(c.activities)}",
+                "thread_title": text,
+                "url": f"https://forum.example.org/t/f-{len(c.activities)}",
+            },
+            text=text,
+        )
         return
     others = [
         a
@@ -279,3 +340,20 @@ def _participate(
                 "parent_kind": parent["kind"],
             },
         )
+
+
+def _subscription(c: Community, rng: random.Random, p: Person, day: int, active: bool) -> None:
+    """A customer's subscription month by month, from the CRM: renewed while they take part in
+    the community (now and then on a smaller plan), cancelled once they went quiet."""
+    if p.bought_on is None or p.cancelled or day <= p.bought_on:
+        return
+    if (day - int(p.bought_on)) % 30:
+        return
+    me = {"member_id": p.member_id}
+    if not active:
+        c.add(day + 0.4, me, "cancellation", source="crm", plan="team")
+        p.cancelled = True
+    elif rng.random() < 0.15:
+        c.add(day + 0.4, me, "downgrade", source="crm", plan="starter")
+    else:
+        c.add(day + 0.4, me, "renewal", source="crm", plan="team")

@@ -133,6 +133,13 @@ def show_results(gateway: str, activities: list[dict[str, Any]]) -> dict[str, An
         ).most_common(1)
         if busiest and (loop is None or busiest[0][0] not in loop):
             _print_journey(client, busiest[0][0])
+        # a customer's retention: considered before buying, then renewed or cancelled
+        for kind in ("renewal", "cancellation"):
+            customer = next(
+                (a["actor"]["member_id"] for a in activities if a["kind"] == kind), None
+            )
+            if customer is not None:
+                _print_journey(client, customer)
         return {"counts": counts, "loop": loop}
 
 
@@ -165,6 +172,59 @@ def _print_flywheel(report: dict[str, Any]) -> None:
         "churn-risk signals / at risk now",
         f"{report['churn_risk_signals']} / {report['at_risk_now']}",
     )
+    influence = report["community_influenced_conversion"]
+    table.add_row(
+        "customers with community touchpoints before buying",
+        f"{pct(influence['influenced_share'])} "
+        f"({influence['community_influenced']}/{influence['customers']})",
+    )
+    table.add_row(
+        "considering -> customer (with / without community)",
+        f"{pct(influence['considering_conversion_rate'])} "
+        f"({influence['considering_converted_with_community']} / "
+        f"{influence['considering_converted_without_community']} of "
+        f"{influence['considering_entered']})",
+    )
+    retention = report["retention"]
+    for stage in ("retained", "lapsed", "churned"):
+        table.add_row(
+            f"{stage} customers who took part in the community",
+            f"{pct(retention['took_part_share_per_stage'][stage])} "
+            f"({retention['took_part_per_stage'][stage]}/"
+            f"{retention['customers_per_stage'][stage]})",
+        )
+    ttfr = report["time_to_first_response"]
+    table.add_row(
+        "time to first response, median / p90 (hours)",
+        f"{ttfr['median_hours']} / {ttfr['p90_hours']} ({ttfr['answered']} answered, "
+        f"{ttfr['unanswered_signals']} unanswered signals)",
+    )
+    drops = report["newcomer_drop_offs"]
+    table.add_row(
+        "honeymoon drop-offs (members / customers)",
+        f"{drops.get('member', 0)} / {drops.get('customer', 0)}",
+    )
+    feedback = report["product_feedback"]
+    table.add_row(
+        "product feedback (from champions)",
+        ", ".join(f"{k} {v}" for k, v in sorted(feedback.items()) if k != "from_champions")
+        + f" ({feedback.get('from_champions', 0)})",
+    )
+    table.add_row(
+        "first touch of new members",
+        ", ".join(f"{t['channel']} {t['new_members']}" for t in report["first_touch"]),
+    )
+    for ratio in report["health"]:
+        per = " per 100" if ratio["per"] == 100 else ""
+        value = (
+            "-"
+            if ratio["ratio"] is None
+            else (f"{ratio['ratio']:g}{per}" if ratio["per"] == 100 else pct(ratio["ratio"]))
+        )
+        table.add_row(
+            f"health: {ratio['name'].replace('_', ' ')}",
+            f"{value} ({ratio['count']:g}/{ratio['of']})",
+        )
     console.print(table)
 
 

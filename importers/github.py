@@ -8,8 +8,9 @@ item is recognised downstream.
 
 The REST objects leave out what the payload has around them: the repository (from
 `repo.json`), a comment's or review's issue or pull request (from a first pass over
-`issues` and `pulls`, keeping per number only its author, title and whether it is a pull
-request: memory grows with the number of issues, not with comments).
+`issues` and `pulls`, keeping per number only its author, title, whether it is a pull
+request and whether it is labelled a question: memory grows with the number of issues, not
+with comments).
 """
 
 from __future__ import annotations
@@ -157,6 +158,12 @@ def thread_facts(item: dict[str, Any]) -> dict[str, Any]:
     kept = {k: item.get(k) for k in ("number", "title", "user", "author_association")}
     if "pull_request" in item or "merged_at" in item or "head" in item:
         kept["pull_request"] = {}
+    labels = item.get("labels")
+    if isinstance(labels, list) and any(
+        isinstance(label, dict) and str(label.get("name", "")).lower() == "question"
+        for label in labels
+    ):
+        kept["labels"] = [{"name": "question"}]  # its comments answer a question: peer help
     return kept
 
 

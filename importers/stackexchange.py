@@ -286,6 +286,7 @@ def map_post(row: Row, facts: PostFacts, base_url: str | None = None) -> Activit
             parent_author_member_id=asker_id,
             parent_kind="post",
             url=_url(base_url, "a", post_id),
+            thread_is_question=True,  # an answer, in a question: peer help
         ),
         properties={"text": text} if text else {},
     )

@@ -54,6 +54,12 @@ KNOWN_KINDS: frozenset[str] = frozenset(
         "code_contribution",  # pull request, commit
         "star",
         "fork",
+        "renewal",  # from the CRM: a subscription renewed (retention)
+        "downgrade",  # from the CRM: a smaller plan (retention: lapsed)
+        "cancellation",  # from the CRM: the customer left (retention: churned)
+        "feedback",  # meant for the product team (signals.product)
+        "feature_request",
+        "bug_report",
     }
 )
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -88,6 +94,17 @@ class Target(Contract):
         "content_published, ...): advocacy credits engagement with content, not with questions.",
     )
     url: Url | None = None
+    thread_is_question: bool | None = Field(
+        default=None,
+        description="The thread this item belongs to asks a question (set by the webhook "
+        "mappers from the thread's labels, tags or category; by any client that knows): only a "
+        "reply in a question counts as peer help.",
+    )
+    thread_author_is_team_member: bool | None = Field(
+        default=None,
+        description="The platform marks the thread's author as staff (GitHub author_association "
+        "OWNER/MEMBER, Discourse staff/admin/moderator): helping the team is not peer help.",
+    )
 
 
 class ActivityV1(Contract):
@@ -127,6 +144,26 @@ member id must be added here, or an erased member would survive in it."""
 Dimension = Literal["awareness", "engagement", "advocacy"]
 
 
+class TransitionDetails(Contract):
+    """Awareness states these on its transitions; every field is optional."""
+
+    first_touch_channel: (
+        Literal["referral", "campaign", "search", "social", "community", "direct"] | None
+    ) = Field(default=None, description="How the person first came (awareness's first touch).")
+    first_touch_detail: str | None = Field(
+        default=None, max_length=500, description="The referrer, campaign, host or thread URL."
+    )
+    community_touchpoints: int | None = Field(
+        default=None, ge=0, description="Community activities before this move (conversions)."
+    )
+    community_influenced: bool | None = Field(
+        default=None, description="At least one community touchpoint came before the move."
+    )
+    considered: bool | None = Field(
+        default=None, description="A conversion from `considering` (read or asked first)."
+    )
+
+
 class StageChangedV1(Contract):
     member_id: Identifier
     dimension: Dimension = Field(description="The owning service: one stage per dimension.")
@@ -136,6 +173,11 @@ class StageChangedV1(Contract):
     score: float | None = None
     occurred_at: AwareDatetime = Field(description="Event time of the activity that caused it.")
     caused_by: list[str] = Field(default_factory=list, description="Ids of the activities.")
+    details: TransitionDetails | None = Field(
+        default=None,
+        description="Structured facts behind the move, where the dimension has them (additive "
+        "within v1: consumers that do not know it ignore it).",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,6 +259,71 @@ class ChampionNominatedV1(Contract):
     occurred_at: AwareDatetime
 
 
+class NewcomerDropOffV1(Contract):
+    """A new member or new customer went quiet within their first weeks: the honeymoon
+    drop-off, worth a personal reach-out."""
+
+    member_id: Identifier
+    newcomer_as: Literal["member", "customer"] = Field(
+        description="What made them new: joining the community, or buying."
+    )
+    started_at: AwareDatetime = Field(description="When they joined or bought.")
+    last_active_at: AwareDatetime = Field(
+        description="Their last counted activity: they stopped here."
+    )
+    activities: dict[str, int] = Field(description="What they did since started_at, per kind.")
+    quiet_days: float = Field(description="The quiet time that fired the signal.")
+    occurred_at: AwareDatetime = Field(description="last_active_at + quiet_days (event time).")
+
+
+class QuestionUnansweredV1(Contract):
+    """A question nobody else replied to within the rules' hours."""
+
+    member_id: Identifier = Field(description="The asker.")
+    thread_id: str = Field(max_length=200)
+    question_activity_id: str
+    url: str | None = None
+    title: str | None = Field(default=None, max_length=500)
+    asked_at: AwareDatetime
+    unanswered_hours: float
+    occurred_at: AwareDatetime = Field(description="asked_at + unanswered_hours (event time).")
+
+
+class QuestionAnsweredV1(Contract):
+    """The first reply by another member to a question: links the two."""
+
+    member_id: Identifier = Field(description="The asker.")
+    thread_id: str = Field(max_length=200)
+    question_activity_id: str
+    answer_activity_id: str
+    answered_by_member_id: Identifier
+    asked_at: AwareDatetime
+    first_response_s: float = Field(ge=0, description="Time to first response, in seconds.")
+    was_unanswered: bool = Field(description="signal.question_unanswered.v1 came first.")
+    url: str | None = None
+    occurred_at: AwareDatetime = Field(description="When the answer was given.")
+
+
+class ProductFeedbackV1(Contract):
+    """Something a member said that is meant for the product team."""
+
+    member_id: Identifier
+    feedback_kind: Literal["feedback", "feature_request", "bug_report"]
+    matched: str = Field(description="The activity kind or the rules-file mapping that matched.")
+    source: str
+    activity_id: str
+    thread_id: str | None = None
+    title: str | None = Field(default=None, max_length=500)
+    excerpt: str | None = Field(default=None, max_length=500)
+    url: str | None = None
+    stages: dict[str, str] = Field(
+        description="The member's current stages the emitter knows, by dimension: engagement "
+        "(its own), advocacy when the gateway stamped it on the activity at intake."
+    )
+    from_champion: bool = Field(description="The member is a champion (advocacy), as known.")
+    occurred_at: AwareDatetime
+
+
 class ClockTickV1(Contract):
     """Keeps event time moving when the community is quiet: stage services advance their
     watermark on it (and only on event times, never on their own wall clock)."""
@@ -286,6 +393,19 @@ CHAMPION_NOMINATED = EventType(
     "signal.champion_nominated.v1", ChampionNominatedV1, topics.SIGNALS_ADVOCACY, "member_id"
 )
 
+NEWCOMER_DROP_OFF = EventType(
+    "signal.newcomer_drop_off.v1", NewcomerDropOffV1, topics.SIGNALS_SUCCESS, "member_id"
+)
+QUESTION_UNANSWERED = EventType(
+    "signal.question_unanswered.v1", QuestionUnansweredV1, topics.SIGNALS_SUPPORT, "member_id"
+)
+QUESTION_ANSWERED = EventType(
+    "signal.question_answered.v1", QuestionAnsweredV1, topics.SIGNALS_SUPPORT, "member_id"
+)
+PRODUCT_FEEDBACK = EventType(
+    "signal.product_feedback.v1", ProductFeedbackV1, topics.SIGNALS_PRODUCT, "member_id"
+)
+
 CLOCK_TICK = EventType("system.clock_tick.v1", ClockTickV1, topics.MEMBER_ACTIVITY, "clock")
 WATERMARK = EventType(
     "system.watermark.v1",
@@ -308,6 +428,10 @@ EVENT_TYPES: dict[str, EventType] = {
         CHURN_RISK,
         ADVOCATE,
         CHAMPION_NOMINATED,
+        NEWCOMER_DROP_OFF,
+        QUESTION_UNANSWERED,
+        QUESTION_ANSWERED,
+        PRODUCT_FEEDBACK,
         CLOCK_TICK,
         WATERMARK,
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from shared.cloudevents import OutgoingRecord, derive_event_id, encode, source_of
-from shared.contracts import STAGE_CHANGED, Dimension, StageChangedV1
+from shared.contracts import STAGE_CHANGED, Dimension, StageChangedV1, TransitionDetails
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class Transition:
     occurred_at: datetime
     caused_by: tuple[str, ...]
     score: float | None = None
+    details: TransitionDetails | None = None
+    """Structured facts behind the move (awareness: first touch, community touchpoints); not
+    part of the event id, which stays derived from the cause."""
 
 
 def transition_record(dimension: Dimension, t: Transition) -> OutgoingRecord:
@@ -42,5 +45,6 @@ def transition_record(dimension: Dimension, t: Transition) -> OutgoingRecord:
         score=t.score,
         occurred_at=t.occurred_at,
         caused_by=list(t.caused_by),
+        details=t.details,
     )
     return encode(STAGE_CHANGED, data, event_id=event_id, source=source_of(dimension))

@@ -59,8 +59,9 @@ MEMBER_LIFECYCLE = Topic(
 )
 SIGNALS_SUPPORT = Topic(
     "signals.support",
-    key="member id of the helper",
-    purpose="signal.peer_help.v1 for support tools. Advocacy builds its state from it, so it "
+    key="member id (the helper for peer help, the asker for questions)",
+    purpose="signal.peer_help.v1, signal.question_unanswered.v1 and "
+    "signal.question_answered.v1 for support tools. Advocacy builds its state from it, so it "
     "is kept as long as member-activity: a replay must find every signal again.",
     watermark_from="engagement",
 )
@@ -73,7 +74,8 @@ SIGNALS_SALES = Topic(
 SIGNALS_SUCCESS = Topic(
     "signals.success",
     key="member id",
-    purpose="signal.churn_risk.v1 for customer success and marketing.",
+    purpose="signal.churn_risk.v1 and signal.newcomer_drop_off.v1 for customer success and "
+    "community teams.",
     retention_ms=30 * 24 * 3600 * 1000,
 )
 SIGNALS_ADVOCACY = Topic(
@@ -84,6 +86,14 @@ SIGNALS_ADVOCACY = Topic(
     retention_ms=30 * 24 * 3600 * 1000,
 )
 
+SIGNALS_PRODUCT = Topic(
+    "signals.product",
+    key="member id",
+    purpose="signal.product_feedback.v1 (feedback, feature requests, bug reports) for the "
+    "product team.",
+    retention_ms=90 * 24 * 3600 * 1000,
+)
+
 DATA_TOPICS: tuple[Topic, ...] = (
     MEMBER_ACTIVITY,
     JOURNEY_TRANSITIONS,
@@ -92,6 +102,7 @@ DATA_TOPICS: tuple[Topic, ...] = (
     SIGNALS_SALES,
     SIGNALS_SUCCESS,
     SIGNALS_ADVOCACY,
+    SIGNALS_PRODUCT,
 )
 
 # Every topic a service consumes gets a dead-letter twin, kept for 30 days.

@@ -26,10 +26,19 @@ def activity(
     thread_author: str | None = None,
     thread_id: str | None = None,
     properties: dict[str, Any] | None = None,
+    in_question: bool | None = None,
 ) -> ActivityV1:
+    """`in_question`: the reply's `target.thread_is_question`; a reply's thread is a question
+    unless a test says otherwise (peer help counts only there), other kinds leave it unset."""
     target = None
     if thread_author is not None or thread_id is not None:
-        target = Target(thread_id=thread_id or "t-1", thread_author_member_id=thread_author)
+        if in_question is None and kind == "reply":
+            in_question = True
+        target = Target(
+            thread_id=thread_id or "t-1",
+            thread_author_member_id=thread_author,
+            thread_is_question=in_question,
+        )
     return ActivityV1(
         activity_id=activity_id or f"a-{next(_ids)}",
         occurred_at=at or T0 + timedelta(days=day),

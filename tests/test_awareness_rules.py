@@ -150,7 +150,20 @@ def test_team_and_bots_are_ignored() -> None:
     assert observe(None, activity("b", "signup", bot=True), RULES).person is None
 
 
-KINDS = st.sampled_from(["page_view", "signup", "post", "reply", "purchase", "trial_started"])
+KINDS = st.sampled_from(
+    [
+        "page_view",
+        "signup",
+        "post",
+        "reply",
+        "purchase",
+        "trial_started",
+        "renewal",
+        "downgrade",
+        "cancellation",
+        "demo_request",
+    ]
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -319,7 +319,12 @@ def reply(
         team=team,
         anonymous=anonymous,
     )
-    target = Target(thread_id="q-1", thread_author_member_id=asker, url="https://x.test/q/1")
+    target = Target(
+        thread_id="q-1",
+        thread_author_member_id=asker,
+        url="https://x.test/q/1",
+        thread_is_question=True,
+    )
     return a.model_copy(update={"target": target})
 
 

@@ -209,3 +209,25 @@ def test_a_bot_is_flagged() -> None:
         assert hooks.github("issue_comment", json.dumps(payload).encode()).status_code == 202
         [comment] = hooks.activities()
         assert comment.actor.is_bot and comment.actor.handle == "dependabot[bot]"
+
+
+def test_a_comment_says_whether_its_thread_asks_and_whether_its_author_is_the_team() -> None:
+    """Peer help means help: only in a question, and not to the team (issue 15)."""
+    payload = _sample("issue_comment/created.payload.json")
+    payload["comment"]["user"] |= {"login": "helper", "id": 777}
+    payload["comment"]["author_association"] = "NONE"
+    for hooks in make_hooks():
+        assert hooks.github("issue_comment", json.dumps(payload).encode()).status_code == 202
+        [comment] = hooks.activities()
+        assert comment.target is not None
+        # the sample's issue is by the repository's owner and has no question label
+        assert comment.target.thread_author_is_team_member is True
+        assert comment.target.thread_is_question is False
+    payload["issue"]["labels"] = [{"name": "Question"}]
+    payload["issue"]["author_association"] = "CONTRIBUTOR"
+    for hooks in make_hooks():
+        assert hooks.github("issue_comment", json.dumps(payload).encode()).status_code == 202
+        [comment] = hooks.activities()
+        assert comment.target is not None
+        assert comment.target.thread_is_question is True
+        assert comment.target.thread_author_is_team_member is False

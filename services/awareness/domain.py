@@ -1,9 +1,11 @@
 """Awareness rules: discovery, first touch, joining and conversion. Pure functions, no I/O.
 
-Stages: visitor -> member -> customer. Every outcome depends only on the activity and the
-state of the person it is keyed by, so a replay of the log gives the same transitions; the one
-cross-key fact (a visitor's anonymous history joining the member at sign-up) is merged with
-`min`, which gives the same result in any order.
+Stages: visitor -> member -> considering -> customer, and the customer's retention: retained,
+lapsed, churned (docs/JOURNEY-MODEL.md maps the articles' five stages onto this). Every
+outcome depends only on the activity and the state of the person it is keyed by, so a replay
+of the log gives the same transitions; the cross-key facts (a visitor's anonymous history
+joining the member at sign-up: first touch, first evaluation) are merged with `min`, which
+gives the same result in any order.
 
 One module though over 400 lines: it is one stage's rules (an activity, a batch, a merge, an
 erasure), read together against docs/JOURNEY-MODEL.md; split, each part would import the rest.
@@ -11,26 +13,61 @@ erasure), read together against docs/JOURNEY-MODEL.md; split, each part would im
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Literal, cast
 from urllib.parse import urlparse
 
-from shared.contracts import ActivityV1, MemberAcquiredV1, MemberErasedV1, ProspectIntentV1
+from shared.contracts import (
+    ActivityV1,
+    MemberAcquiredV1,
+    MemberErasedV1,
+    ProspectIntentV1,
+    TransitionDetails,
+)
 from shared.journey import Transition
 from shared.rules import strict_rules
 
-VISITOR, MEMBER, CUSTOMER = "visitor", "member", "customer"
+VISITOR, MEMBER, CONSIDERING, CUSTOMER = "visitor", "member", "considering", "customer"
+RETAINED, LAPSED, CHURNED = "retained", "lapsed", "churned"
 MERGED = "merged"  # an anonymous visitor id whose history joined a member at sign-up
-STAGE_ORDER = {VISITOR: 0, MEMBER: 1, CUSTOMER: 2}
+CUSTOMER_STAGES = frozenset({CUSTOMER, RETAINED, LAPSED, CHURNED})
+"""Stages of someone who bought: the retention stages are a customer's."""
+PRE_CUSTOMER = (VISITOR, MEMBER, CONSIDERING)
+STAGE_ORDER = {
+    VISITOR: 0,
+    MEMBER: 1,
+    CONSIDERING: 2,
+    CUSTOMER: 3,
+    RETAINED: 3,
+    LAPSED: 3,
+    CHURNED: 3,
+}
+"""How far along the funnel a stage is (a merge keeps the furthest); the retention stages are
+as far as `customer`: they say how the customer is doing, not a further step."""
 LEGAL_MOVES = {
     (VISITOR, MERGED),
     (None, VISITOR),
     (None, MEMBER),
     (None, CUSTOMER),
     (VISITOR, MEMBER),
+    (MEMBER, CONSIDERING),
     (VISITOR, CUSTOMER),
     (MEMBER, CUSTOMER),
+    (CONSIDERING, CUSTOMER),
+    # retention, from the CRM's renewals, repeat purchases, downgrades and cancellations
+    (CUSTOMER, RETAINED),
+    (CUSTOMER, LAPSED),
+    (CUSTOMER, CHURNED),
+    (RETAINED, LAPSED),
+    (RETAINED, CHURNED),
+    (LAPSED, RETAINED),
+    (LAPSED, CHURNED),
+    (CHURNED, CUSTOMER),  # won back: a new purchase starts a new customer spell
+    # a merge takes the furthest stage: a survivor who never bought takes the other id's
+    *((s, c) for s in PRE_CUSTOMER for c in (RETAINED, LAPSED, CHURNED)),
 }
 
 
@@ -89,6 +126,27 @@ class Rules:
         "license",
     )
     touchpoints_kept: int = 20
+    consideration_kinds: tuple[str, ...] = ("demo_request", "comparison_view", "product_view")
+    """Activity kinds that are a product evaluation by themselves (a deployment's own kinds)."""
+    consideration_paths: tuple[str, ...] = (
+        "/docs",
+        "/pricing",
+        "/compare",
+        "/vs",
+        "/product",
+        "/features",
+        "/case-studies",
+        "/customers",
+    )
+    """URL path prefixes (of a page view's `properties.url`/`path` or target URL) whose reading
+    is evaluating the product: docs, pricing, comparisons. Matched on whole path segments."""
+    consideration_sources: tuple[str, ...] = ()
+    """Sources any of whose page views count as consideration (e.g. "docs" for a docs site that
+    sends its own page views). Default none: reading a community thread is awareness."""
+    renewal_kinds: tuple[str, ...] = ("renewal",)
+    repeat_purchase_kinds: tuple[str, ...] = ("purchase",)
+    downgrade_kinds: tuple[str, ...] = ("downgrade",)
+    cancellation_kinds: tuple[str, ...] = ("cancellation",)
     team_member_ids: tuple[str, ...] = ()
     bot_member_ids: tuple[str, ...] = ()
 
@@ -119,6 +177,9 @@ class Person:
     customer_at: datetime | None = None
     touchpoint_ids: tuple[str, ...] = ()  # latest community activities before conversion
     touchpoints: int = 0
+    considered_at: datetime | None = None  # first evaluation of the product (considering)
+    considered_by: str | None = None  # the activity id of that evaluation
+    renewals: int = 0  # renewals and repeat purchases from the CRM
 
 
 @dataclass(frozen=True)
@@ -197,20 +258,103 @@ def prospect_intent(activity: ActivityV1, person: Person | None, rules: Rules) -
         )
         if isinstance(s, str)
     ).lower()
-    matched += [p for p in rules.intent_phrases if p in text]
+    matched += [p for p in rules.intent_phrases if contains_phrase(text, p)]
     return sorted(set(matched))
 
 
+def contains_phrase(text: str, phrase: str) -> bool:
+    """`phrase` occurs in `text` as whole words: "sso" is in "SSO login?" but not in "Which
+    lesson covers replays?"; "integrate with" is in "integrate with okta". Case-insensitive,
+    whitespace inside the phrase matches any run of whitespace."""
+    words = phrase.lower().split()
+    if not words:
+        return False
+    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+    return re.search(pattern, text.lower()) is not None
+
+
+def _path_of(activity: ActivityV1) -> str:
+    for value in (
+        activity.properties.get("url"),
+        activity.properties.get("path"),
+        activity.target.url if activity.target else None,
+    ):
+        if isinstance(value, str) and value:
+            return (urlparse(value).path or "/") if "://" in value else value
+    return ""
+
+
+def considers(activity: ActivityV1, intent: Sequence[str], rules: Rules) -> str | None:
+    """What makes this activity an evaluation of the product (None: it is not one): one of the
+    consideration kinds, a page view of the docs, pricing or a comparison, or a pre-sales
+    question (prospect intent)."""
+    if activity.kind in rules.consideration_kinds:
+        return activity.kind.replace("_", " ")
+    if activity.kind == "page_view":
+        path = _path_of(activity).lower().rstrip("/")
+        for prefix in rules.consideration_paths:
+            p = prefix.lower().rstrip("/")
+            if p and (path == p or path.startswith(p + "/") or path.startswith(p + "-")):
+                return f"read {path}"
+        if activity.source in rules.consideration_sources:
+            return f"read {path or activity.source}"
+    if intent:
+        return f"asked about {', '.join(intent)}"
+    return None
+
+
+def touch_details(person: Person, **extra: object) -> TransitionDetails:
+    """First touch (and anything else) as a transition's structured details."""
+    touch = person.first_touch
+    channel = cast(
+        'Literal["referral", "campaign", "search", "social", "community", "direct"] | None',
+        touch.channel if touch else None,
+    )
+    detail = touch.detail[:500] if touch and touch.detail else None
+    return TransitionDetails.model_validate(
+        {"first_touch_channel": channel, "first_touch_detail": detail, **extra}
+    )
+
+
+def _first_consideration(a: Person, b: Person) -> tuple[datetime | None, str | None]:
+    both = [(p.considered_at, p.considered_by or "") for p in (a, b) if p.considered_at is not None]
+    if not both:
+        return None, None
+    at, by = min(both)
+    return at, by or None
+
+
 def merge_history(member: Person, visitor: Person) -> Person:
-    """A visitor's anonymous history joins the member: earliest first touch and first sight."""
+    """A visitor's anonymous history joins the member: earliest first touch, first sight and
+    first evaluation of the product."""
     touch = (
         visitor.first_touch.earlier(member.first_touch)
         if visitor.first_touch
         else member.first_touch
     )
+    considered_at, considered_by = _first_consideration(member, visitor)
     return replace(
-        member, first_touch=touch, first_seen_at=min(member.first_seen_at, visitor.first_seen_at)
+        member,
+        first_touch=touch,
+        first_seen_at=min(member.first_seen_at, visitor.first_seen_at),
+        considered_at=considered_at,
+        considered_by=considered_by,
     )
+
+
+def _retention_move(person: Person, activity: ActivityV1, rules: Rules) -> str | None:
+    """The retention stage a CRM activity moves a customer to (None: no move)."""
+    kind, stage = activity.kind, person.stage
+    if kind in rules.cancellation_kinds and stage in (CUSTOMER, RETAINED, LAPSED):
+        return CHURNED
+    if kind in rules.downgrade_kinds and stage in (CUSTOMER, RETAINED):
+        return LAPSED
+    if (kind in rules.renewal_kinds or kind in rules.repeat_purchase_kinds) and stage in (
+        CUSTOMER,
+        LAPSED,
+    ):
+        return RETAINED
+    return None
 
 
 def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcome:
@@ -221,13 +365,31 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
     member_id = activity.actor.member_id
     touch = classify_touch(activity, rules)
     transitions: list[Transition] = []
-    converts = activity.kind in rules.customer_kinds and activity.source in rules.customer_sources
+    from_crm = activity.source in rules.customer_sources
+    converts = from_crm and (
+        activity.kind in rules.customer_kinds
+        or activity.kind in rules.renewal_kinds
+        or activity.kind in rules.repeat_purchase_kinds
+    )
+    intent_matched = prospect_intent(activity, person, rules)
 
     def move(
-        current: Person | None, to: str, reason: str, caused_by: tuple[str, ...] = (aid,)
+        current: Person | None,
+        to: str,
+        reason: str,
+        caused_by: tuple[str, ...] = (aid,),
+        details: TransitionDetails | None = None,
     ) -> None:
         transitions.append(
-            Transition(member_id, current.stage if current else None, to, reason, at, caused_by)
+            Transition(
+                member_id,
+                current.stage if current else None,
+                to,
+                reason,
+                at,
+                caused_by,
+                details=details,
+            )
         )
 
     if person is None:
@@ -244,9 +406,15 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
                     None,
                     VISITOR,
                     f"first touch: {activity.kind} on {activity.source} ({touch.channel})",
+                    details=touch_details(person),
                 )
             else:
-                move(None, MEMBER, f"first seen as a member ({activity.kind} on {activity.source})")
+                move(
+                    None,
+                    MEMBER,
+                    f"first seen as a member ({activity.kind} on {activity.source})",
+                    details=touch_details(person),
+                )
         created = True
     else:
         person = replace(
@@ -255,6 +423,10 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
             first_seen_at=min(person.first_seen_at, at),
         )
         created = False
+    evaluation = None if converts else considers(activity, intent_matched, rules)
+    if evaluation and person.stage in PRE_CUSTOMER:
+        first = _first_consideration(person, replace(person, considered_at=at, considered_by=aid))
+        person = replace(person, considered_at=first[0], considered_by=first[1])
 
     acquired = None
     merge_from = None
@@ -272,6 +444,7 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
             replace(person, stage=VISITOR) if was_visitor else None,
             MEMBER,
             f"signed up on {activity.source}{came_from}",
+            details=touch_details(person),
         )
         person = replace(person, stage=MEMBER, joined_at=at, referred_by=referrer)
         if merge_from is not None:
@@ -289,24 +462,67 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
                 activity_id=aid,
             )
 
-    elif converts and person.stage != CUSTOMER:
+    elif converts and person.stage not in CUSTOMER_STAGES:
         influence = (
             f"after {person.touchpoints} community touchpoints (community-influenced)"
             if person.touchpoints
             else "with no community touchpoint before it"
         )
-        move(
-            None if created else person,
-            CUSTOMER,
-            f"{activity.kind.replace('_', ' ')} from {activity.source} {influence}",
-            caused_by=(aid, *person.touchpoint_ids),
+        transitions.append(
+            Transition(
+                member_id,
+                None if created else person.stage,
+                CUSTOMER,
+                f"{activity.kind.replace('_', ' ')} from {activity.source} {influence}",
+                at,
+                (aid, *person.touchpoint_ids),
+                details=touch_details(
+                    person,
+                    community_touchpoints=person.touchpoints,
+                    community_influenced=person.touchpoints > 0,
+                    considered=person.stage == CONSIDERING,
+                ),
+            )
         )
         person = replace(person, stage=CUSTOMER, customer_at=at)
 
+    elif converts and person.stage == CHURNED:
+        move(person, CUSTOMER, f"won back: {activity.kind.replace('_', ' ')} after churning")
+        person = replace(person, stage=CUSTOMER, customer_at=at)
+
+    elif from_crm and (to := _retention_move(person, activity, rules)) is not None:
+        renewed = to == RETAINED
+        move(person, to, f"{activity.kind.replace('_', ' ')} from {activity.source}")
+        person = replace(person, stage=to, renewals=person.renewals + renewed)
+
     elif (
+        from_crm
+        and person.stage == RETAINED
+        and (activity.kind in rules.renewal_kinds or activity.kind in rules.repeat_purchase_kinds)
+    ):
+        person = replace(person, renewals=person.renewals + 1)
+
+    elif evaluation and person.stage == MEMBER:
+        # Only the member's own evaluation moves it (its own partition, read in order): an
+        # anonymous visitor's is kept (considered_at, merged into the member's at sign-up) but
+        # moves nobody, since which of the two ids is read first depends on the partitions.
+        transitions.append(
+            Transition(
+                member_id,
+                person.stage,
+                CONSIDERING,
+                f"evaluating the product: {evaluation} ({activity.source})",
+                at,
+                (aid,),
+                details=touch_details(person),
+            )
+        )
+        person = replace(person, stage=CONSIDERING)
+
+    if (
         activity.source in rules.community_sources
         and activity.kind != "signup"
-        and person.stage != CUSTOMER
+        and person.stage in PRE_CUSTOMER
     ):
         person = replace(
             person,
@@ -315,7 +531,7 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
         )
 
     intent = None
-    matched = prospect_intent(activity, person, rules)
+    matched = intent_matched
     if matched:
         target = activity.target
         text = activity.properties.get("text")
@@ -387,6 +603,7 @@ def fold_batch(
         if outcome.person is not None and outcome.person != people.get(member_id):
             people[member_id] = outcome.person
             changed.add(member_id)
+        transitions = list(outcome.transitions)
         # A visitor's history joins its member, whichever of the two arrives first.
         link = None
         if outcome.merge_from:
@@ -401,7 +618,7 @@ def fold_batch(
                 people[owner_id] = merged
                 changed.add(owner_id)
 
-        emitted.extend(outcome.transitions)
+        emitted.extend(transitions)
         if outcome.acquired is not None:
             emitted.append(Caused(outcome.acquired, activity.activity_id))
         if outcome.intent is not None:
@@ -427,7 +644,7 @@ def _earliest(*times: datetime | None) -> datetime | None:
 
 def _stage_time(person: Person) -> datetime:
     """When the person entered their current stage (as far as the state tells)."""
-    if person.stage == CUSTOMER and person.customer_at is not None:
+    if person.stage in CUSTOMER_STAGES and person.customer_at is not None:
         return person.customer_at
     if person.stage == MEMBER and person.joined_at is not None:
         return person.joined_at
@@ -480,6 +697,9 @@ def merge_people(
             -rules.touchpoints_kept :
         ],
         touchpoints=survivor.touchpoints + merged.touchpoints,
+        considered_at=_first_consideration(survivor, merged)[0],
+        considered_by=_first_consideration(survivor, merged)[1],
+        renewals=survivor.renewals + merged.renewals,
     )
     if stage == survivor.stage or (survivor.stage, stage) not in LEGAL_MOVES:
         return MergeOutcome(person)

@@ -9,7 +9,8 @@ from shared.postgres import Connection
 
 _COLUMNS = (
     "member_id, stage, first_seen_at, first_touch_channel, first_touch_detail, first_touch_at,"
-    " first_touch_activity, joined_at, referred_by, customer_at, touchpoint_ids, touchpoints"
+    " first_touch_activity, joined_at, referred_by, customer_at, touchpoint_ids, touchpoints,"
+    " considered_at, considered_by, renewals"
 )
 
 
@@ -39,6 +40,9 @@ async def load_people(conn: Connection, member_ids: Iterable[str]) -> dict[str, 
             customer_at=r["customer_at"],
             touchpoint_ids=tuple(r["touchpoint_ids"]),
             touchpoints=r["touchpoints"],
+            considered_at=r["considered_at"],
+            considered_by=r["considered_by"],
+            renewals=r["renewals"],
         )
     return people
 
@@ -56,11 +60,12 @@ async def save_people(conn: Connection, people: Iterable[Person]) -> None:
                    (SELECT array_agg(x) FROM unnest(string_to_array(tp, chr(31))) AS x
                     WHERE x <> ''),
                    '{{}}'),
-               n
+               n, ca, cb, rn
         FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
                     $6::timestamptz[], $7::text[], $8::timestamptz[], $9::text[],
-                    $10::timestamptz[], $11::text[], $12::int[])
-             AS u(m, s, fs, tc, td, ta, tact, j, r, c, tp, n)
+                    $10::timestamptz[], $11::text[], $12::int[], $13::timestamptz[],
+                    $14::text[], $15::int[])
+             AS u(m, s, fs, tc, td, ta, tact, j, r, c, tp, n, ca, cb, rn)
         ON CONFLICT (member_id) DO UPDATE SET
             stage = EXCLUDED.stage, first_seen_at = EXCLUDED.first_seen_at,
             first_touch_channel = EXCLUDED.first_touch_channel,
@@ -69,7 +74,8 @@ async def save_people(conn: Connection, people: Iterable[Person]) -> None:
             first_touch_activity = EXCLUDED.first_touch_activity,
             joined_at = EXCLUDED.joined_at, referred_by = EXCLUDED.referred_by,
             customer_at = EXCLUDED.customer_at, touchpoint_ids = EXCLUDED.touchpoint_ids,
-            touchpoints = EXCLUDED.touchpoints
+            touchpoints = EXCLUDED.touchpoints, considered_at = EXCLUDED.considered_at,
+            considered_by = EXCLUDED.considered_by, renewals = EXCLUDED.renewals
         """,
         [p.member_id for p in people],
         [p.stage for p in people],
@@ -84,6 +90,9 @@ async def save_people(conn: Connection, people: Iterable[Person]) -> None:
         # arrays of arrays must be rectangular in PostgreSQL: ship each list as one string
         ["\x1f".join(p.touchpoint_ids) for p in people],
         [p.touchpoints for p in people],
+        [p.considered_at for p in people],
+        [p.considered_by for p in people],
+        [p.renewals for p in people],
     )
 
 

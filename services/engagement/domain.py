@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,12 +31,20 @@ from shared.cloudevents import derive_event_id
 from shared.contracts import (
     CHURN_RISK,
     KIND_PATTERN,
+    NEWCOMER_DROP_OFF,
     PEER_HELP,
+    PRODUCT_FEEDBACK,
+    QUESTION_ANSWERED,
+    QUESTION_UNANSWERED,
     ActivityV1,
     ChurnRiskV1,
     Contract,
     EventType,
+    NewcomerDropOffV1,
     PeerHelpV1,
+    ProductFeedbackV1,
+    QuestionAnsweredV1,
+    QuestionUnansweredV1,
 )
 from shared.journey import Transition
 from shared.rules import strict_rules
@@ -74,7 +82,19 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "content_published": 8.0,
     "purchase": 0.0,  # commercial, not community participation (awareness tracks customers)
     "trial_started": 0.0,
+    "renewal": 0.0,  # retention kinds from the CRM: commercial too
+    "downgrade": 0.0,
+    "cancellation": 0.0,
+    "demo_request": 0.0,  # evaluating the product (awareness's consideration)
+    "comparison_view": 0.1,
+    "product_view": 0.1,
+    "feedback": 2.0,  # telling the product team something: more than a reaction, less than help
+    "feature_request": 2.0,
+    "bug_report": 3.0,  # a reproducible report is work given to the project
 }
+
+FEEDBACK_KINDS: tuple[str, ...] = ("feedback", "feature_request", "bug_report")
+"""The activity kinds that are product feedback by themselves (signals.product)."""
 
 Cohort = Literal["newcomer", "core", "at_risk", "regular"]
 COHORTS: tuple[Cohort, ...] = ("newcomer", "core", "at_risk", "regular")
@@ -121,6 +141,34 @@ class Rules:
     core_top_fraction: Annotated[float, Field(gt=0, le=1)] = 0.1
     """Share of engaged/reactivated members (by current decayed score, rounded up) who form
     the core cohort. Default 0.1."""
+    question_kinds: tuple[str, ...] = ("post",)
+    """Kinds that can ask a question (with properties.question, or a question mapping)."""
+    question_mappings: tuple[str, ...] = ()
+    """"source:tag:value" / "source:category:value" ("*" for any source) that make a post a
+    question, e.g. "discourse:category:support", "github:tag:question". Default none: the
+    webhook mappers already set properties.question from labels, tags and answerable
+    discussion categories."""
+    unanswered_after_hours: Annotated[float, Field(gt=0)] = 24.0
+    """Hours without a reply from anyone else before signal.question_unanswered.v1. Default
+    24: a day without an answer is when askers give up and a community team should step in."""
+    team_replies_answer: bool = True
+    """A staff reply answers a question (time to first response is what the asker waits);
+    it is still never peer help. Default true."""
+    feedback_mappings: dict[str, Literal["feedback", "feature_request", "bug_report"]] = field(
+        default_factory=dict
+    )
+    """"source:tag:value" / "source:category:value" ("*" for any source) -> feedback kind, e.g.
+    {"github:tag:enhancement" = "feature_request", "discourse:category:feedback" = "feedback"}.
+    Default none: the kinds feedback, feature_request and bug_report are feedback already."""
+    honeymoon_days: Annotated[float, Field(gt=0)] = 42.0
+    """A new member's or new customer's first days (6 weeks): activity falling off within them
+    is the honeymoon drop-off. Default 42."""
+    drop_off_quiet_days: Annotated[float, Field(gt=0)] = 14.0
+    """Quiet days, starting within the honeymoon, before signal.newcomer_drop_off.v1. Default
+    14: two weeks is a habit broken for someone new, and a week earlier than at_risk (21), so a
+    community team can reach out while the welcome is fresh."""
+    newcomer_customer_kinds: tuple[str, ...] = ("purchase", "trial_started")
+    """Kinds that make someone a new customer (a honeymoon as a customer starts)."""
 
     @field_validator("weights", mode="after")
     @classmethod
@@ -390,9 +438,13 @@ def observe(
 # --------------------------------------------------------------------------------------------
 
 
-def peer_help(activity: ActivityV1, rules: Rules) -> Signal | None:
-    """A member helping another: a reply in someone else's thread, or an answer of theirs
-    accepted (its actor is the answer's author). Self-help, staff and bots do not count."""
+def peer_help(activity: ActivityV1, rules: Rules, *, in_question: bool = False) -> Signal | None:
+    """A member helping another: a reply in someone else's question, or an answer of theirs
+    accepted (its actor is the answer's author). The thread is a question when the reply says
+    so (`target.thread_is_question`) or, `in_question`, engagement saw the question itself. A
+    reply to an announcement, a review or a "thanks!" in a discussion is not help. Self-help,
+    staff, bots, and help given to staff (`target.thread_author_is_team_member`, or an id in
+    `team_member_ids`) do not count."""
     if activity.kind not in ("reply", "answer_accepted") or not counts(activity, rules):
         return None
     target = activity.target
@@ -404,6 +456,8 @@ def peer_help(activity: ActivityV1, rules: Rules) -> Signal | None:
         or helped == helper
         or helped in rules.team_member_ids
         or helped in rules.bot_member_ids
+        or target.thread_author_is_team_member
+        or (activity.kind == "reply" and not (target.thread_is_question or in_question))
     ):
         return None
     data = PeerHelpV1(
@@ -597,3 +651,425 @@ def merge_participants(
         )
         return replace(combined, stage=REACTIVATED, stage_since=when), [t]
     return combined, []
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: questions and their answers, the honeymoon drop-off, product feedback.
+# Each has its own state (questions, newcomers) and its own deadlines, fired exactly like the
+# demotions: at the deadline itself, by `advance_*` up to a given time, so finding it late
+# changes nothing. `fold_journey` runs them over a batch after `fold_batch`.
+# --------------------------------------------------------------------------------------------
+
+
+def _mapping_keys(activity: ActivityV1) -> set[str]:
+    """ "source:tag:value" and "source:category:value" keys (and their "*:" forms) of an
+    activity's tags, labels and category, lower case."""
+    props = activity.properties
+    values: list[tuple[str, object]] = []
+    for field_name, key in (("tags", "tag"), ("labels", "tag")):
+        items = props.get(field_name)
+        if isinstance(items, list):
+            values += [(key, item) for item in items]
+    for field_name in ("category", "category_id"):
+        values.append(("category", props.get(field_name)))
+    keys: set[str] = set()
+    for key, value in values:
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            v = str(value).lower()
+            keys |= {f"{activity.source}:{key}:{v}", f"*:{key}:{v}"}
+    return keys
+
+
+def is_question(activity: ActivityV1, rules: Rules) -> bool:
+    """A post that asks: `properties.question` is true, or one of its tags or its category is
+    in `question_mappings`."""
+    if activity.kind not in rules.question_kinds or not activity.target:
+        return False
+    if not activity.target.thread_id:
+        return False
+    if activity.properties.get("question") is True:
+        return True
+    mappings = {m.lower() for m in rules.question_mappings}
+    return bool(mappings & _mapping_keys(activity))
+
+
+def thread_key(activity: ActivityV1) -> str | None:
+    """Questions are per source and thread."""
+    target = activity.target
+    return f"{activity.source}:{target.thread_id}" if target and target.thread_id else None
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question thread: what was asked, and its first answer. A reply can arrive before
+    its question (another member's partition): the row then holds the answer only."""
+
+    thread_key: str
+    thread_id: str
+    asker_member_id: str | None = None
+    question_activity_id: str | None = None
+    url: str | None = None
+    title: str | None = None
+    asked_at: datetime | None = None
+    answered_at: datetime | None = None
+    answer_activity_id: str | None = None
+    answered_by: str | None = None
+    answer_url: str | None = None
+    unanswered_signalled: bool = False
+    answered_signalled: bool = False
+
+
+def question_deadline(q: Question | None, rules: Rules) -> datetime | None:
+    """When the question's next signal falls due (None: none pending): the unanswered deadline
+    (`asked_at + unanswered_after_hours`) if no answer came before it, else the first answer's
+    time. Stored, indexed, so a sweep finds the questions its watermark has passed."""
+    if q is None or q.asked_at is None or q.answered_signalled:
+        return None
+    deadline = q.asked_at + timedelta(hours=rules.unanswered_after_hours)
+    if not q.unanswered_signalled and (q.answered_at is None or q.answered_at >= deadline):
+        return deadline
+    if q.answered_at is not None:
+        return max(q.answered_at, q.asked_at)
+    return None
+
+
+def _question_signal(event_type: EventType, data: Contract, *parts: str) -> Signal:
+    return Signal(event_type, data, derive_event_id(event_type.type, *parts))
+
+
+def advance_question(q: Question, to_time: datetime, rules: Rules) -> tuple[Question, list[Signal]]:
+    """Every question signal due up to and including `to_time` (the watermark), each at its
+    own time: signal.question_unanswered.v1 at the deadline if no answer came before it, then
+    signal.question_answered.v1 at the first answer, linking the two. Both wait for the
+    watermark, so every reply within the allowed lateness is in, whichever partition it came
+    from, and the first one by event time is the answer."""
+    signals: list[Signal] = []
+    while (due := question_deadline(q, rules)) is not None and due <= to_time:
+        assert q.asker_member_id and q.question_activity_id and q.asked_at
+        asked_at = q.asked_at
+        if q.answered_at is None or (
+            not q.unanswered_signalled
+            and q.answered_at >= q.asked_at + timedelta(hours=rules.unanswered_after_hours)
+        ):
+            unanswered = QuestionUnansweredV1(
+                member_id=q.asker_member_id,
+                thread_id=q.thread_id,
+                question_activity_id=q.question_activity_id,
+                url=q.url,
+                title=q.title,
+                asked_at=q.asked_at,
+                unanswered_hours=rules.unanswered_after_hours,
+                occurred_at=due,
+            )
+            signals.append(
+                _question_signal(
+                    QUESTION_UNANSWERED, unanswered, q.thread_key, q.question_activity_id
+                )
+            )
+            q = replace(q, unanswered_signalled=True)
+            continue
+        assert q.answer_activity_id and q.answered_by and q.answered_at
+        answered = QuestionAnsweredV1(
+            member_id=q.asker_member_id,
+            thread_id=q.thread_id,
+            question_activity_id=q.question_activity_id,
+            answer_activity_id=q.answer_activity_id,
+            answered_by_member_id=q.answered_by,
+            asked_at=q.asked_at,
+            first_response_s=max(0.0, (q.answered_at - asked_at).total_seconds()),
+            was_unanswered=q.unanswered_signalled,
+            url=q.answer_url or q.url,
+            occurred_at=due,
+        )
+        signals.append(
+            _question_signal(QUESTION_ANSWERED, answered, q.thread_key, q.answer_activity_id)
+        )
+        q = replace(q, answered_signalled=True)
+    return q, signals
+
+
+def answers(activity: ActivityV1, rules: Rules) -> bool:
+    """A reply by someone other than the asker that answers: a member's, or staff's when
+    `team_replies_answer`; never a bot's or a visitor's."""
+    actor = activity.actor
+    if activity.kind not in ("reply", "answer_accepted") or actor.anonymous or actor.is_bot:
+        return False
+    if actor.member_id in rules.bot_member_ids:
+        return False
+    if not counts(activity, rules) and not rules.team_replies_answer:
+        return False
+    target = activity.target
+    return bool(target and target.thread_author_member_id != actor.member_id)
+
+
+def observe_question(q: Question | None, activity: ActivityV1, rules: Rules) -> Question | None:
+    """Fold one activity of the question's thread: the question itself (the earliest post
+    that asks), or a reply (the earliest answer by event time, then activity id, is kept until
+    the answered signal is out). Emits nothing: signals wait for the watermark
+    (`advance_question`), since answers come from other members' partitions."""
+    key = thread_key(activity)
+    if key is None or activity.target is None or activity.target.thread_id is None:
+        return q
+    at = utc(activity.occurred_at)
+    base = q or Question(key, activity.target.thread_id)
+    if is_question(activity, rules) and counts(activity, rules):
+        if base.asked_at is None or at < base.asked_at:
+            return replace(
+                base,
+                asker_member_id=activity.actor.member_id,
+                question_activity_id=activity.activity_id,
+                url=activity.target.url,
+                title=activity.target.thread_title,
+                asked_at=at,
+            )
+        return q
+    if answers(activity, rules) and not base.answered_signalled:
+        asker = base.asker_member_id or activity.target.thread_author_member_id
+        if asker == activity.actor.member_id:
+            return q
+        if base.answered_at is None or (at, activity.activity_id) < (
+            base.answered_at,
+            base.answer_activity_id or "",
+        ):
+            return replace(
+                base,
+                answered_at=at,
+                answer_activity_id=activity.activity_id,
+                answered_by=activity.actor.member_id,
+                answer_url=activity.target.url,
+            )
+    return q
+
+
+@dataclass(frozen=True)
+class Newcomer:
+    """A member's or customer's honeymoon: when it started, and what they did in it."""
+
+    member_id: str
+    newcomer_as: Literal["member", "customer"]
+    started_at: datetime
+    last_active_at: datetime
+    did: tuple[tuple[str, int], ...] = ()  # counted activities per kind, sorted by kind
+    signalled: bool = False
+
+
+def newcomer_deadline(n: Newcomer | None, rules: Rules) -> datetime | None:
+    """When the newcomer's drop-off falls due if nothing happens: `drop_off_quiet_days` after
+    their last activity, if that activity was within the honeymoon (None: signalled already,
+    or active past it)."""
+    if n is None or n.signalled:
+        return None
+    if n.last_active_at >= n.started_at + timedelta(days=rules.honeymoon_days):
+        return None
+    return n.last_active_at + timedelta(days=rules.drop_off_quiet_days)
+
+
+def advance_newcomer(n: Newcomer, to_time: datetime, rules: Rules) -> tuple[Newcomer, list[Signal]]:
+    """signal.newcomer_drop_off.v1 if the deadline is at or before `to_time`, dated at it."""
+    deadline = newcomer_deadline(n, rules)
+    if deadline is None or deadline > to_time:
+        return n, []
+    data = NewcomerDropOffV1(
+        member_id=n.member_id,
+        newcomer_as=n.newcomer_as,
+        started_at=n.started_at,
+        last_active_at=n.last_active_at,
+        activities=dict(n.did),
+        quiet_days=rules.drop_off_quiet_days,
+        occurred_at=deadline,
+    )
+    event_id = derive_event_id(
+        NEWCOMER_DROP_OFF.type, n.member_id, n.newcomer_as, n.started_at.isoformat()
+    )
+    return replace(n, signalled=True), [Signal(NEWCOMER_DROP_OFF, data, event_id)]
+
+
+def observe_newcomer(
+    n: Newcomer | None,
+    activity: ActivityV1,
+    known_since: datetime | None,
+    rules: Rules,
+) -> tuple[Newcomer | None, list[Signal]]:
+    """Fold one activity into the member's honeymoon. It starts at a sign-up or the first
+    counted activity of someone engagement has not known for a honeymoon already
+    (`known_since`: their first counted activity), and again as a customer at a purchase or
+    trial; counted activities within it move its last activity."""
+    if activity.actor.anonymous or activity.actor.is_bot or activity.actor.is_team_member:
+        return n, []
+    if activity.actor.member_id in rules.team_member_ids + rules.bot_member_ids:
+        return n, []
+    at = utc(activity.occurred_at)
+    signals: list[Signal] = []
+    if n is not None:
+        n, signals = advance_newcomer(n, at, rules)
+    member_id = activity.actor.member_id
+    if activity.kind in rules.newcomer_customer_kinds:
+        if n is None or n.newcomer_as == "member":
+            return Newcomer(member_id, "customer", at, at), signals
+        return n, signals
+    counted = counts(activity, rules) and weight_of(activity, rules) > 0
+    if not counted and activity.kind != "signup":
+        return n, signals
+    if n is None:
+        honeymoon = timedelta(days=rules.honeymoon_days)
+        if known_since is not None and known_since + honeymoon <= at:
+            return None, signals  # known for longer than a honeymoon: not new
+        did = ((activity.kind, 1),) if counted else ()
+        return Newcomer(member_id, "member", min(at, known_since or at), at, did), signals
+    if n.newcomer_as == "member" and at < n.started_at:
+        n = replace(n, started_at=at)
+    if counted and at >= n.started_at:
+        counts_by_kind = dict(n.did)
+        counts_by_kind[activity.kind] = counts_by_kind.get(activity.kind, 0) + 1
+        n = replace(
+            n,
+            last_active_at=max(n.last_active_at, at),
+            did=tuple(sorted(counts_by_kind.items())),
+        )
+    return n, signals
+
+
+def feedback_kind(activity: ActivityV1, rules: Rules) -> tuple[str, str] | None:
+    """(feedback kind, what matched): one of FEEDBACK_KINDS, or a `feedback_mappings` key."""
+    if activity.kind in FEEDBACK_KINDS:
+        return activity.kind, activity.kind
+    mappings = {k.lower(): v for k, v in rules.feedback_mappings.items()}
+    for key in sorted(_mapping_keys(activity)):
+        if key in mappings:
+            return mappings[key], key
+    return None
+
+
+def product_feedback(
+    activity: ActivityV1, engagement_stage: str | None, rules: Rules
+) -> Signal | None:
+    """signal.product_feedback.v1 for a member's feedback, feature request or bug report, with
+    the stages known here: engagement's own, and advocacy's when the gateway stamped it on the
+    activity (`properties.advocacy_stage`) at intake; a champion's feedback is flagged."""
+    if not counts(activity, rules):
+        return None
+    found = feedback_kind(activity, rules)
+    if found is None:
+        return None
+    kind, matched = found
+    stages = {"engagement": engagement_stage} if engagement_stage else {}
+    advocacy = activity.properties.get("advocacy_stage")
+    if isinstance(advocacy, str) and advocacy in ("advocate", "champion"):
+        stages["advocacy"] = advocacy
+    target = activity.target
+    text = activity.properties.get("text")
+    data = ProductFeedbackV1(
+        member_id=activity.actor.member_id,
+        feedback_kind=cast(Literal["feedback", "feature_request", "bug_report"], kind),
+        matched=matched,
+        source=activity.source,
+        activity_id=activity.activity_id,
+        thread_id=target.thread_id if target else None,
+        title=target.thread_title if target else None,
+        excerpt=text[:500] if isinstance(text, str) else None,
+        url=target.url if target else None,
+        stages=stages,
+        from_champion=stages.get("advocacy") == "champion",
+        occurred_at=utc(activity.occurred_at),
+    )
+    event_id = derive_event_id(PRODUCT_FEEDBACK.type, activity.source, activity.activity_id)
+    return Signal(PRODUCT_FEEDBACK, data, event_id)
+
+
+@dataclass(frozen=True)
+class JourneyOutcome:
+    """What `fold_journey` produced: the questions and newcomers to save, and the signals."""
+
+    questions: dict[str, Question]
+    newcomers: dict[str, Newcomer]
+    signals: list[Signal]
+
+
+def question_keys(activities: Iterable[ActivityV1]) -> set[str]:
+    return {k for a in activities if (k := thread_key(a)) is not None}
+
+
+def fold_journey(
+    before: Mapping[str, Participant],
+    after: Mapping[str, Participant],
+    questions: Mapping[str, Question],
+    newcomers: Mapping[str, Newcomer],
+    activities: Sequence[ActivityV1],
+    watermark: datetime | None,
+    rules: Rules,
+) -> JourneyOutcome:
+    """Questions, honeymoons and feedback over one batch, in log order, then every question
+    and newcomer due by the watermark (the same `watermark` `fold_batch` sweeps with).
+    `before`/`after`: the participants as loaded and as `fold_batch` left them (their first
+    activity tells who is new; their stage goes with feedback). `questions` must hold the
+    batch's threads and every question due by the watermark, `newcomers` the batch's actors and
+    everyone due by it."""
+    qs = dict(questions)
+    ns = dict(newcomers)
+    changed_q: dict[str, Question] = {}
+    changed_n: dict[str, Newcomer] = {}
+    signals: list[Signal] = []
+
+    for activity in activities:
+        key = thread_key(activity)
+        if key is not None:
+            q_before = qs.get(key)
+            q_after = observe_question(q_before, activity, rules)
+            if q_after is not None and q_after != q_before:
+                qs[key] = changed_q[key] = q_after
+            if (
+                q_after is not None
+                and q_after.asked_at is not None
+                and not (activity.target and activity.target.thread_is_question)
+                and (help_signal := peer_help(activity, rules, in_question=True)) is not None
+            ):
+                signals.append(help_signal)  # the reply did not say; engagement saw the question
+        member_id = activity.actor.member_id
+        known = before.get(member_id)
+        n_before = ns.get(member_id)
+        n_after, out = observe_newcomer(
+            n_before, activity, known.first_seen_at if known else None, rules
+        )
+        if n_after is not None and n_after != n_before:
+            ns[member_id] = changed_n[member_id] = n_after
+        signals += out
+        participant = after.get(member_id)
+        feedback = product_feedback(activity, participant.stage if participant else None, rules)
+        if feedback is not None:
+            signals.append(feedback)
+
+    if watermark is not None:
+        for key in sorted(qs):
+            q_after, out = advance_question(qs[key], watermark, rules)
+            if out:
+                qs[key] = changed_q[key] = q_after
+                signals += out
+        for member_id in sorted(ns):
+            n_after, out = advance_newcomer(ns[member_id], watermark, rules)
+            if out:
+                ns[member_id] = changed_n[member_id] = n_after
+                signals += out
+    return JourneyOutcome(changed_q, changed_n, signals)
+
+
+def in_time_order(*streams: Sequence[Signal]) -> list[Signal]:
+    """The signals of several folds of one batch in event-time order (stable: equal times keep
+    their order): a member's churn risk and drop-off, found by one sweep or by two, come out in
+    the same order, so the order per member does not depend on how the log is batched."""
+    return sorted((s for stream in streams for s in stream), key=lambda s: _occurred_at(s.data))
+
+
+def _occurred_at(data: Contract) -> datetime:
+    at = getattr(data, "occurred_at", None)
+    assert isinstance(at, datetime), f"{type(data).__name__} has no occurred_at"
+    return at
+
+
+def merge_newcomers(
+    survivor: Newcomer | None, merged: Newcomer | None, survivor_id: str
+) -> Newcomer | None:
+    """One honeymoon out of two: the survivor's if it has one (the person is as new as the
+    earlier id), else the merged id's under the survivor's id."""
+    if survivor is not None:
+        return survivor
+    return replace(merged, member_id=survivor_id) if merged is not None else None

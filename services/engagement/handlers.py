@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from datetime import datetime
 
 from services.engagement import domain, store
 from shared.cloudevents import Envelope, payloads
@@ -32,23 +33,65 @@ async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: Engageme
     members = await store.load(uow.conn, {a.actor.member_id for a in activities})
     outcome = domain.fold_batch(members, activities, None, stage.rules)
     await store.save(uow.conn, outcome.changed.values(), stage.rules)
-    _emit(uow, stage, outcome)
+    journey = await on_journey(uow, activities, members, outcome, None, stage)
+    _emit(uow, stage, outcome, journey)
 
 
 async def on_clock(uow: UnitOfWork, reading: ClockReading, stage: EngagementStage) -> None:
-    """Sweep every member whose next demotion is due by the new clock."""
+    """Sweep everything due by the new clock: members' demotions, unanswered questions and
+    newcomers' honeymoons, each at its exact deadline."""
     members = await store.load(uow.conn, (), due_by=reading.after)
     outcome = domain.fold_batch(members, [], reading.after, stage.rules)
     await store.save(uow.conn, outcome.changed.values(), stage.rules)
-    _emit(uow, stage, outcome)
+    journey = await on_journey(uow, [], members, outcome, reading.after, stage)
+    _emit(uow, stage, outcome, journey)
     if outcome.transitions:
         log.debug("engagement: %d demotions by %s", len(outcome.transitions), reading.after)
 
 
-def _emit(uow: UnitOfWork, stage: EngagementStage, outcome: domain.BatchOutcome) -> None:
+def _emit(
+    uow: UnitOfWork,
+    stage: EngagementStage,
+    outcome: domain.BatchOutcome,
+    journey_signals: list[domain.Signal],
+) -> None:
+    """Transitions, then every signal in event-time order (fold_batch's and the journey's
+    interleaved), so the order per member does not depend on batching."""
     stage.emit_transitions(uow, outcome.transitions)
-    for s in outcome.signals:
+    for s in domain.in_time_order(outcome.signals, journey_signals):
         stage.emit(uow, s.event_type, s.data, s.event_id)
+
+
+async def on_journey(
+    uow: UnitOfWork,
+    activities: list[ActivityV1],
+    before: dict[str, domain.Participant],
+    outcome: domain.BatchOutcome,
+    watermark: datetime | None,
+    stage: EngagementStage,
+) -> list[domain.Signal]:
+    """Questions, honeymoons and product feedback (issue 15), after the fold: their own state,
+    with everything due by `watermark` (the clock, from `on_clock`; None for a batch of
+    activities, which sweeps nothing). Returns the signals, which the caller emits interleaved
+    with fold_batch's in event-time order."""
+    questions = await store.load_questions(
+        uow.conn, domain.question_keys(activities), due_by=watermark
+    )
+    newcomers = await store.load_newcomers(
+        uow.conn, {a.actor.member_id for a in activities}, due_by=watermark
+    )
+    journey = domain.fold_journey(
+        before,
+        {**before, **outcome.changed},
+        questions,
+        newcomers,
+        activities,
+        watermark,
+        stage.rules,
+    )
+    await store.save_questions(uow.conn, journey.questions.values(), stage.rules)
+    await store.save_newcomers(uow.conn, journey.newcomers.values(), stage.rules)
+    return journey.signals
 
 
 async def on_merge(uow: UnitOfWork, m: Merge, stage: EngagementStage) -> None:
@@ -57,6 +100,7 @@ async def on_merge(uow: UnitOfWork, m: Merge, stage: EngagementStage) -> None:
         both.get(m.survivor), both.get(m.merged), m.survivor, m.merged, m.event_id, stage.rules
     )
     await store.delete(uow.conn, [m.merged])
+    await store.merge_journey(uow.conn, m.survivor, m.merged)
     if combined is not None:
         await store.save(uow.conn, [combined], stage.rules)
     stage.emit_transitions(uow, transitions)
@@ -64,6 +108,7 @@ async def on_merge(uow: UnitOfWork, m: Merge, stage: EngagementStage) -> None:
 
 async def on_erase(uow: UnitOfWork, e: Erasure, stage: EngagementStage) -> Collection[str]:
     await store.delete(uow.conn, e.ids)
+    await store.erase_journey(uow.conn, e.ids)
     return ()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,11 +11,16 @@ from services.engagement.domain import (
     ACTIVE_STAGES,
     AT_RISK,
     Cohort,
+    Newcomer,
     Participant,
+    Question,
     Rules,
+    newcomer_deadline,
     next_deadline,
+    question_deadline,
 )
 from services.engagement.domain import cohorts as cohorts_of
+from shared.lifecycle.rewrite import ERASED
 from shared.postgres import Connection
 
 _COLUMNS = (
@@ -89,3 +95,133 @@ async def delete(conn: Connection, member_ids: Collection[str]) -> None:
     await conn.execute(
         "DELETE FROM participants WHERE member_id = ANY($1::text[])", sorted(member_ids)
     )
+
+
+# --------------------------------------------------------------------------------------------
+# issue 15: questions and honeymoons, each with its next deadline (swept like participants)
+# --------------------------------------------------------------------------------------------
+
+_QUESTION_COLUMNS = (
+    "thread_key, thread_id, asker_member_id, question_activity_id, url, title, asked_at,"
+    " answered_at, answer_activity_id, answered_by, answer_url, unanswered_signalled,"
+    " answered_signalled"
+)
+
+
+async def load_questions(
+    conn: Connection, thread_keys: Iterable[str], due_by: datetime | None = None
+) -> dict[str, Question]:
+    """The batch's threads, plus (with `due_by`, the watermark) every question with a signal
+    due by then: one query."""
+    rows = await conn.fetch(
+        f"SELECT {_QUESTION_COLUMNS} FROM questions"
+        " WHERE thread_key = ANY($1::text[]) OR next_deadline <= $2",
+        list(thread_keys),
+        due_by,
+    )
+    return {
+        r["thread_key"]: Question(**{k: r[k] for k in _QUESTION_COLUMNS.split(", ")}) for r in rows
+    }
+
+
+async def save_questions(conn: Connection, questions: Iterable[Question], rules: Rules) -> None:
+    qs = list(questions)
+    if not qs:
+        return
+    columns = _QUESTION_COLUMNS.split(", ")
+    types = (
+        "text[]", "text[]", "text[]", "text[]", "text[]", "text[]", "timestamptz[]",
+        "timestamptz[]", "text[]", "text[]", "text[]", "bool[]", "bool[]", "timestamptz[]",
+    )  # fmt: skip
+    params = ", ".join(f"${i + 1}::{t}" for i, t in enumerate(types))
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in [*columns[1:], "next_deadline"])
+    await conn.execute(
+        f"INSERT INTO questions ({_QUESTION_COLUMNS}, next_deadline)"
+        f" SELECT * FROM unnest({params})"
+        f" ON CONFLICT (thread_key) DO UPDATE SET {updates}",
+        *([getattr(q, c) for q in qs] for c in columns),
+        [question_deadline(q, rules) for q in qs],
+    )
+
+
+async def load_newcomers(
+    conn: Connection, member_ids: Iterable[str], due_by: datetime | None = None
+) -> dict[str, Newcomer]:
+    rows = await conn.fetch(
+        "SELECT member_id, newcomer_as, started_at, last_active_at, did, signalled"
+        " FROM newcomers WHERE member_id = ANY($1::text[]) OR next_deadline <= $2",
+        list(member_ids),
+        due_by,
+    )
+    return {
+        r["member_id"]: Newcomer(
+            r["member_id"],
+            r["newcomer_as"],
+            r["started_at"],
+            r["last_active_at"],
+            tuple(sorted(json.loads(r["did"]).items())),
+            r["signalled"],
+        )
+        for r in rows
+    }
+
+
+async def save_newcomers(conn: Connection, newcomers: Iterable[Newcomer], rules: Rules) -> None:
+    ns = list(newcomers)
+    if not ns:
+        return
+    await conn.execute(
+        """
+        INSERT INTO newcomers (member_id, newcomer_as, started_at, last_active_at, did,
+                               signalled, next_deadline)
+        SELECT m, a, s, l, d::jsonb, sg, nd
+        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
+                    $6::bool[], $7::timestamptz[]) AS u(m, a, s, l, d, sg, nd)
+        ON CONFLICT (member_id) DO UPDATE SET
+            newcomer_as = EXCLUDED.newcomer_as, started_at = EXCLUDED.started_at,
+            last_active_at = EXCLUDED.last_active_at, did = EXCLUDED.did,
+            signalled = EXCLUDED.signalled, next_deadline = EXCLUDED.next_deadline
+        """,
+        [n.member_id for n in ns],
+        [n.newcomer_as for n in ns],
+        [n.started_at for n in ns],
+        [n.last_active_at for n in ns],
+        [json.dumps(dict(n.did)) for n in ns],
+        [n.signalled for n in ns],
+        [newcomer_deadline(n, rules) for n in ns],
+    )
+
+
+async def merge_journey(conn: Connection, survivor: str, merged: str) -> None:
+    """B's questions are A's; one honeymoon per person (A's if it has one)."""
+    await conn.execute(
+        "UPDATE questions SET asker_member_id = $1 WHERE asker_member_id = $2", survivor, merged
+    )
+    await conn.execute(
+        "UPDATE questions SET answered_by = $1 WHERE answered_by = $2", survivor, merged
+    )
+    await conn.execute(
+        "DELETE FROM newcomers WHERE member_id = $2"
+        " AND EXISTS (SELECT 1 FROM newcomers WHERE member_id = $1)",
+        survivor,
+        merged,
+    )
+    await conn.execute("UPDATE newcomers SET member_id = $1 WHERE member_id = $2", survivor, merged)
+
+
+async def erase_journey(conn: Connection, member_ids: Collection[str]) -> None:
+    """The members' questions and honeymoons go; an answer they gave to someone else's
+    question stays without their id (the question is the asker's)."""
+    ids = sorted(member_ids)
+    await conn.execute("DELETE FROM questions WHERE asker_member_id = ANY($1::text[])", ids)
+    # an answer not yet announced is forgotten (the question waits for another); one announced
+    # keeps its time, without the id
+    await conn.execute(
+        "UPDATE questions SET answered_at = NULL, answer_activity_id = NULL, answered_by = NULL,"
+        " answer_url = NULL WHERE answered_by = ANY($1::text[]) AND NOT answered_signalled",
+        ids,
+    )
+    await conn.execute(
+        "UPDATE questions SET answered_by = $2 WHERE answered_by = ANY($1::text[])", ids, ERASED
+    )
+    await conn.execute("DELETE FROM newcomers WHERE member_id = ANY($1::text[])", ids)

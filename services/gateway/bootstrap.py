@@ -53,6 +53,7 @@ from shared.topics import (
     MEMBER_ACTIVITY,
     MEMBER_LIFECYCLE,
     SIGNALS_ADVOCACY,
+    SIGNALS_PRODUCT,
     SIGNALS_SUCCESS,
     SIGNALS_SUPPORT,
 )
@@ -104,6 +105,7 @@ SPEC = ServiceSpec(
         MEMBER_LIFECYCLE,
         SIGNALS_SUPPORT,
         SIGNALS_SUCCESS,
+        SIGNALS_PRODUCT,
         MEMBER_ACTIVITY,
         SIGNALS_ADVOCACY,  # the directory's leaderboards
     ),
@@ -127,6 +129,12 @@ SPEC = ServiceSpec(
         "directory_kind_counts",
         "directory_advocacy_signals",
         "directory_stage_weeks",
+        "flywheel_first_touch",
+        "flywheel_conversions",
+        "flywheel_active_days",
+        "flywheel_question_signals",
+        "flywheel_drop_offs",
+        "flywheel_feedback",
         "inbox",
     ),
     # activities and clock ticks from HTTP and webhooks; merges and erasures from identity/

@@ -23,6 +23,7 @@ from shared.contracts import (
     MemberErasedV1,
     MemberMergedV1,
     PeerHelpV1,
+    QuestionAnsweredV1,
     StageChangedV1,
 )
 
@@ -129,10 +130,21 @@ def member_ids(data: Contract) -> set[str]:
         return {data.member_id, data.referrer_member_id}
     if isinstance(data, MemberMergedV1):
         return {data.survivor_member_id, data.merged_member_id}
-    if isinstance(data, StageChangedV1):  # its reason may name another member
-        return {data.member_id} | mentioned(data.reason)
+    if isinstance(data, StageChangedV1):  # its reason (and a referral first touch) may name one
+        referrer = _referral_detail(data)
+        return {data.member_id} | mentioned(data.reason) | ({referrer} if referrer else set())
+    if isinstance(data, QuestionAnsweredV1):
+        return {data.member_id, data.answered_by_member_id}
     member_id = getattr(data, "member_id", None)
     return {member_id} if isinstance(member_id, str) else set()
+
+
+def _referral_detail(data: StageChangedV1) -> str | None:
+    """The referrer a transition's first touch names (awareness: channel `referral`)."""
+    details = data.details
+    if details is not None and details.first_touch_channel == "referral":
+        return details.first_touch_detail
+    return None
 
 
 def canonical(data: Contract, members: Members) -> Contract | None:
@@ -166,6 +178,14 @@ def canonical(data: Contract, members: Members) -> Contract | None:
     update: dict[str, object] = {} if resolved == member_id else {"member_id": resolved}
     if isinstance(data, StageChangedV1) and mentioned(data.reason) & members.erased:
         update["reason"] = scrub(data.reason, members.erased)  # "referred by <erased>"
+    if isinstance(data, StageChangedV1) and (referrer := _referral_detail(data)):
+        named = members.resolve(referrer)
+        if named != referrer and data.details is not None:
+            update["details"] = data.details.model_copy(update={"first_touch_detail": named})
+    if isinstance(data, QuestionAnsweredV1):
+        answerer = members.resolve(data.answered_by_member_id)
+        if answerer != data.answered_by_member_id:
+            update["answered_by_member_id"] = answerer if answerer is not None else ERASED
     return data.model_copy(update=update) if update else data
 
 

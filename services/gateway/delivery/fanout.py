@@ -15,6 +15,7 @@ from shared.topics import (
     JOURNEY_TRANSITIONS,
     MEMBER_LIFECYCLE,
     SIGNALS_ADVOCACY,
+    SIGNALS_PRODUCT,
     SIGNALS_SALES,
     SIGNALS_SUCCESS,
     SIGNALS_SUPPORT,
@@ -29,6 +30,7 @@ OUTPUT_TOPICS: tuple[Topic, ...] = (
     SIGNALS_SALES,
     SIGNALS_SUCCESS,
     SIGNALS_ADVOCACY,
+    SIGNALS_PRODUCT,
 )
 """What the system emits for the outside world; the activity log and clock ticks are inputs."""
 

@@ -12,6 +12,7 @@ FUNNEL: tuple[tuple[tuple[str, str], tuple[str, tuple[str, ...]]], ...] = (
     (("engagement", "engaged"), ("advocacy", ("advocate",))),
     (("advocacy", "advocate"), ("advocacy", ("champion",))),
     (("awareness", "member"), ("awareness", ("customer",))),
+    (("awareness", "customer"), ("awareness", ("retained",))),
     (("engagement", "at_risk"), ("engagement", ("reactivated",))),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
+from services.gateway.flywheel import journey
 from services.gateway.flywheel.models import Conversion, FlywheelReport, TimeInStage
 from services.gateway.flywheel.rules import FUNNEL, is_question, share
 from shared import lifecycle
@@ -27,6 +28,7 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
     risks = [(e.id, e.data) for e in events if isinstance(e.data, ChurnRiskV1)]
     questions = [e.data for e in events if isinstance(e.data, ActivityV1) and is_question(e.data)]
     conn = uow.conn
+    await journey.project_journey_facts(conn, events)
     if acquired:
         await conn.execute(
             "INSERT INTO flywheel_acquisitions (member_id, referrer_member_id, occurred_at)"
@@ -207,7 +209,24 @@ async def flywheel_report(
         peer_answer_share=share(question_row["answered"], question_row["n"]),
         churn_risk_signals=churn,
         at_risk_now=at_risk,
+        first_touch=await journey.first_touch(conn, start, end),
+        community_influenced_conversion=await journey.community_influence(conn, start, end),
+        retention=await journey.retention(conn, end),
+        time_to_first_response=await journey.first_response(conn, start, end),
+        newcomer_drop_offs=await journey.counted_by(
+            conn, "flywheel_drop_offs", "newcomer_as", start, end
+        ),
+        product_feedback=await _feedback(conn, start, end),
+        health=await journey.health(conn, start, end, question_row["n"], question_row["answered"]),
     )
+
+
+async def _feedback(
+    conn: Connection, start: datetime | None, end: datetime | None
+) -> dict[str, int]:
+    counts = await journey.counted_by(conn, "flywheel_feedback", "feedback_kind", start, end)
+    champions = await journey.counted_by(conn, "flywheel_feedback", "from_champion", start, end)
+    return {**counts, "from_champions": sum(n for k, n in champions.items() if k)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,6 +249,8 @@ async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
         "UPDATE flywheel_churn_risk SET member_id = $1 WHERE member_id = $2",
     ):
         await conn.execute(sql, survivor, merged)
+    for sql in journey.MERGE_SQL:
+        await conn.execute(sql, survivor, merged)
     # B referred A, or A referred B: no referral of oneself
     await conn.execute(
         "DELETE FROM flywheel_acquisitions WHERE member_id = $1 AND referrer_member_id = $1",
@@ -248,6 +269,9 @@ async def erase_members(conn: Connection, ids: Collection[str], at: datetime) ->
         "DELETE FROM flywheel_churn_risk WHERE member_id = ANY($1::text[])",
     ):
         await conn.execute(sql, members)
+    for sql in journey.ERASE_SQL:
+        await conn.execute(sql, members)
+    await conn.execute(journey.ERASED_ANSWERER, members, lifecycle.ERASED)
     await conn.execute(
         "UPDATE flywheel_acquisitions SET referrer_member_id = $2"
         " WHERE referrer_member_id = ANY($1::text[])",

@@ -109,9 +109,14 @@ def _issue_opened(d: Delivery, p: Fields) -> Mapped:
     )
 
 
+def _is_team(item: Fields) -> bool:
+    return item.opt_text("author_association") in TEAM_ASSOCIATIONS
+
+
 def _issue_comment_created(d: Delivery, p: Fields) -> Mapped:
     comment, issue, repo = p.obj("comment"), p.obj("issue"), p.obj("repository")
     asker = _author(issue).member_id
+    labels = {label.lower() for label in _labels(issue)}
     return Mapped(
         [
             _activity(
@@ -125,6 +130,9 @@ def _issue_comment_created(d: Delivery, p: Fields) -> Mapped:
                     thread_author=asker,
                     parent_author=asker,  # a comment answers the issue itself
                     url=comment.raw("html_url"),
+                    # an issue labelled question asks; a pull request never does
+                    thread_is_question=not issue.has("pull_request") and "question" in labels,
+                    thread_author_is_team_member=_is_team(issue),
                 ),
                 properties=properties(
                     repository=repo.opt_text("full_name"),
@@ -258,6 +266,7 @@ def _discussion_answered(d: Delivery, p: Fields) -> Mapped:
 def _discussion_comment_created(d: Delivery, p: Fields) -> Mapped:
     comment, discussion, repo = p.obj("comment"), p.obj("discussion"), p.obj("repository")
     asker = _author(discussion).member_id
+    category = discussion.opt_obj("category")
     parent = comment.opt_ident("parent_id")
     return Mapped(
         [
@@ -273,6 +282,9 @@ def _discussion_comment_created(d: Delivery, p: Fields) -> Mapped:
                     parent_id=f"github:discussion_comment:{parent}" if parent else None,
                     parent_author=None if parent else asker,
                     url=comment.raw("html_url"),
+                    # a discussion in an answerable (Q&A) category asks
+                    thread_is_question=bool(category and category.flag("is_answerable")),
+                    thread_author_is_team_member=_is_team(discussion),
                 ),
                 properties=properties(
                     repository=repo.opt_text("full_name"),

@@ -254,6 +254,8 @@ def target(
     parent_id: str | None = None,
     parent_author: str | None = None,
     url: Any = None,
+    thread_is_question: bool | None = None,
+    thread_author_is_team_member: bool | None = None,
 ) -> Target:
     return Target(
         thread_id=clip(thread_id, 200),
@@ -262,6 +264,8 @@ def target(
         parent_id=clip(parent_id, 200),
         parent_author_member_id=parent_author,
         url=web_url(url),
+        thread_is_question=thread_is_question,
+        thread_author_is_team_member=thread_author_is_team_member,
     )
 
 
