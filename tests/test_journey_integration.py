@@ -17,14 +17,11 @@ from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.gateway import flywheel
 from services.gateway.bootstrap import SPEC as GATEWAY
-from shared.cloudevents import encode
 from shared.contracts import (
-    CLOCK_TICK,
     NEWCOMER_DROP_OFF,
     PRODUCT_FEEDBACK,
     QUESTION_ANSWERED,
     QUESTION_UNANSWERED,
-    ClockTickV1,
     NewcomerDropOffV1,
     ProductFeedbackV1,
     QuestionAnsweredV1,
@@ -32,7 +29,14 @@ from shared.contracts import (
     StageChangedV1,
 )
 from shared.service import ConsumingService
-from tests.conftest import Namespace, envelopes, publish, publish_activities, read_topic, running
+from tests.conftest import (
+    Namespace,
+    envelopes,
+    publish_activities,
+    publish_tick,
+    read_topic,
+    running,
+)
 from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
@@ -102,9 +106,8 @@ async def test_the_whole_journey_signals_stages_and_figures(namespace: Namespace
             total += len(phase)
             await consumed(engagement, total)
             await consumed(awareness, total)
-        tick = ClockTickV1(clock="tests", occurred_at=day(60))
-        await publish(namespace, [encode(CLOCK_TICK, tick, event_id="tick-60", source="/tests")])
-        await consumed(engagement, total + 1)
+        await publish_tick(namespace, day(60))  # every partition: every clock passes day 60
+        await consumed(engagement, total + 3)
 
         support = envelopes(await read_topic(namespace, "signals.support", until=3))
         success = envelopes(await read_topic(namespace, "signals.success", until=5))
