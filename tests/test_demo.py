@@ -27,7 +27,7 @@ def test_demo_grows_a_community_and_closes_the_loop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hand_back_the_environment(monkeypatch)
-    code = demo.main(["--people", "80", "--weeks", "10", "--state-dir", str(tmp_path / "demo")])
+    code = demo.main(["--people", "100", "--weeks", "12", "--state-dir", str(tmp_path / "demo")])
     out = capsys.readouterr().out
     assert code == 0, out
     for stage in ("visitor", "member", "customer", "engaged", "at_risk", "advocate", "champion"):
