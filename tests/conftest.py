@@ -23,9 +23,9 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.cloudevents import BROADCAST, Envelope, OutgoingRecord, decode, encode
+from shared.cloudevents import BROADCAST, Envelope, OutgoingRecord, decode, encode, header_map
 from shared.contracts import ACTIVITY, ActivityV1
-from shared.eventtime import clock_tick, is_clock_only
+from shared.eventtime import CLOCK_ONLY_TYPES, clock_tick, is_clock_only
 from shared.kafka import ensure_topics
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
@@ -216,8 +216,11 @@ async def read_topic(
     *,
     until: int,
     timeout_s: float = 30.0,
+    with_clocks: bool = False,
 ) -> list[Any]:
-    """Every record of a namespaced topic from the beginning, waiting until `until` arrived."""
+    """Every record of a namespaced topic from the beginning, waiting until `until` of them
+    arrived: events, not counting clock ticks and watermarks unless `with_clocks` (they ride
+    on the same topics and would end the wait before the events it is for)."""
     consumer = AIOKafkaConsumer(
         namespace.topic(topic),
         bootstrap_servers=namespace.stack.kafka_bootstrap,
@@ -230,7 +233,15 @@ async def read_topic(
     records: list[Any] = []
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(records) < until and asyncio.get_running_loop().time() < deadline:
+
+        def counted() -> int:
+            if with_clocks:
+                return len(records)
+            return sum(
+                header_map(r.headers).get("ce_type") not in CLOCK_ONLY_TYPES for r in records
+            )
+
+        while counted() < until and asyncio.get_running_loop().time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for part in batch.values():
                 records.extend(part)

@@ -130,7 +130,8 @@ async def test_the_gateways_clock_ticks_reach_every_partition(namespace: Namespa
     app = build_app(namespace.settings(url, clock_tick_interval_s=0.3))
     async with app.router.lifespan_context(app):
         ticks = envelopes(
-            await read_topic(namespace, "member-activity", until=6, timeout_s=30), with_clocks=True
+            await read_topic(namespace, "member-activity", until=6, timeout_s=30, with_clocks=True),
+            with_clocks=True,
         )
     assert {e.type for e in ticks} == {"system.clock_tick.v1"}
     assert {e.partition for e in ticks} == {0, 1, 2}  # every partition, not one key's
