@@ -195,4 +195,4 @@ async def test_the_same_history_gives_the_same_journey_at_any_pace(
 @pytest.mark.slow
 @pytest.mark.timeout(7200)
 async def test_the_same_history_at_scale(namespace: Namespace, tmp_path: Path) -> None:
-    await determinism(namespace, tmp_path, people=2000, weeks=53)
+    await determinism(namespace, tmp_path, people=1000, weeks=56)
