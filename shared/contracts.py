@@ -412,7 +412,11 @@ WATERMARK = EventType(
     WatermarkV1,
     topics.SIGNALS_SUPPORT,
     "service",
-    also_on=(topics.MEMBER_LIFECYCLE,),
+    also_on=tuple(
+        t
+        for t in topics.DATA_TOPICS
+        if t.watermark_from is not None and t is not topics.SIGNALS_SUPPORT
+    ),
 )
 
 EVENT_TYPES: dict[str, EventType] = {

@@ -47,7 +47,10 @@ MEMBER_ACTIVITY = Topic(
 JOURNEY_TRANSITIONS = Topic(
     "journey-transitions",
     key="member id",
-    purpose="journey.stage_changed.v1 from every stage service: the product of the system.",
+    purpose="journey.stage_changed.v1 from every stage service: the product of the system. "
+    "It carries engagement's watermark: advocacy credits a referral when the member it brought "
+    "in becomes engaged, in event time.",
+    watermark_from="engagement",
 )
 MEMBER_LIFECYCLE = Topic(
     "member-lifecycle",

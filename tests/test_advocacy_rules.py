@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import json
 import zlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from shared.contracts import (
     CLOCK_TICK,
     MEMBER_ACQUIRED,
     PEER_HELP,
+    STAGE_CHANGED,
     ActivityV1,
     Actor,
     AdvocateV1,
@@ -45,6 +46,7 @@ from shared.contracts import (
     EventType,
     MemberAcquiredV1,
     PeerHelpV1,
+    StageChangedV1,
     Target,
 )
 from shared.eventtime import ClockReading
@@ -126,12 +128,24 @@ def acquired(member_id: str, referrer: str, *, day: float = 0) -> MemberAcquired
     )
 
 
+def engaged(member_id: str, *, day: float = 0) -> StageChangedV1:
+    """Engagement's transition that releases a referral credit."""
+    return StageChangedV1(
+        member_id=member_id,
+        dimension="engagement",
+        from_stage=None,
+        to_stage="engaged",
+        reason="test",
+        occurred_at=T0 + timedelta(days=day),
+    )
+
+
 def tick(*, day: float) -> ClockTickV1:
     return ClockTickV1(occurred_at=T0 + timedelta(days=day))
 
 
 def event_type_of(data: Contract) -> EventType:
-    for et in (ACTIVITY, PEER_HELP, MEMBER_ACQUIRED, CLOCK_TICK):
+    for et in (ACTIVITY, PEER_HELP, MEMBER_ACQUIRED, STAGE_CHANGED, CLOCK_TICK):
         if isinstance(data, et.model):
             return et
     raise TypeError(type(data))
@@ -142,6 +156,8 @@ def event_id_of(data: Contract) -> str:
     et = event_type_of(data)
     if isinstance(data, ClockTickV1):
         return f"tick:{data.occurred_at.isoformat()}"
+    if isinstance(data, StageChangedV1):
+        return f"{et.type}:{data.member_id}:{data.to_stage}:{data.occurred_at.isoformat()}"
     return f"{et.type}:{getattr(data, 'activity_id', '')}:{et.key_of(data)}"
 
 
@@ -278,11 +294,91 @@ def test_content_engagement_is_capped_per_piece_and_counted_once_per_member() ->
     assert domain.run_batch(snapshot, [Step(tuple(contributions(later)))], rules).credited == ()
 
 
-def test_referral_that_joined_credits_the_referrer_once() -> None:
-    [c] = contributions(acquired("new-1", "m-1"))
+def referral_credits(events: Sequence[Contract], rules: Rules = RULES) -> list[Contribution]:
+    """The referral credits a log releases, read in the given order."""
+    facts = [f for e in events if (f := domain.referral_fact(e, event_id_of(e), rules)) is not None]
+    return domain.follow_referrals({}, facts, rules)[1]
+
+
+def test_a_referral_credits_nobody_at_sign_up() -> None:
+    assert contributions(acquired("new-1", "m-1")) == []
+    assert referral_credits([acquired("new-1", "m-1")]) == []
+
+
+def test_a_referral_credits_the_referrer_once_the_member_becomes_engaged() -> None:
+    [c] = referral_credits([acquired("new-1", "m-1"), engaged("new-1", day=9)])
     assert (c.member_id, c.kind, c.weight) == ("m-1", "referral_joined", 10.0)
-    assert scores(run([acquired("new-1", "m-1"), acquired("new-1", "m-1", day=1)])) == {"m-1": 10.0}
-    assert contributions(acquired("m-1", "m-1")) == []
+    assert c.occurred_at == T0 + timedelta(days=9)  # dated at the engagement, not the sign-up
+    assert c.cause_id == event_id_of(engaged("new-1", day=9))
+
+
+def test_the_same_referral_credit_whichever_half_arrives_first() -> None:
+    sign_up, engagement = acquired("new-1", "m-1", day=2), engaged("new-1", day=5)
+    assert referral_credits([sign_up, engagement]) == referral_credits([engagement, sign_up])
+    # engaged "before" the sign-up (history imported out of order): dated at the later one
+    [c] = referral_credits([engaged("new-2", day=1), acquired("new-2", "m-1", day=3)])
+    assert c.occurred_at == T0 + timedelta(days=3)
+
+
+def test_a_referral_is_credited_once_however_often_the_member_engages() -> None:
+    events = [acquired("new-1", "m-1"), engaged("new-1", day=4), engaged("new-1", day=40)]
+    assert len(referral_credits(events)) == 1
+    held, _ = domain.follow_referrals({}, [domain.Referral("new-1", engaged_at=T0)], RULES)
+    assert held["new-1"].credited is False
+    _, again = domain.follow_referrals(
+        {"new-1": replace(held["new-1"], credited=True)},
+        [domain.referral_fact(acquired("new-1", "m-1"), "x", RULES)],  # type: ignore[list-item]
+        RULES,
+    )
+    assert again == []
+
+
+def test_only_engagements_reaching_engaged_count_and_self_referrals_never() -> None:
+    at_risk = engaged("new-1").model_copy(update={"from_stage": "engaged", "to_stage": "at_risk"})
+    other_dimension = engaged("new-1").model_copy(update={"dimension": "advocacy"})
+    assert referral_credits([acquired("new-1", "m-1"), at_risk, other_dimension]) == []
+    assert referral_credits([acquired("m-1", "m-1"), engaged("m-1")]) == []
+
+
+def test_referral_credit_alone_never_makes_an_advocate() -> None:
+    """Three referrals (30 points) are still affiliate marketing; one reply more makes an
+    advocate, dated at that reply."""
+    refs = [
+        replace(c, occurred_at=T0 + timedelta(days=i))
+        for i, c in enumerate(
+            referral_credits(
+                [e for n in range(3) for e in (acquired(f"new-{n}", "m-1"), engaged(f"new-{n}"))]
+            )
+        )
+    ]
+    assert len(refs) == 3
+    result = domain.run_batch(Snapshot({}, frozenset(), {}), [Step(tuple(refs))], RULES)
+    assert result.members["m-1"].score == 30.0 and result.members["m-1"].stage is None
+    assert result.transitions == ()
+    help_ = contributions(peer_help("m-1", "m-2", day=5))
+    later = domain.run_batch(
+        Snapshot(dict(result.members), frozenset(), {}), [Step(tuple(help_))], RULES
+    )
+    [t] = later.transitions
+    assert (t.to_stage, t.occurred_at) == (ADVOCATE, T0 + timedelta(days=5))
+
+
+def test_merging_referral_halves_releases_the_credit_once() -> None:
+    """The sign-up was seen under one id, the engagement under another; the merge joins them."""
+    rows = [
+        domain.Referral("new-a", referrer="m-1", acquired_at=T0),
+        domain.Referral("new-b", engaged_at=T0 + timedelta(days=3), engaged_cause="ev-3"),
+    ]
+    merged, credits = domain.merge_referrals(rows, "new-a", "new-b", RULES)
+    assert list(merged) == ["new-a"] and merged["new-a"].credited
+    [c] = credits
+    assert (c.member_id, c.key, c.cause_id) == ("m-1", "referral_joined:new-a", "ev-3")
+    # a referrer merged into the member they referred is a self-referral: no credit
+    rows = [
+        domain.Referral("new-a", referrer="m-1", acquired_at=T0, engaged_at=T0, engaged_cause="ev")
+    ]
+    merged, credits = domain.merge_referrals(rows, "new-a", "m-1", RULES)
+    assert credits == [] and merged["new-a"].referrer is None
 
 
 def test_clock_ticks_credit_nobody() -> None:
@@ -319,8 +415,9 @@ def test_configured_staff_and_bots_are_never_credited_nor_credit_others() -> Non
         assert contributions(act("m-1", "reaction", parent_author=who, parent_id="p"), rules) == []
         assert contributions(peer_help(who, "m-1"), rules) == []
         assert contributions(peer_help("m-1", who, accepted=True), rules) == []
-        assert contributions(acquired("new", who), rules) == []
-        assert contributions(acquired(who, "m-1"), rules) == []
+        assert domain.referral_fact(acquired("new", who), "e", rules) is None
+        assert domain.referral_fact(acquired(who, "m-1"), "e", rules) is None
+        assert domain.referral_fact(engaged(who), "e", rules) is None
     assert contributions(peer_help("m-1", "m-2"), rules) != []  # everyone else still counts
 
 
@@ -598,6 +695,7 @@ class MemoryStore:
     pending: dict[str, Contribution] = field(default_factory=dict)
     last_boundary_passed: datetime | None = None
     clock: datetime | None = None  # one partition: the newest event time less the lateness
+    referral_rows: dict[str, domain.Referral] = field(default_factory=dict)
 
     async def last_boundary(self) -> datetime | None:
         return self.last_boundary_passed
@@ -653,6 +751,12 @@ class MemoryStore:
         if last_boundary is not None:
             self.last_boundary_passed = last_boundary
 
+    async def referrals(self, joined: Collection[str]) -> dict[str, domain.Referral]:
+        return {j: self.referral_rows[j] for j in joined if j in self.referral_rows}
+
+    async def put_referrals(self, referrals: Iterable[domain.Referral]) -> None:
+        self.referral_rows.update({r.joined: r for r in referrals})
+
     def read(self, events: Sequence[Envelope], lateness: timedelta) -> ClockReading:
         """The clock one partition gives: its newest event time less the lateness."""
         before = self.clock
@@ -697,7 +801,9 @@ DAYS = st.floats(min_value=0, max_value=80, allow_nan=False)
 @st.composite
 def community_event(draw: Any) -> Contract:
     day = draw(DAYS)
-    kind = draw(st.sampled_from(["help", "accepted", "publish", "talk", "engage", "ref", "tick"]))
+    kind = draw(
+        st.sampled_from(["help", "accepted", "publish", "talk", "engage", "ref", "engaged", "tick"])
+    )
     a, b = draw(MEMBERS), draw(MEMBERS)
     thread = f"q{draw(st.integers(0, 6))}"
     if kind in ("help", "accepted"):
@@ -710,6 +816,8 @@ def community_event(draw: Any) -> Contract:
         return act(a, "reaction", day=day, parent_author=b, parent_id=thread)
     if kind == "ref":
         return acquired(f"new-{draw(st.integers(0, 5))}", a, day=day)
+    if kind == "engaged":
+        return engaged(f"new-{draw(st.integers(0, 5))}", day=day)
     return tick(day=day)
 
 
@@ -763,7 +871,9 @@ def test_every_members_stages_follow_a_legal_path(events: list[Envelope], cuts: 
     assert "staff" not in store.members  # configured staff are never credited
     for m in store.members.values():  # the lifetime score is the log's sum
         assert m.score == sum(c.weight for c in store.log.values() if c.member_id == m.member_id)
-        assert (m.stage is not None) == (m.score >= PROPERTY_RULES.advocate_threshold)
+        assert (m.stage is not None) == domain.qualifies(m, PROPERTY_RULES)
+        if m.stage is not None:  # referral credit alone never makes an advocate
+            assert domain.gives_back(m.counts)
 
 
 def test_in_memory_handler_promotes_and_reviews_across_batches() -> None:

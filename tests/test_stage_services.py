@@ -63,7 +63,9 @@ async def test_activities_become_transitions_of_all_three_services(namespace: Na
     }
     assert len(changes) == len(seen), "an event was emitted twice"
     # every record is keyed by the member it is about
-    assert all(r.key.decode() == c.member_id for r, c in zip(records, changes, strict=True))  # type: ignore[union-attr]
+    # (engagement's watermarks ride on the topic too, on every partition: envelopes skips them)
+    events = envelopes(records)
+    assert all(e.key == e.data.member_id for e in events)  # type: ignore[union-attr]
 
     # each service keeps its own state, in its own database, and nothing of the others'
     tables = {}

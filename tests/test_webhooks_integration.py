@@ -157,3 +157,37 @@ async def test_old_deliveries_are_forgotten(namespace: Namespace) -> None:
         assert await store.thread_authors("github", ["t", "u"]) == {"t": "github:2"}
     finally:
         await pool.close()
+
+
+async def test_thread_starters_flags_are_remembered_in_either_order(
+    namespace: Namespace,
+) -> None:
+    """Discourse's first post (the staff flag) may come before or after topic_created (the
+    thread's author); a flag once known is not unset by a delivery that does not say."""
+    from services.gateway.webhooks.mapping import ThreadStarter
+
+    url = await namespace.create_database("gateway")
+    async with gateway(namespace, url):  # applies the migrations
+        pass
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        store = PgWebhookStore(lambda: pool)
+        await store.remember_starters("discourse", {"t-1": ThreadStarter("discourse:7", True)})
+        await store.record("discourse", "d-1", "topic_created", ["x"], {"t-1": "discourse:7"})
+        await store.record("discourse", "d-2", "topic_created", ["y"], {"t-2": "discourse:8"})
+        await store.remember_starters("discourse", {"t-2": ThreadStarter("discourse:8", False)})
+        await store.remember_starters("discourse", {"t-1": ThreadStarter("discourse:7", None)})
+        await store.remember_starters(
+            "discourse", {"t-2": ThreadStarter("discourse:8", is_question=True)}
+        )
+        assert await store.starters("discourse", ["t-1", "t-2", "t-3"]) == {
+            "t-1": ThreadStarter("discourse:7", True, None),
+            "t-2": ThreadStarter("discourse:8", False, True),
+        }
+        assert await store.thread_authors("discourse", ["t-1", "t-2"]) == {
+            "t-1": "discourse:7",
+            "t-2": "discourse:8",
+        }
+    finally:
+        await pool.close()

@@ -209,6 +209,49 @@ def test_discourse_staff_and_system_accounts(hooks: Hooks) -> None:
     assert system.actor.is_bot and system.actor.member_id == "discourse:-1"
 
 
+@pytest.mark.parametrize("first_post_first", [True, False])
+def test_discourse_replies_say_when_the_topic_was_started_by_staff(
+    hooks: Hooks, first_post_first: bool
+) -> None:
+    """The topic's payload names its creator without a staff flag; the topic's first post
+    carries it. Remembered from that post (not itself an activity), it reaches the replies,
+    so help given to staff is not peer help (engagement's rule), whichever came first."""
+    topic = copy.deepcopy(TOPIC_CREATED)
+    first = {"post": post(144, 7, "ada", post_number=1, staff=True, admin=True)}
+    deliveries = [
+        ("topic_created", topic, "topic"),
+        ("post_created", first, "post"),
+    ]
+    for n, (event, payload, kind) in enumerate(
+        deliveries if not first_post_first else list(reversed(deliveries))
+    ):
+        hooks.discourse(event, payload, delivery=f"d-{n}", event_type=kind)
+    hooks.discourse("post_created", {"post": post(145, 8, "bob")}, delivery="d-9")
+    reply = hooks.activities()[-1]
+    assert reply.target is not None
+    assert reply.target.thread_author_member_id == "discourse:7"
+    assert reply.target.thread_author_is_team_member is True
+    assert reply.target.thread_is_question is True  # the topic is tagged `question`
+
+
+def test_discourse_replies_to_a_members_topic_say_so(hooks: Hooks) -> None:
+    hooks.discourse("topic_created", TOPIC_CREATED, delivery="d-1", event_type="topic")
+    first = {"post": post(144, 7, "ada", post_number=1)}
+    hooks.discourse("post_created", first, delivery="d-2")
+    hooks.discourse("post_created", {"post": post(145, 8, "bob")}, delivery="d-3")
+    reply = hooks.activities()[-1]
+    assert reply.target is not None and reply.target.thread_author_is_team_member is False
+    untagged = copy.deepcopy(TOPIC_CREATED)
+    untagged["topic"] |= {"id": 63, "tags": ["kafka"]}
+    hooks.discourse("topic_created", untagged, delivery="d-5", event_type="topic")
+    hooks.discourse("post_created", {"post": post(147, 8, "bob", topic_id=63)}, delivery="d-6")
+    assert hooks.activities()[-1].target.thread_is_question is None  # type: ignore[union-attr]
+    # a topic whose first post was never seen: not said, so it counts as a member's thread
+    other = {"post": post(146, 8, "bob", topic_id=62)}
+    hooks.discourse("post_created", other, delivery="d-4")
+    assert hooks.activities()[-1].target.thread_author_is_team_member is None  # type: ignore[union-attr]
+
+
 def test_discourse_a_like_is_a_reaction_to_the_posts_author(hooks: Hooks) -> None:
     like = {
         "like": {

@@ -1,7 +1,8 @@
 """`python -m services.advocacy`: the advocacy stage service.
 
-It reads community activity, engagement's peer-help signals and awareness's member-acquired
-events: every source of credit for helping the community grow; and merges and erasures
+It reads community activity, engagement's peer-help signals and stage changes (a referral is
+credited once the member it brought in becomes engaged) and awareness's member-acquired events:
+every source of credit for helping the community grow; and merges and erasures
 (member-lifecycle).
 """
 
@@ -11,21 +12,22 @@ from services.advocacy.handlers import build_handler
 from shared import lifecycle
 from shared.contracts import ADVOCATE, CHAMPION_NOMINATED, STAGE_CHANGED
 from shared.service import ServiceSpec, run
-from shared.topics import MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
+from shared.topics import JOURNEY_TRANSITIONS, MEMBER_ACTIVITY, MEMBER_LIFECYCLE, SIGNALS_SUPPORT
 
 SPEC = ServiceSpec(
     name="advocacy",
-    consumes=(MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE),
+    consumes=(MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE, JOURNEY_TRANSITIONS),
     migrations=Path(__file__).with_name("migrations"),
     build_handler=build_handler,
     extra_migrations=(lifecycle.MIGRATIONS,),
     # the clock waits for engagement's and awareness's watermarks, not just their newest events
-    clock_topics=(MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE),
+    clock_topics=(MEMBER_ACTIVITY, SIGNALS_SUPPORT, MEMBER_LIFECYCLE, JOURNEY_TRANSITIONS),
     replay_tables=(
         "advocacy_members",
         "contributions",
         "review_clock",
         "pending_contributions",
+        "referrals",
         "inbox",
         "watermark",
         "event_clock",

@@ -32,6 +32,7 @@ from shared.contracts import (
     Contract,
     MemberAcquiredV1,
     PeerHelpV1,
+    StageChangedV1,
 )
 from shared.journey import Transition
 from shared.rules import strict_rules
@@ -74,7 +75,9 @@ class Weights:
     event_talk: Weight = 8.0
     """A talk at an event (activity event_talk)."""
     referral_joined: Weight = 10.0
-    """Someone the member referred became a member (member.acquired.v1)."""
+    """Someone the member referred joined and then became engaged (member.acquired.v1 and
+    engagement's stage change): a referral that never takes part earns nothing, and referral
+    credit alone never makes an advocate (`maybe_advocate`)."""
 
     def of(self, kind: ContributionKind) -> float:
         weight: float = getattr(self, kind)
@@ -228,23 +231,131 @@ def from_peer_help(signal: PeerHelpV1, event_id: str, rules: Rules) -> list[Cont
     ]
 
 
-def from_member_acquired(
-    acquired: MemberAcquiredV1, event_id: str, rules: Rules
-) -> list[Contribution]:
-    """A referral that became a member credits the referrer, once per new member."""
-    referrer = acquired.referrer_member_id
+@dataclass(frozen=True)
+class Referral:
+    """A member who joined through a referral, and when they became engaged: the referrer is
+    credited once both are known, whichever event arrives first (docs/JOURNEY-MODEL.md,
+    Advocacy that cannot be bought). Keyed by the member who joined."""
+
+    joined: str
+    referrer: str | None = None
+    acquired_at: datetime | None = None
+    engaged_at: datetime | None = None
+    engaged_cause: str | None = None
+    """Id of the engagement transition: the credit's cause, whatever arrived first."""
+    credited: bool = False
+
+
+ENGAGED = "engaged"
+"""Engagement's stage that releases a referral credit (journey.stage_changed.v1)."""
+
+
+def referral_fact(data: Contract, event_id: str, rules: Rules) -> Referral | None:
+    """What one event says about a referral: who referred a new member (awareness's
+    member.acquired.v1), or that a member became engaged (engagement's stage change)."""
+    if isinstance(data, MemberAcquiredV1):
+        referrer = data.referrer_member_id
+        if (
+            data.via != "referral"
+            or referrer == data.member_id
+            or rules.excluded(referrer)
+            or rules.excluded(data.member_id)
+        ):
+            return None
+        return Referral(data.member_id, referrer=referrer, acquired_at=data.occurred_at)
     if (
-        acquired.via != "referral"
-        or referrer == acquired.member_id
-        or rules.excluded(referrer)
-        or rules.excluded(acquired.member_id)
+        isinstance(data, StageChangedV1)
+        and data.dimension == "engagement"
+        and data.to_stage == ENGAGED
+        and not rules.excluded(data.member_id)
     ):
-        return []
-    return [
-        _contribution(
-            rules, referrer, "referral_joined", acquired.member_id, acquired.occurred_at, event_id
+        return Referral(data.member_id, engaged_at=data.occurred_at, engaged_cause=event_id)
+    return None
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> bool:
+    """Whether `a` is a time and comes before `b` (or `b` is unknown)."""
+    return a is not None and (b is None or a < b)
+
+
+def combine_referral(held: Referral, fact: Referral) -> Referral:
+    """Both halves kept, each at its earliest: the first sign-up names the referrer, the first
+    engagement releases the credit; the same facts in any order give the same row."""
+    r = held
+    if fact.referrer is not None and (
+        r.referrer is None
+        or _earlier(fact.acquired_at, r.acquired_at)
+        or (fact.acquired_at == r.acquired_at and fact.referrer < r.referrer)
+    ):
+        r = replace(r, referrer=fact.referrer, acquired_at=fact.acquired_at)
+    if fact.engaged_at is not None and (
+        _earlier(fact.engaged_at, r.engaged_at)
+        or (
+            fact.engaged_at == r.engaged_at and (fact.engaged_cause or "") < (r.engaged_cause or "")
         )
-    ]
+    ):
+        r = replace(r, engaged_at=fact.engaged_at, engaged_cause=fact.engaged_cause)
+    return r
+
+
+def referral_credit(r: Referral, rules: Rules) -> Contribution | None:
+    """The referrer's credit, once the member they referred has both joined and become
+    engaged: dated at the later of the two, caused by the engagement."""
+    if r.credited or r.referrer is None or r.acquired_at is None or r.engaged_at is None:
+        return None
+    assert r.engaged_cause is not None
+    return _contribution(
+        rules,
+        r.referrer,
+        "referral_joined",
+        r.joined,
+        max(r.acquired_at, r.engaged_at),
+        r.engaged_cause,
+    )
+
+
+def follow_referrals(
+    held: Mapping[str, Referral], facts: Iterable[Referral], rules: Rules
+) -> tuple[dict[str, Referral], list[Contribution]]:
+    """The referral rows the facts change, and the credits they release (each referral is
+    credited once: its row remembers it)."""
+    changed: dict[str, Referral] = {}
+    credits: list[Contribution] = []
+    for fact in facts:
+        row = changed.get(fact.joined) or held.get(fact.joined) or Referral(fact.joined)
+        row = combine_referral(row, fact)
+        c = referral_credit(row, rules)
+        if c is not None:
+            credits.append(c)
+            row = replace(row, credited=True)
+        changed[fact.joined] = row
+    return changed, credits
+
+
+def merge_referrals(
+    rows: Iterable[Referral], survivor: str, merged: str, rules: Rules
+) -> tuple[dict[str, Referral], list[Contribution]]:
+    """Referral rows naming either member, with `merged` read as `survivor`: a self-referral
+    loses its referrer, two rows for the person become one, and a referral the merge completes
+    is credited."""
+    out: dict[str, Referral] = {}
+    credits: list[Contribution] = []
+    for r in sorted(rows, key=lambda r: r.joined):
+        joined = survivor if r.joined == merged else r.joined
+        referrer = survivor if r.referrer == merged else r.referrer
+        moved = replace(r, joined=joined, referrer=referrer)
+        if referrer == joined:
+            moved = replace(moved, referrer=None, acquired_at=None)
+        held = out.get(joined)
+        if held is not None:
+            moved = replace(combine_referral(held, moved), credited=held.credited or r.credited)
+        out[joined] = moved
+    for joined, r in out.items():
+        c = referral_credit(r, rules)
+        if c is not None:
+            credits.append(c)
+            out[joined] = replace(r, credited=True)
+    return out, credits
 
 
 def contributions_of(data: Contract, event_id: str, rules: Rules) -> list[Contribution]:
@@ -253,9 +364,7 @@ def contributions_of(data: Contract, event_id: str, rules: Rules) -> list[Contri
         return from_activity(data, event_id, rules)
     if isinstance(data, PeerHelpV1):
         return from_peer_help(data, event_id, rules)
-    if isinstance(data, MemberAcquiredV1):
-        return from_member_acquired(data, event_id, rules)
-    return []
+    return []  # referrals are credited through `follow_referrals`, once the member engages
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,11 +418,26 @@ def _describe(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
+REFERRAL_ONLY_KINDS: frozenset[str] = frozenset({"referral_joined"})
+
+
+def gives_back(counts: Mapping[str, int]) -> bool:
+    """Whether the member did something for the community besides bringing people in:
+    referral credit alone is affiliate marketing, not advocacy (docs/JOURNEY-MODEL.md)."""
+    return any(n > 0 and kind not in REFERRAL_ONLY_KINDS for kind, n in counts.items())
+
+
+def qualifies(member: Member, rules: Rules) -> bool:
+    """An advocate's bar: the lifetime score reaches the threshold, and not by referrals only."""
+    return member.score >= rules.advocate_threshold and gives_back(member.counts)
+
+
 def maybe_advocate(
     member: Member, c: Contribution, rules: Rules
 ) -> tuple[Member, list[Transition], list[Signal]]:
-    """(none) -> advocate the moment the lifetime score reaches the threshold."""
-    if member.stage is not None or member.score < rules.advocate_threshold:
+    """(none) -> advocate the moment the lifetime score reaches the threshold, with at least
+    one contribution besides referrals (`gives_back`)."""
+    if member.stage is not None or not qualifies(member, rules):
         return member, [], []
     t = Transition(
         member.member_id,
@@ -690,12 +814,14 @@ def merge_members(
             )
         )
         member = replace(member, stage=CHAMPION)
-    if member.stage is None and member.score >= rules.advocate_threshold:
+    if member.stage is None and qualifies(member, rules):
         total = 0.0
+        counts: dict[str, int] = {}
         crossed = log[-1]
         for c in sorted(log, key=lambda c: (c.occurred_at, c.key)):
             total += c.weight
-            if total >= rules.advocate_threshold:
+            counts[c.kind] = counts.get(c.kind, 0) + 1
+            if total >= rules.advocate_threshold and gives_back(counts):
                 crossed = c
                 break
         transitions.append(

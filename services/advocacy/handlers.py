@@ -62,6 +62,10 @@ class Store(Protocol):
         settled: Collection[str] = (),
     ) -> None: ...
 
+    async def referrals(self, joined: Collection[str]) -> dict[str, domain.Referral]: ...
+
+    async def put_referrals(self, referrals: Iterable[domain.Referral]) -> None: ...
+
 
 class MergeStore(Store, Protocol):
     """What a merge or an erasure needs besides: every credit that names the members."""
@@ -84,6 +88,10 @@ class MergeStore(Store, Protocol):
 
     async def delete_members(self, member_ids: Collection[str]) -> None: ...
 
+    async def referrals_involving(self, member_ids: Collection[str]) -> list[domain.Referral]: ...
+
+    async def delete_referrals(self, joined: Collection[str]) -> None: ...
+
 
 async def credit(
     store: Store, events: Sequence[Envelope], rules: domain.Rules, clock: datetime | None
@@ -92,6 +100,7 @@ async def credit(
     late one (at or behind the clock, whose reviews are done) is credited now, in arrival
     order, and reviews are not run again for it (docs/GUARANTEES.md, late data)."""
     candidates = [c for e in events for c in domain.contributions_of(e.data, e.id, rules)]
+    candidates += await referral_credits(store, events, rules)
     late = [c for c in candidates if clock is not None and c.occurred_at <= clock]
     await store.add_pending([c for c in candidates if clock is None or c.occurred_at > clock])
     if not late:
@@ -108,6 +117,20 @@ async def credit(
     result = domain.run_batch(snapshot, [domain.Step((c,)) for c in late], rules)
     await store.save(result, None)
     return result
+
+
+async def referral_credits(
+    store: Store, events: Sequence[Envelope], rules: domain.Rules
+) -> list[domain.Contribution]:
+    """Sign-ups through a referral and engagements, joined up: the credits they release. Both
+    halves are on clock topics, so a credit dated at the later one is never behind the clock."""
+    facts = [f for e in events if (f := domain.referral_fact(e.data, e.id, rules)) is not None]
+    if not facts:
+        return []
+    held = await store.referrals({f.joined for f in facts})
+    changed, credits = domain.follow_referrals(held, facts, rules)
+    await store.put_referrals(changed.values())
+    return credits
 
 
 async def settle(store: Store, rules: domain.Rules, until: datetime) -> domain.BatchResult:
@@ -203,6 +226,11 @@ async def merge(store: MergeStore, m: lifecycle.Merge, rules: domain.Rules) -> l
     )
     await store.delete_members([m.merged])
     await store.put_members([*changed, *([survivor] if survivor is not None else [])])
+    referrals = await store.referrals_involving({m.survivor, m.merged})
+    merged_referrals, released = domain.merge_referrals(referrals, m.survivor, m.merged, rules)
+    await store.delete_referrals({r.joined for r in referrals})
+    await store.put_referrals(merged_referrals.values())
+    await store.add_pending(released)  # settled when the clock next moves
     result = domain.BatchResult((), {}, tuple(transitions), tuple(signals))
     return records(result)
 
@@ -229,6 +257,8 @@ async def erase(store: MergeStore, ids: frozenset[str]) -> None:
         pending=True,
     )
     await store.delete_members(ids)
+    # a referral naming them is never credited now: they will not engage, or cannot be credited
+    await store.delete_referrals({r.joined for r in await store.referrals_involving(ids)})
 
 
 async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: AdvocacyStage) -> None:

@@ -7,7 +7,14 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from services.advocacy.domain import BatchResult, Contribution, ContributionKind, Member, Snapshot
+from services.advocacy.domain import (
+    BatchResult,
+    Contribution,
+    ContributionKind,
+    Member,
+    Referral,
+    Snapshot,
+)
 from shared.postgres import Connection
 
 _CONTRIBUTION_COLUMNS = "key, member_id, kind, weight, occurred_at, link, content_id, cause_id"
@@ -275,3 +282,63 @@ class PgStore:
         await self.conn.execute(
             "DELETE FROM advocacy_members WHERE member_id = ANY($1::text[])", sorted(member_ids)
         )
+
+    # ---- referrals waiting for the member they brought in to engage ------------------------
+
+    async def referrals(self, joined: Collection[str]) -> dict[str, Referral]:
+        rows = await self.conn.fetch(
+            f"SELECT {_REFERRAL_COLUMNS} FROM referrals WHERE joined_member_id = ANY($1::text[])",
+            sorted(joined),
+        )
+        return {r["joined_member_id"]: _referral(r) for r in rows}
+
+    async def referrals_involving(self, member_ids: Collection[str]) -> list[Referral]:
+        rows = await self.conn.fetch(
+            f"SELECT {_REFERRAL_COLUMNS} FROM referrals"
+            " WHERE joined_member_id = ANY($1::text[]) OR referrer_member_id = ANY($1::text[])",
+            sorted(member_ids),
+        )
+        return [_referral(r) for r in rows]
+
+    async def put_referrals(self, referrals: Iterable[Referral]) -> None:
+        rs = list(referrals)
+        if not rs:
+            return
+        await self.conn.execute(
+            f"""
+            INSERT INTO referrals ({_REFERRAL_COLUMNS})
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                                 $5::text[], $6::bool[])
+            ON CONFLICT (joined_member_id) DO UPDATE SET
+                referrer_member_id = EXCLUDED.referrer_member_id,
+                acquired_at = EXCLUDED.acquired_at, engaged_at = EXCLUDED.engaged_at,
+                engaged_cause = EXCLUDED.engaged_cause, credited = EXCLUDED.credited
+            """,
+            [r.joined for r in rs],
+            [r.referrer for r in rs],
+            [r.acquired_at for r in rs],
+            [r.engaged_at for r in rs],
+            [r.engaged_cause for r in rs],
+            [r.credited for r in rs],
+        )
+
+    async def delete_referrals(self, joined: Collection[str]) -> None:
+        await self.conn.execute(
+            "DELETE FROM referrals WHERE joined_member_id = ANY($1::text[])", sorted(joined)
+        )
+
+
+_REFERRAL_COLUMNS = (
+    "joined_member_id, referrer_member_id, acquired_at, engaged_at, engaged_cause, credited"
+)
+
+
+def _referral(row: Any) -> Referral:
+    return Referral(
+        joined=row["joined_member_id"],
+        referrer=row["referrer_member_id"],
+        acquired_at=row["acquired_at"],
+        engaged_at=row["engaged_at"],
+        engaged_cause=row["engaged_cause"],
+        credited=row["credited"],
+    )

@@ -7,7 +7,9 @@ not community activity and are acknowledged without a trace. Discourse's own acc
 taken only from an activated account (Discourse activates it when the email is confirmed).
 
 Post payloads do not say who started the topic: the router fills the thread author from the
-topics it has seen (`store.thread_authors`). Activity ids name the Discourse object, because
+topics it has seen (`store.thread_authors`), and whether they are staff from the topic's first
+post (not an activity: remembered as the starter's flag, since the topic payload's creator has
+no staff flag). Activity ids name the Discourse object, because
 Discourse's automatic retries of a failed delivery come with a new X-Discourse-Event-Id.
 """
 
@@ -19,6 +21,7 @@ from services.gateway.webhooks.mapping import (
     Delivery,
     Fields,
     Mapped,
+    ThreadStarter,
     actor,
     excerpt,
     properties,
@@ -143,7 +146,16 @@ def _post_created(d: Delivery, p: Fields) -> Mapped:
     if why_not:
         return Mapped.ignore(why_not)
     if post.integer("post_number") == 1:
-        return Mapped.ignore("the first post of a topic: counted by topic_created")
+        # the topic's payload names its creator without the staff flag: this post has it
+        author = _post_author(post)
+        return Mapped.ignore(
+            "the first post of a topic: counted by topic_created",
+            {
+                _topic_thread(post.ident("topic_id")): ThreadStarter(
+                    author.member_id, is_staff=author.is_team_member
+                )
+            },
+        )
     topic_id = post.ident("topic_id")
     replied_to = post.opt_ident("reply_to_post_number")
     return Mapped(

@@ -56,10 +56,23 @@ class Mapped:
 
     activities: list[ActivityV1] = field(default_factory=list)
     ignored: str | None = None
+    thread_starters: dict[str, ThreadStarter] = field(default_factory=dict)
+    """What the delivery says about who started threads (thread id -> starter), to remember
+    even when it has no activity of its own (Discourse's first post of a topic)."""
 
     @classmethod
-    def ignore(cls, reason: str) -> Mapped:
-        return cls([], reason)
+    def ignore(cls, reason: str, thread_starters: dict[str, ThreadStarter] | None = None) -> Mapped:
+        return cls([], reason, dict(thread_starters or {}))
+
+
+@dataclass(frozen=True)
+class ThreadStarter:
+    """Who started a thread, whether the platform marks them as staff, and whether the
+    thread asks a question (None: not said)."""
+
+    member_id: str
+    is_staff: bool | None = None
+    is_question: bool | None = None
 
 
 class Fields:

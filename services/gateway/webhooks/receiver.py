@@ -52,6 +52,7 @@ from services.gateway.webhooks.mapping import (
     Delivery,
     Malformed,
     Mapped,
+    ThreadStarter,
     clamp_future,
     web_url,
 )
@@ -276,6 +277,7 @@ class Receiver:
             status="ignored", source=source, event=name, delivery_id=delivery.delivery_id
         )
         if mapped.ignored is not None or not mapped.activities:
+            await self._remember_starters(source, mapped)
             self.stats.count(source, name, "ignored")
             log.debug("%s %s %s ignored: %s", source, name, delivery.delivery_id, mapped.ignored)
             return _receipt(200, receipt.model_copy(update={"reason": mapped.ignored}))
@@ -345,6 +347,16 @@ class Receiver:
             )
             return False
 
+    async def _remember_starters(self, source: str, mapped: Mapped) -> None:
+        """What an activity-less delivery said about who started threads (best effort: a
+        missing staff flag means help given to that starter counts as peer help)."""
+        if not mapped.thread_starters:
+            return
+        try:
+            await self.store.remember_starters(source, mapped.thread_starters)
+        except Unavailable as exc:
+            log.warning("thread starters not remembered (%s): %s", exc, source)
+
     async def _with_thread_authors(
         self, source: str, activities: list[ActivityV1]
     ) -> tuple[list[ActivityV1], dict[str, str]]:
@@ -360,23 +372,60 @@ class Receiver:
             for a in activities
             if a.target is not None and a.target.thread_id and not a.target.thread_author_member_id
         } - set(started)
+        opening = {
+            a.target.thread_id: ThreadStarter(
+                a.actor.member_id, is_question=True if a.properties.get("question") else None
+            )
+            for a in activities
+            if a.kind == "post" and a.target is not None and a.target.thread_id
+        }
+        unflagged = {
+            a.target.thread_id
+            for a in activities
+            if a.kind != "post"
+            and a.target is not None
+            and a.target.thread_id
+            and (
+                a.target.thread_author_is_team_member is None or a.target.thread_is_question is None
+            )
+        }
         known = dict(started)
-        if unknown:
-            try:
+        flags: dict[str, ThreadStarter] = {}
+        try:
+            if unknown:
                 known |= await self.store.thread_authors(source, unknown)
-            except Unavailable as exc:
-                log.warning("thread authors unavailable (%s): replies go without them", exc)
+            if unflagged:
+                flags = await self.store.starters(source, unflagged)
+            if any(s.is_question for s in opening.values()):
+                await self.store.remember_starters(
+                    source, {t: s for t, s in opening.items() if s.is_question}
+                )
+        except Unavailable as exc:
+            log.warning("thread authors unavailable (%s): replies go without them", exc)
         filled: list[ActivityV1] = []
         for a in activities:
             t = a.target
-            author = known.get(t.thread_id) if t is not None and t.thread_id else None
-            if t is None or author is None or t.thread_author_member_id:
+            if t is None or not t.thread_id:
                 filled.append(a)
                 continue
-            update: dict[str, Any] = {"thread_author_member_id": author}
-            if a.kind == "reply" and t.parent_id is None and t.parent_author_member_id is None:
-                update["parent_author_member_id"] = author  # a reply to the thread itself
-            filled.append(a.model_copy(update={"target": t.model_copy(update=update)}))
+            update: dict[str, Any] = {}
+            author = known.get(t.thread_id)
+            if author is not None and not t.thread_author_member_id:
+                update["thread_author_member_id"] = author
+                if a.kind == "reply" and t.parent_id is None and t.parent_author_member_id is None:
+                    update["parent_author_member_id"] = author  # a reply to the thread itself
+            starter = flags.get(t.thread_id)
+            if (
+                starter is not None
+                and starter.is_staff is not None
+                and t.thread_author_is_team_member is None
+            ):
+                update["thread_author_is_team_member"] = starter.is_staff
+            if starter is not None and starter.is_question and t.thread_is_question is None:
+                update["thread_is_question"] = True
+            filled.append(
+                a.model_copy(update={"target": t.model_copy(update=update)}) if update else a
+            )
         return filled, started
 
 

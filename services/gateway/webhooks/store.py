@@ -21,6 +21,7 @@ from typing import Protocol
 import asyncpg
 
 from services.gateway.http.problems import Unavailable
+from services.gateway.webhooks.mapping import ThreadStarter
 from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,15 @@ class WebhookStore(Protocol):
         """The delivery is published; these threads (id -> author's member id) started."""
         ...
 
+    async def remember_starters(self, source: str, starters: Mapping[str, ThreadStarter]) -> None:
+        """Who started these threads, and whether they are staff (what a delivery said of
+        them without an activity of its own); a known staff flag is not unset by a None."""
+        ...
+
+    async def starters(self, source: str, thread_ids: Collection[str]) -> dict[str, ThreadStarter]:
+        """What is known of these threads' starters (threads never seen are left out)."""
+        ...
+
     async def thread_authors(self, source: str, thread_ids: Collection[str]) -> dict[str, str]:
         """The known authors of these threads."""
         ...
@@ -55,6 +65,7 @@ class InMemoryWebhookStore:
     def __init__(self) -> None:
         self.deliveries: dict[tuple[str, str], tuple[str, list[str]]] = {}
         self.threads: dict[tuple[str, str], str] = {}
+        self.flags: dict[tuple[str, str], tuple[bool | None, bool | None]] = {}
         self.down = False
 
     def _check(self) -> None:
@@ -82,6 +93,24 @@ class InMemoryWebhookStore:
         self._check()
         return {t: a for (s, t), a in self.threads.items() if s == source and t in thread_ids}
 
+    async def remember_starters(self, source: str, starters: Mapping[str, ThreadStarter]) -> None:
+        self._check()
+        for thread_id, starter in starters.items():
+            self.threads.setdefault((source, thread_id), starter.member_id)
+            held = self.flags.get((source, thread_id), (None, None))
+            self.flags[(source, thread_id)] = (
+                starter.is_staff if starter.is_staff is not None else held[0],
+                starter.is_question if starter.is_question is not None else held[1],
+            )
+
+    async def starters(self, source: str, thread_ids: Collection[str]) -> dict[str, ThreadStarter]:
+        self._check()
+        return {
+            t: ThreadStarter(a, *self.flags.get((s, t), (None, None)))
+            for (s, t), a in self.threads.items()
+            if s == source and t in thread_ids
+        }
+
 
 _RECORD_DELIVERY = """
 INSERT INTO webhook_deliveries (source, delivery_id, event, activity_ids)
@@ -93,6 +122,16 @@ _RECORD_THREADS = """
 INSERT INTO webhook_thread_authors (source, thread_id, author_member_id)
 SELECT $1, t.thread_id, t.author FROM unnest($2::text[], $3::text[]) AS t(thread_id, author)
 ON CONFLICT (source, thread_id) DO NOTHING
+"""
+
+_REMEMBER_STARTERS = """
+INSERT INTO webhook_thread_authors
+    (source, thread_id, author_member_id, author_is_staff, is_question)
+SELECT $1, t.thread_id, t.author, t.staff, t.question
+FROM unnest($2::text[], $3::text[], $4::bool[], $5::bool[]) AS t(thread_id, author, staff, question)
+ON CONFLICT (source, thread_id) DO UPDATE SET
+    author_is_staff = coalesce(EXCLUDED.author_is_staff, webhook_thread_authors.author_is_staff),
+    is_question = coalesce(EXCLUDED.is_question, webhook_thread_authors.is_question)
 """
 
 _PRUNE = "DELETE FROM webhook_deliveries WHERE received_at < now() - make_interval(days => $1)"
@@ -168,6 +207,49 @@ class PgWebhookStore:
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
         return {r["thread_id"]: r["author_member_id"] for r in rows}
+
+    async def remember_starters(self, source: str, starters: Mapping[str, ThreadStarter]) -> None:
+        if not starters:
+            return
+        try:
+            async with self._ready_pool().acquire() as conn:
+                await _remember_starters(conn, source, starters)
+        except TRANSIENT_DB_ERRORS as exc:
+            raise Unavailable("database", type(exc).__name__) from exc
+
+    async def starters(self, source: str, thread_ids: Collection[str]) -> dict[str, ThreadStarter]:
+        if not thread_ids:
+            return {}
+        try:
+            async with self._ready_pool().acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT thread_id, author_member_id, author_is_staff, is_question"
+                    " FROM webhook_thread_authors"
+                    " WHERE source = $1 AND thread_id = ANY($2::text[])",
+                    source,
+                    list(thread_ids),
+                )
+        except TRANSIENT_DB_ERRORS as exc:
+            raise Unavailable("database", type(exc).__name__) from exc
+        return {
+            r["thread_id"]: ThreadStarter(
+                r["author_member_id"], r["author_is_staff"], r["is_question"]
+            )
+            for r in rows
+        }
+
+
+async def _remember_starters(
+    conn: Connection, source: str, starters: Mapping[str, ThreadStarter]
+) -> None:
+    await conn.execute(
+        _REMEMBER_STARTERS,
+        source,
+        list(starters),
+        [s.member_id for s in starters.values()],
+        [s.is_staff for s in starters.values()],
+        [s.is_question for s in starters.values()],
+    )
 
 
 async def erase_members(conn: Connection, ids: Collection[str], at: datetime) -> None:
