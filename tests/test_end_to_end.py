@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -147,6 +147,33 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
     finally:
         await conn.close()
     assert referred == "ada"
+
+    # ada's referral was credited when bob became engaged (engagement's transition, across
+    # processes), not at his sign-up; and referral credit alone did not make her an advocate
+    bob_engaged = next(
+        t["occurred_at"]
+        for t in bob["timeline"]
+        if (t["dimension"], t["to_stage"]) == ("engagement", "engaged")
+    )
+    conn = await asyncpg.connect(deployed["databases"]["advocacy"])
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        credits: list[Any] = []
+        while not credits and asyncio.get_running_loop().time() < deadline:
+            credits = await conn.fetch(
+                "SELECT member_id, occurred_at FROM contributions WHERE kind = 'referral_joined'"
+            )
+            await asyncio.sleep(0.3)
+        ada_stage = await conn.fetchval(
+            "SELECT stage FROM advocacy_members WHERE member_id = 'ada'"
+        )
+    finally:
+        await conn.close()
+    assert [(c["member_id"], c["occurred_at"].isoformat()) for c in credits] == [
+        ("ada", datetime.fromisoformat(bob_engaged).isoformat())
+    ]
+    assert ada_stage is None
+    assert "advocacy" not in ada["stages"]
 
 
 async def _wait_for_journeys(
