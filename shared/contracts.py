@@ -320,8 +320,27 @@ class ProductFeedbackV1(Contract):
         description="The member's current stages the emitter knows, by dimension: engagement "
         "(its own), advocacy when the gateway stamped it on the activity at intake."
     )
-    from_champion: bool = Field(description="The member is a champion (advocacy), as known.")
+    from_champion: bool = Field(
+        description="The sender stamped the activity with `properties.advocacy_stage` "
+        "champion. Engagement does not know advocacy's stages: the flag decided in event time, "
+        "the same at any pace, is advocacy's signal.champion_feedback.v1."
+    )
     occurred_at: AwareDatetime
+
+
+class ChampionFeedbackV1(Contract):
+    """Product feedback from a member who was a champion when they gave it: advocacy flags
+    engagement's signal.product_feedback.v1 once its clock has passed the feedback's time, so
+    every champion review up to then is done, and the flag is the same at any pace."""
+
+    member_id: Identifier
+    feedback_event_id: str = Field(description="Id of the signal.product_feedback.v1 flagged.")
+    feedback_kind: Literal["feedback", "feature_request", "bug_report"]
+    source: str
+    activity_id: str
+    title: str | None = Field(default=None, max_length=500)
+    url: str | None = None
+    occurred_at: AwareDatetime = Field(description="When the feedback was given.")
 
 
 class ClockTickV1(Contract):
@@ -405,6 +424,9 @@ QUESTION_ANSWERED = EventType(
 PRODUCT_FEEDBACK = EventType(
     "signal.product_feedback.v1", ProductFeedbackV1, topics.SIGNALS_PRODUCT, "member_id"
 )
+CHAMPION_FEEDBACK = EventType(
+    "signal.champion_feedback.v1", ChampionFeedbackV1, topics.SIGNALS_PRODUCT, "member_id"
+)
 
 CLOCK_TICK = EventType("system.clock_tick.v1", ClockTickV1, topics.MEMBER_ACTIVITY, "clock")
 WATERMARK = EventType(
@@ -436,6 +458,7 @@ EVENT_TYPES: dict[str, EventType] = {
         QUESTION_UNANSWERED,
         QUESTION_ANSWERED,
         PRODUCT_FEEDBACK,
+        CHAMPION_FEEDBACK,
         CLOCK_TICK,
         WATERMARK,
     )

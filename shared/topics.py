@@ -93,8 +93,10 @@ SIGNALS_PRODUCT = Topic(
     "signals.product",
     key="member id",
     purpose="signal.product_feedback.v1 (feedback, feature requests, bug reports) for the "
-    "product team.",
+    "product team, and advocacy's signal.champion_feedback.v1 flagging a champion's. It carries "
+    "engagement's watermark: advocacy flags in event time.",
     retention_ms=90 * 24 * 3600 * 1000,
+    watermark_from="engagement",
 )
 
 DATA_TOPICS: tuple[Topic, ...] = (

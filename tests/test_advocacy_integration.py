@@ -28,7 +28,16 @@ from shared.cloudevents import BROADCAST, OutgoingRecord, payloads
 from shared.contracts import AdvocateV1, ChampionNominatedV1, StageChangedV1
 from shared.eventtime import clock_tick, watermark
 from tests.conftest import Namespace, envelopes, read_topic, running
-from tests.test_advocacy_rules import T0, acquired, act, engaged, peer_help, record
+from tests.test_advocacy_rules import (
+    T0,
+    acquired,
+    act,
+    engaged,
+    event_id_of,
+    feedback,
+    peer_help,
+    record,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +80,7 @@ def clock(at: datetime) -> list[OutgoingRecord]:
         clock_tick(at, clock="tests"),
         watermark("engagement", "signals.support", at),
         watermark("engagement", "journey-transitions", at),
+        watermark("engagement", "signals.product", at),
         watermark("awareness", "member-lifecycle", at),
     ]
 
@@ -107,8 +117,15 @@ def first_period() -> list[OutgoingRecord]:
         record(act("dave", "event_talk", day=-4)),
         *(record(act("erin", "event_talk", day=d)) for d in (-3, -2, -1)),
         record(act("erin", "content_published", day=1)),
+        # signals.product: erin's feedback before her review is not a champion's
+        record(ERIN_BEFORE),
         *clock(B1 + 2 * LATENESS),
     ]
+
+
+ERIN_BEFORE = feedback("erin", day=0)
+ERIN_AFTER = feedback("erin", day=day(B1) + 1)
+ALICE_AFTER = feedback("alice", day=day(B1) + 1, kind="bug_report")
 
 
 def second_period() -> list[OutgoingRecord]:
@@ -116,6 +133,8 @@ def second_period() -> list[OutgoingRecord]:
     return [
         *(record(act("frank", "event_talk", day=day(B1) + d)) for d in (5, 6, 7, 8)),
         record(engaged("new-2", day=day(B1) + 2)),  # carol: 10 more, too few to rank at B2
+        record(ERIN_AFTER),  # a champion's (since B1): flagged
+        record(ALICE_AFTER),  # an advocate's: not
         *clock(B2 + 2 * LATENESS),
     ]
 
@@ -150,6 +169,13 @@ async def test_advocates_champions_signals_and_a_deterministic_replay(
         await publish_in_order(namespace, second_period())
         transition_records = await read_topic(namespace, "journey-transitions", until=2 + 11)
         signal_records = await read_topic(namespace, "signals.advocacy", until=10)
+        product_records = await read_topic(namespace, "signals.product", until=3 + 1)
+
+    flags = [e for e in envelopes(product_records) if e.type == "signal.champion_feedback.v1"]
+    assert [(e.data.member_id, e.data.feedback_event_id) for e in flags] == [  # type: ignore[attr-defined]
+        ("erin", event_id_of(ERIN_AFTER))
+    ]
+    assert flags[0].data.feedback_kind == "feature_request"  # type: ignore[attr-defined]
 
     changes = [
         c
@@ -217,6 +243,7 @@ async def test_advocates_champions_signals_and_a_deterministic_replay(
     async with running(replay_spec, namespace.settings(replay_url)):
         transition_records = await read_topic(namespace, "journey-transitions", until=2 + 22)
         signal_records = await read_topic(namespace, "signals.advocacy", until=20)
+        product_records = await read_topic(namespace, "signals.product", until=3 + 2)
     for events in (
         [
             e
@@ -224,6 +251,7 @@ async def test_advocates_champions_signals_and_a_deterministic_replay(
             if isinstance(e.data, StageChangedV1) and e.data.dimension == "advocacy"
         ],
         envelopes(signal_records),
+        [e for e in envelopes(product_records) if e.type == "signal.champion_feedback.v1"],
     ):
         ids = Counter(e.id for e in events)
         assert set(ids.values()) == {2}, "the replay emitted other events than the original"

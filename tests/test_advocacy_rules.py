@@ -36,6 +36,7 @@ from shared.contracts import (
     CLOCK_TICK,
     MEMBER_ACQUIRED,
     PEER_HELP,
+    PRODUCT_FEEDBACK,
     STAGE_CHANGED,
     ActivityV1,
     Actor,
@@ -46,6 +47,7 @@ from shared.contracts import (
     EventType,
     MemberAcquiredV1,
     PeerHelpV1,
+    ProductFeedbackV1,
     StageChangedV1,
     Target,
 )
@@ -140,12 +142,29 @@ def engaged(member_id: str, *, day: float = 0) -> StageChangedV1:
     )
 
 
+def feedback(member_id: str, *, day: float = 0, kind: str = "feature_request") -> ProductFeedbackV1:
+    """Engagement's signal for a member's product feedback."""
+    n = next(_ids)
+    return ProductFeedbackV1(
+        member_id=member_id,
+        feedback_kind=kind,  # type: ignore[arg-type]
+        matched=kind,
+        source="discourse",
+        activity_id=f"a-{n}",
+        title=f"Idea {n}",
+        url=f"https://forum.example/t/{n}",
+        stages={"engagement": "engaged"},
+        from_champion=False,
+        occurred_at=T0 + timedelta(days=day),
+    )
+
+
 def tick(*, day: float) -> ClockTickV1:
     return ClockTickV1(occurred_at=T0 + timedelta(days=day))
 
 
 def event_type_of(data: Contract) -> EventType:
-    for et in (ACTIVITY, PEER_HELP, MEMBER_ACQUIRED, STAGE_CHANGED, CLOCK_TICK):
+    for et in (ACTIVITY, PEER_HELP, MEMBER_ACQUIRED, STAGE_CHANGED, PRODUCT_FEEDBACK, CLOCK_TICK):
         if isinstance(data, et.model):
             return et
     raise TypeError(type(data))
@@ -696,6 +715,7 @@ class MemoryStore:
     last_boundary_passed: datetime | None = None
     clock: datetime | None = None  # one partition: the newest event time less the lateness
     referral_rows: dict[str, domain.Referral] = field(default_factory=dict)
+    feedback: dict[str, domain.Feedback] = field(default_factory=dict)
 
     async def last_boundary(self) -> datetime | None:
         return self.last_boundary_passed
@@ -751,6 +771,20 @@ class MemoryStore:
         if last_boundary is not None:
             self.last_boundary_passed = last_boundary
 
+    async def add_pending_feedback(self, feedback: Sequence[domain.Feedback]) -> None:
+        for f in feedback:
+            self.feedback.setdefault(f.event_id, f)
+
+    async def feedback_until(self, until: datetime) -> list[domain.Feedback]:
+        return sorted(
+            (f for f in self.feedback.values() if f.occurred_at <= until),
+            key=lambda f: (f.occurred_at, f.event_id),
+        )
+
+    async def drop_feedback(self, event_ids: Collection[str]) -> None:
+        for event_id in event_ids:
+            self.feedback.pop(event_id, None)
+
     async def referrals(self, joined: Collection[str]) -> dict[str, domain.Referral]:
         return {j: self.referral_rows[j] for j in joined if j in self.referral_rows}
 
@@ -802,7 +836,9 @@ DAYS = st.floats(min_value=0, max_value=80, allow_nan=False)
 def community_event(draw: Any) -> Contract:
     day = draw(DAYS)
     kind = draw(
-        st.sampled_from(["help", "accepted", "publish", "talk", "engage", "ref", "engaged", "tick"])
+        st.sampled_from(
+            ["help", "accepted", "publish", "talk", "engage", "ref", "engaged", "feedback", "tick"]
+        )
     )
     a, b = draw(MEMBERS), draw(MEMBERS)
     thread = f"q{draw(st.integers(0, 6))}"
@@ -818,6 +854,8 @@ def community_event(draw: Any) -> Contract:
         return acquired(f"new-{draw(st.integers(0, 5))}", a, day=day)
     if kind == "engaged":
         return engaged(f"new-{draw(st.integers(0, 5))}", day=day)
+    if kind == "feedback":
+        return feedback(a, day=day)
     return tick(day=day)
 
 
@@ -847,7 +885,7 @@ def test_same_result_however_the_log_is_cut_into_batches(
 ) -> None:
     whole, whole_store = replay(events, set())
     split, split_store = replay(events, cuts)
-    for topic in ("journey-transitions", "signals.advocacy"):  # the order each topic sees
+    for topic in ("journey-transitions", "signals.advocacy", "signals.product"):
         assert [(r.event_id, r.key, r.value) for r in split if r.topic == topic] == [
             (r.event_id, r.key, r.value) for r in whole if r.topic == topic
         ]
@@ -874,6 +912,31 @@ def test_every_members_stages_follow_a_legal_path(events: list[Envelope], cuts: 
         assert (m.stage is not None) == domain.qualifies(m, PROPERTY_RULES)
         if m.stage is not None:  # referral credit alone never makes an advocate
             assert domain.gives_back(m.counts)
+
+
+def test_a_champions_feedback_is_flagged_by_the_reviews_before_it_and_no_later_one() -> None:
+    """m-1 becomes champion at the boundary b: feedback just before it is not flagged (even
+    though it is settled in the same batch as the review), feedback after it is."""
+    b = next_boundary(T0, PROPERTY_RULES)
+    before, after = feedback("m-1", day=day_of(b) - 0.5), feedback("m-1", day=day_of(b) + 0.5)
+    log = [
+        envelope(peer_help("m-1", "m-2", accepted=True, day=0)),
+        envelope(act("m-1", "content_published", day=1)),
+        envelope(before),
+        envelope(after),
+        envelope(feedback("m-2", day=day_of(b) + 0.5)),  # not an advocate: never flagged
+        envelope(ClockTickV1(occurred_at=b + timedelta(days=1) + LATENESS)),
+    ]
+    for cuts in ({1, 2}, {5}, set()):
+        out, store = replay(log, cuts)
+        flags = [json.loads(r.value) for r in out if r.topic == "signals.product"]
+        assert [(f["member_id"], f["activity_id"]) for f in flags] == [("m-1", after.activity_id)]
+        assert flags[0]["feedback_event_id"] == event_id_of(after)
+        assert store.feedback == {}  # settled feedback does not wait any more
+
+
+def day_of(t: datetime) -> float:
+    return (t - T0) / timedelta(days=1)
 
 
 def test_in_memory_handler_promotes_and_reviews_across_batches() -> None:

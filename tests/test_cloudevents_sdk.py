@@ -150,6 +150,16 @@ FIELDS: dict[str, dict[str, Any]] = {
         "from_champion": True,
         "occurred_at": WHEN,
     },
+    "signal.champion_feedback.v1": {
+        "member_id": "m-42",
+        "feedback_event_id": "1f0c3d9e-8f51-5b7a-9a51-3f2d4c6b7e80",
+        "feedback_kind": "feature_request",
+        "source": "github",
+        "activity_id": "github:issue:7",
+        "title": "Dark mode",
+        "url": "https://github.com/acme/widget/issues/7",
+        "occurred_at": WHEN,
+    },
     "system.clock_tick.v1": {"clock": "gateway", "occurred_at": WHEN},
     "system.watermark.v1": {"service": "engagement", "watermark": WHEN, "occurred_at": WHEN},
 }

@@ -28,10 +28,12 @@ from pydantic import Field
 from shared.contracts import (
     ActivityV1,
     AdvocateV1,
+    ChampionFeedbackV1,
     ChampionNominatedV1,
     Contract,
     MemberAcquiredV1,
     PeerHelpV1,
+    ProductFeedbackV1,
     StageChangedV1,
 )
 from shared.journey import Transition
@@ -358,6 +360,36 @@ def merge_referrals(
     return out, credits
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """A member's product feedback (engagement's signal.product_feedback.v1), waiting for the
+    clock: flagged if its author is a champion at its time, once every review up to then ran."""
+
+    event_id: str
+    member_id: str
+    occurred_at: datetime
+    feedback_kind: Literal["feedback", "feature_request", "bug_report"]
+    source: str
+    activity_id: str
+    title: str | None = None
+    url: str | None = None
+
+
+def feedback_of(data: Contract, event_id: str, rules: Rules) -> Feedback | None:
+    if not isinstance(data, ProductFeedbackV1) or rules.excluded(data.member_id):
+        return None
+    return Feedback(
+        event_id=event_id,
+        member_id=data.member_id,
+        occurred_at=data.occurred_at,
+        feedback_kind=data.feedback_kind,
+        source=data.source,
+        activity_id=data.activity_id,
+        title=data.title,
+        url=data.url,
+    )
+
+
 def contributions_of(data: Contract, event_id: str, rules: Rules) -> list[Contribution]:
     """Dispatch by event type; clock ticks and anything else credit nobody."""
     if isinstance(data, ActivityV1):
@@ -410,7 +442,7 @@ def credit(member: Member, c: Contribution, rules: Rules) -> Member:
 class Signal:
     """A signal to emit, with what caused it (its event id is derived from that)."""
 
-    payload: AdvocateV1 | ChampionNominatedV1
+    payload: AdvocateV1 | ChampionNominatedV1 | ChampionFeedbackV1
     cause: tuple[str, ...]
 
 
@@ -491,20 +523,30 @@ def boundaries_due(
     return last_boundary, due
 
 
-def settlement_steps(pending: Iterable[Contribution], boundaries: Sequence[datetime]) -> list[Step]:
+def settlement_steps(
+    pending: Iterable[Contribution],
+    boundaries: Sequence[datetime],
+    feedback: Iterable[Feedback] = (),
+) -> list[Step]:
     """Pending contributions in event-time order (ties by key), each review placed after every
     contribution at or before its boundary (a window is start < t <= end): the order the
-    events happened in, not the order partitions and topics happened to be read in."""
+    events happened in, not the order partitions and topics happened to be read in. Feedback
+    is placed the same way, so it is judged by the reviews before its time and no later one."""
     ordered = sorted(pending, key=lambda c: (c.occurred_at, c.key))
+    notes = sorted(feedback, key=lambda f: (f.occurred_at, f.event_id))
     steps: list[Step] = []
-    i = 0
+    i = j = 0
     for boundary in sorted(boundaries):
         chunk: list[Contribution] = []
         while i < len(ordered) and ordered[i].occurred_at <= boundary:
             chunk.append(ordered[i])
             i += 1
-        steps.append(Step(tuple(chunk), (boundary,)))
-    steps.append(Step(tuple(ordered[i:])))
+        flagged: list[Feedback] = []
+        while j < len(notes) and notes[j].occurred_at <= boundary:
+            flagged.append(notes[j])
+            j += 1
+        steps.append(Step(tuple(chunk), (boundary,), tuple(flagged)))
+    steps.append(Step(tuple(ordered[i:]), (), tuple(notes[j:])))
     return steps
 
 
@@ -649,6 +691,27 @@ class Step:
 
     contributions: tuple[Contribution, ...]
     reviews: tuple[datetime, ...] = ()
+    feedback: tuple[Feedback, ...] = ()
+    """Judged after the step's contributions, before its reviews."""
+
+
+def flag_feedback(member: Member | None, f: Feedback) -> Signal | None:
+    """signal.champion_feedback.v1 when the feedback's author is a champion at its time."""
+    if member is None or member.stage != CHAMPION:
+        return None
+    return Signal(
+        ChampionFeedbackV1(
+            member_id=f.member_id,
+            feedback_event_id=f.event_id,
+            feedback_kind=f.feedback_kind,
+            source=f.source,
+            activity_id=f.activity_id,
+            title=f.title,
+            url=f.url,
+            occurred_at=f.occurred_at,
+        ),
+        (f.member_id, f.event_id),
+    )
 
 
 @dataclass(frozen=True)
@@ -686,6 +749,10 @@ def run_batch(snapshot: Snapshot, steps: Sequence[Step], rules: Rules) -> BatchR
             changed.add(c.member_id)
             transitions += ts
             signals += ss
+        for f in step.feedback:
+            flag = flag_feedback(members.get(f.member_id), f)
+            if flag is not None:
+                signals.append(flag)
         for boundary in step.reviews:
             moved, ts, ss = review(boundary, members, (*snapshot.log, *credited), rules)
             members.update(moved)

@@ -23,7 +23,15 @@ from services.advocacy.store import PgStore
 from shared import lifecycle
 from shared.cloudevents import Envelope, OutgoingRecord, derive_event_id, encode, source_of
 from shared.consumer import BatchHandler
-from shared.contracts import ADVOCATE, CHAMPION_NOMINATED, AdvocateV1
+from shared.contracts import (
+    ADVOCATE,
+    CHAMPION_FEEDBACK,
+    CHAMPION_NOMINATED,
+    AdvocateV1,
+    ChampionFeedbackV1,
+    ChampionNominatedV1,
+    EventType,
+)
 from shared.eventtime import ClockReading
 from shared.journey import transition_record
 from shared.settings import Settings
@@ -66,6 +74,12 @@ class Store(Protocol):
 
     async def put_referrals(self, referrals: Iterable[domain.Referral]) -> None: ...
 
+    async def add_pending_feedback(self, feedback: Sequence[domain.Feedback]) -> None: ...
+
+    async def feedback_until(self, until: datetime) -> list[domain.Feedback]: ...
+
+    async def drop_feedback(self, event_ids: Collection[str]) -> None: ...
+
 
 class MergeStore(Store, Protocol):
     """What a merge or an erasure needs besides: every credit that names the members."""
@@ -92,6 +106,10 @@ class MergeStore(Store, Protocol):
 
     async def delete_referrals(self, joined: Collection[str]) -> None: ...
 
+    async def move_feedback(self, old: str, new: str) -> None: ...
+
+    async def forget_feedback(self, member_ids: Collection[str]) -> None: ...
+
 
 async def credit(
     store: Store, events: Sequence[Envelope], rules: domain.Rules, clock: datetime | None
@@ -103,18 +121,24 @@ async def credit(
     candidates += await referral_credits(store, events, rules)
     late = [c for c in candidates if clock is not None and c.occurred_at <= clock]
     await store.add_pending([c for c in candidates if clock is None or c.occurred_at > clock])
-    if not late:
+    feedback = [f for e in events if (f := domain.feedback_of(e.data, e.id, rules)) is not None]
+    late_feedback = tuple(f for f in feedback if clock is not None and f.occurred_at <= clock)
+    await store.add_pending_feedback(
+        [f for f in feedback if clock is None or f.occurred_at > clock]
+    )
+    if not late and not late_feedback:
         return domain.BatchResult((), {}, (), ())
     keys = {c.key for c in late}
     snapshot = await store.snapshot(
-        {c.member_id for c in late},
+        {c.member_id for c in late} | {f.member_id for f in late_feedback},
         keys,
         {c.content_id for c in late if c.content_id is not None},
         None,
     )
     waiting = await store.pending_keys(keys)  # the same act on time: credited when settled
     snapshot = replace(snapshot, seen_keys=snapshot.seen_keys | waiting)
-    result = domain.run_batch(snapshot, [domain.Step((c,)) for c in late], rules)
+    steps = [domain.Step((c,)) for c in late] + [domain.Step((), (), late_feedback)]
+    result = domain.run_batch(snapshot, steps, rules)
     await store.save(result, None)
     return result
 
@@ -137,19 +161,21 @@ async def settle(store: Store, rules: domain.Rules, until: datetime) -> domain.B
     """The clock moved to `until`: credit every pending contribution up to it in event-time
     order, and run each champion review it passed after everything at or before its boundary."""
     pending = await store.pending_until(until)
+    feedback = await store.feedback_until(until)
     last_boundary = await store.last_boundary()
     new_boundary, due = domain.boundaries_due(
         last_boundary, await store.earliest_contribution(), until, rules.period
     )
-    if not pending and not due:
+    if not pending and not due and not feedback:
         return domain.BatchResult((), {}, (), ())
     snapshot = await store.snapshot(
-        {c.member_id for c in pending},
+        {c.member_id for c in pending} | {f.member_id for f in feedback},
         {c.key for c in pending},
         {c.content_id for c in pending if c.content_id is not None},
         (min(due) - rules.window, max(due)) if due else None,
     )
-    result = domain.run_batch(snapshot, domain.settlement_steps(pending, due), rules)
+    result = domain.run_batch(snapshot, domain.settlement_steps(pending, due, feedback), rules)
+    await store.drop_feedback([f.event_id for f in feedback])
     await store.save(
         result,
         new_boundary if new_boundary != last_boundary else None,
@@ -175,9 +201,16 @@ async def apply_batch(
     )
 
 
+SIGNAL_TYPES: dict[type, EventType] = {
+    AdvocateV1: ADVOCATE,
+    ChampionNominatedV1: CHAMPION_NOMINATED,
+    ChampionFeedbackV1: CHAMPION_FEEDBACK,
+}
+
+
 def signal_record(signal: domain.Signal) -> OutgoingRecord:
     """Its id is derived from its cause, so a replay re-emits the very same event."""
-    event_type = ADVOCATE if isinstance(signal.payload, AdvocateV1) else CHAMPION_NOMINATED
+    event_type = SIGNAL_TYPES[type(signal.payload)]
     return encode(
         event_type,
         signal.payload,
@@ -231,6 +264,7 @@ async def merge(store: MergeStore, m: lifecycle.Merge, rules: domain.Rules) -> l
     await store.delete_referrals({r.joined for r in referrals})
     await store.put_referrals(merged_referrals.values())
     await store.add_pending(released)  # settled when the clock next moves
+    await store.move_feedback(m.merged, m.survivor)
     result = domain.BatchResult((), {}, tuple(transitions), tuple(signals))
     return records(result)
 
@@ -259,6 +293,7 @@ async def erase(store: MergeStore, ids: frozenset[str]) -> None:
     await store.delete_members(ids)
     # a referral naming them is never credited now: they will not engage, or cannot be credited
     await store.delete_referrals({r.joined for r in await store.referrals_involving(ids)})
+    await store.forget_feedback(ids)
 
 
 async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: AdvocacyStage) -> None:

@@ -11,6 +11,7 @@ from services.advocacy.domain import (
     BatchResult,
     Contribution,
     ContributionKind,
+    Feedback,
     Member,
     Referral,
     Snapshot,
@@ -326,6 +327,70 @@ class PgStore:
         await self.conn.execute(
             "DELETE FROM referrals WHERE joined_member_id = ANY($1::text[])", sorted(joined)
         )
+
+    # ---- product feedback waiting for the clock -------------------------------------------
+
+    async def add_pending_feedback(self, feedback: Sequence[Feedback]) -> None:
+        if not feedback:
+            return
+        await self.conn.execute(
+            f"""
+            INSERT INTO pending_feedback ({_FEEDBACK_COLUMNS})
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[],
+                                 $5::text[], $6::text[], $7::text[], $8::text[])
+            ON CONFLICT (event_id) DO NOTHING
+            """,
+            [f.event_id for f in feedback],
+            [f.member_id for f in feedback],
+            [f.occurred_at for f in feedback],
+            [f.feedback_kind for f in feedback],
+            [f.source for f in feedback],
+            [f.activity_id for f in feedback],
+            [f.title for f in feedback],
+            [f.url for f in feedback],
+        )
+
+    async def feedback_until(self, until: datetime) -> list[Feedback]:
+        rows = await self.conn.fetch(
+            f"SELECT {_FEEDBACK_COLUMNS} FROM pending_feedback"
+            " WHERE occurred_at <= $1 ORDER BY occurred_at, event_id",
+            until,
+        )
+        return [_feedback(r) for r in rows]
+
+    async def drop_feedback(self, event_ids: Collection[str]) -> None:
+        if event_ids:
+            await self.conn.execute(
+                "DELETE FROM pending_feedback WHERE event_id = ANY($1::text[])", list(event_ids)
+            )
+
+    async def move_feedback(self, old: str, new: str) -> None:
+        await self.conn.execute(
+            "UPDATE pending_feedback SET member_id = $2 WHERE member_id = $1", old, new
+        )
+
+    async def forget_feedback(self, member_ids: Collection[str]) -> None:
+        await self.conn.execute(
+            "DELETE FROM pending_feedback WHERE member_id = ANY($1::text[])", sorted(member_ids)
+        )
+
+
+_FEEDBACK_COLUMNS = (
+    "event_id, member_id, occurred_at, feedback_kind, source, activity_id, title, url"
+)
+
+
+def _feedback(row: Any) -> Feedback:
+    return Feedback(
+        event_id=row["event_id"],
+        member_id=row["member_id"],
+        occurred_at=row["occurred_at"],
+        feedback_kind=row["feedback_kind"],
+        source=row["source"],
+        activity_id=row["activity_id"],
+        title=row["title"],
+        url=row["url"],
+    )
 
 
 _REFERRAL_COLUMNS = (
