@@ -19,17 +19,22 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiokafka import AIOKafkaProducer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
 from devstack.community import simulate
 from devstack.stack import DevStack, StackError, default_state_dir
+from shared.eventtime import clock_tick
 from shared.kafka import PLAINTEXT, consumer_lag
+from shared.settings import Settings
+from shared.topics import MEMBER_ACTIVITY
 
 console = Console()
 HEADERS: dict[str, str] = {}  # the demo's credentials, set in main()
@@ -67,6 +72,39 @@ def post_activities(gateway: str, activities: list[dict[str, Any]], batch: int =
                     f"the gateway refused a batch: {response.status_code} {response.text[:500]}"
                 )
             progress.advance(task, len(chunk))
+
+
+async def _tick_every_partition(bootstrap: str, security: Mapping[str, Any], at: datetime) -> None:
+    tick = clock_tick(at, clock="demo")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **security
+    )
+    await producer.start()
+    try:
+        for partition in sorted(await producer.partitions_for(MEMBER_ACTIVITY.name)):
+            await producer.send_and_wait(
+                MEMBER_ACTIVITY.name,
+                tick.value,
+                key=tick.key,
+                headers=tick.headers,
+                partition=partition,
+            )
+    finally:
+        await producer.stop()
+
+
+def close_the_clock(
+    bootstrap: str, activities: list[dict[str, Any]], security: Mapping[str, Any] = PLAINTEXT
+) -> datetime:
+    """The simulated history is over: one clock tick past its end (and the allowed lateness)
+    on every partition, as the gateway's ticker would send once time moved on, so every
+    service's clock passes the whole history and decides everything due in it (reviews,
+    deadlines, settled first touches). Without it the last `FLYWHEEL_ALLOWED_LATENESS_S` of
+    the history would stay undecided; the ticker itself is off (the history is simulated)."""
+    end = max(datetime.fromisoformat(a["occurred_at"]) for a in activities)
+    at = end + timedelta(seconds=Settings().allowed_lateness_s + 1)
+    asyncio.run(_tick_every_partition(bootstrap, security, at))
+    return at
 
 
 async def _total_lag(bootstrap: str, security: Mapping[str, Any]) -> int:
@@ -308,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         assert endpoints.gateway_url is not None
         started = time.monotonic()
         post_activities(endpoints.gateway_url, activities)
+        close_the_clock(endpoints.kafka_bootstrap, activities, security=stack.admin_security())
         posted = time.monotonic() - started
         drained = wait_until_caught_up(endpoints.kafka_bootstrap, security=stack.admin_security())
         console.print(f"posted in {posted:.1f} s; every service caught up {drained:.1f} s later")

@@ -144,12 +144,16 @@ member id must be added here, or an erased member would survive in it."""
 Dimension = Literal["awareness", "engagement", "advocacy"]
 
 
+TouchChannel = Literal["referral", "campaign", "search", "social", "community", "direct"]
+"""How a person first came (awareness's first touch)."""
+
+
 class TransitionDetails(Contract):
     """Awareness states these on its transitions; every field is optional."""
 
-    first_touch_channel: (
-        Literal["referral", "campaign", "search", "social", "community", "direct"] | None
-    ) = Field(default=None, description="How the person first came (awareness's first touch).")
+    first_touch_channel: TouchChannel | None = Field(
+        default=None, description="How the person first came (awareness's first touch)."
+    )
     first_touch_detail: str | None = Field(
         default=None, max_length=500, description="The referrer, campaign, host or thread URL."
     )
@@ -191,6 +195,22 @@ class MemberAcquiredV1(Contract):
     referrer_member_id: Identifier
     occurred_at: AwareDatetime
     activity_id: str
+
+
+class FirstTouchV1(Contract):
+    """How a member first came, settled: awareness states it once its clock has passed the
+    member's joining, when every earlier activity (a visitor's anonymous history on another
+    partition too) has been read. So it is the same at any pace; a transition's `details`
+    carry what awareness knew when it decided the transition."""
+
+    member_id: Identifier
+    channel: TouchChannel | None = Field(description="None: no activity told how they came.")
+    detail: str | None = Field(
+        default=None, max_length=500, description="The referrer, campaign, host or thread URL."
+    )
+    first_seen_at: AwareDatetime = Field(description="Their first activity, anonymous or not.")
+    joined_at: AwareDatetime
+    occurred_at: AwareDatetime = Field(description="When they joined (joined_at).")
 
 
 class MemberMergedV1(Contract):
@@ -398,6 +418,7 @@ STAGE_CHANGED = EventType(
 MEMBER_ACQUIRED = EventType(
     "member.acquired.v1", MemberAcquiredV1, topics.MEMBER_LIFECYCLE, "member_id"
 )
+FIRST_TOUCH = EventType("member.first_touch.v1", FirstTouchV1, topics.MEMBER_LIFECYCLE, "member_id")
 MEMBER_MERGED = EventType(
     "member.merged.v1", MemberMergedV1, topics.MEMBER_LIFECYCLE, "survivor_member_id"
 )
@@ -447,6 +468,7 @@ EVENT_TYPES: dict[str, EventType] = {
         ACTIVITY,
         STAGE_CHANGED,
         MEMBER_ACQUIRED,
+        FIRST_TOUCH,
         MEMBER_MERGED,
         MEMBER_ERASED,
         PEER_HELP,

@@ -150,6 +150,14 @@ FIELDS: dict[str, dict[str, Any]] = {
         "from_champion": True,
         "occurred_at": WHEN,
     },
+    "member.first_touch.v1": {
+        "member_id": "m-42",
+        "channel": "search",
+        "detail": "www.google.com",
+        "first_seen_at": WHEN,
+        "joined_at": WHEN,
+        "occurred_at": WHEN,
+    },
     "signal.champion_feedback.v1": {
         "member_id": "m-42",
         "feedback_event_id": "1f0c3d9e-8f51-5b7a-9a51-3f2d4c6b7e80",

@@ -17,14 +17,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal, cast
+from typing import cast
 from urllib.parse import urlparse
 
 from shared.contracts import (
     ActivityV1,
+    FirstTouchV1,
     MemberAcquiredV1,
     MemberErasedV1,
     ProspectIntentV1,
+    TouchChannel,
     TransitionDetails,
 )
 from shared.journey import Transition
@@ -307,12 +309,28 @@ def touch_details(person: Person, **extra: object) -> TransitionDetails:
     """First touch (and anything else) as a transition's structured details."""
     touch = person.first_touch
     channel = cast(
-        'Literal["referral", "campaign", "search", "social", "community", "direct"] | None',
+        "TouchChannel | None",
         touch.channel if touch else None,
     )
     detail = touch.detail[:500] if touch and touch.detail else None
     return TransitionDetails.model_validate(
         {"first_touch_channel": channel, "first_touch_detail": detail, **extra}
+    )
+
+
+def settled_first_touch(person: Person) -> FirstTouchV1 | None:
+    """member.first_touch.v1 for a member whose joining the clock has passed (None: not a
+    member yet). Pure: the handler picks who is due."""
+    if person.joined_at is None:
+        return None
+    touch = person.first_touch
+    return FirstTouchV1(
+        member_id=person.member_id,
+        channel=cast("TouchChannel | None", touch.channel if touch else None),
+        detail=touch.detail[:500] if touch and touch.detail else None,
+        first_seen_at=person.first_seen_at,
+        joined_at=person.joined_at,
+        occurred_at=person.joined_at,
     )
 
 

@@ -11,12 +11,14 @@ from services.awareness import domain, store
 from shared.cloudevents import Envelope, derive_event_id, payloads
 from shared.consumer import BatchHandler
 from shared.contracts import (
+    FIRST_TOUCH,
     MEMBER_ACQUIRED,
     MEMBER_ERASED,
     PROSPECT_INTENT,
     ActivityV1,
     MemberAcquiredV1,
 )
+from shared.eventtime import ClockReading
 from shared.lifecycle import Erasure, Merge
 from shared.settings import Settings
 from shared.stage import Stage, stage_handler
@@ -69,6 +71,22 @@ async def on_erase(uow: UnitOfWork, e: Erasure, stage: AwarenessStage) -> Collec
     return anonymous
 
 
+async def on_clock(uow: UnitOfWork, reading: ClockReading, stage: AwarenessStage) -> None:
+    """The clock passed some members' joining: everything before it has been read, so their
+    first touch is final; state it once (member.first_touch.v1), in joining order."""
+    if reading.after is None:
+        return
+    due = await store.due_for_first_touch(uow.conn, reading.after)
+    if not due:
+        return
+    people = await store.load_people(uow.conn, due)
+    for member_id in due:
+        settled = domain.settled_first_touch(people[member_id])
+        if settled is not None:
+            stage.emit(uow, FIRST_TOUCH, settled, derive_event_id(FIRST_TOUCH.type, member_id))
+    await store.mark_attributed(uow.conn, due)
+
+
 def build_handler(settings: Settings) -> BatchHandler:
     return stage_handler(
         settings,
@@ -77,4 +95,5 @@ def build_handler(settings: Settings) -> BatchHandler:
         on_activities=on_activities,
         on_merge=on_merge,
         on_erase=on_erase,
+        on_clock=on_clock,
     )

@@ -115,6 +115,22 @@ async def save_aliases(conn: Connection, aliases: Mapping[str, str]) -> None:
     )
 
 
+async def due_for_first_touch(conn: Connection, until: object) -> list[str]:
+    """Members whose joining the clock has passed and whose first touch is not stated yet."""
+    rows = await conn.fetch(
+        "SELECT member_id FROM people WHERE NOT attributed AND joined_at <= $1"
+        " ORDER BY joined_at, member_id",
+        until,
+    )
+    return [r["member_id"] for r in rows]
+
+
+async def mark_attributed(conn: Connection, member_ids: Collection[str]) -> None:
+    await conn.execute(
+        "UPDATE people SET attributed = true WHERE member_id = ANY($1::text[])", list(member_ids)
+    )
+
+
 async def delete_people(conn: Connection, member_ids: Collection[str]) -> None:
     await conn.execute("DELETE FROM people WHERE member_id = ANY($1::text[])", sorted(member_ids))
 

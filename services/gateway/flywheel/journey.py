@@ -20,6 +20,8 @@ from services.gateway.flywheel.rules import share
 from shared.cloudevents import Envelope
 from shared.contracts import (
     ActivityV1,
+    ChampionFeedbackV1,
+    FirstTouchV1,
     NewcomerDropOffV1,
     ProductFeedbackV1,
     QuestionAnsweredV1,
@@ -57,26 +59,30 @@ def takes_part(a: ActivityV1) -> bool:
 
 async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) -> None:
     """One statement per kind of fact, set-based; every insert is idempotent."""
-    touches: dict[str, tuple[str, str | None, datetime]] = {}
+    touches: dict[str, tuple[str | None, str | None, datetime, bool]] = {}
     conversions = []
     active: dict[tuple[str, object], datetime] = {}
     questions: list[tuple[str, str, str, str, str | None, float | None, datetime]] = []
     drop_offs = []
     feedback = []
+    champions_feedback: list[str] = []
     for e in events:
         d = e.data
         if isinstance(d, StageChangedV1) and d.dimension == "awareness" and d.details:
             det = d.details
             if det.first_touch_channel:
                 seen = touches.get(d.member_id)
-                if seen is None or seen[2] <= d.occurred_at:
+                if seen is None or (not seen[3] and seen[2] <= d.occurred_at):
                     touches[d.member_id] = (
                         det.first_touch_channel,
                         det.first_touch_detail,
                         d.occurred_at,
+                        False,
                     )
             if d.to_stage == "customer" and det.community_influenced is not None:
                 conversions.append((e.id, d))
+        elif isinstance(d, FirstTouchV1):  # settled: wins over every transition's details
+            touches[d.member_id] = (d.channel, d.detail, d.occurred_at, True)
         elif isinstance(d, ActivityV1) and takes_part(d):
             at = d.occurred_at.astimezone(UTC)
             key = (d.actor.member_id, at.date())
@@ -94,18 +100,24 @@ async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) ->
             drop_offs.append((e.id, d.member_id, d.newcomer_as, d.occurred_at))
         elif isinstance(d, ProductFeedbackV1):
             feedback.append((e.id, d.member_id, d.feedback_kind, d.from_champion, d.occurred_at))
+        elif isinstance(d, ChampionFeedbackV1):  # advocacy's flag, decided in event time
+            champions_feedback.append(d.feedback_event_id)
 
     if touches:
         await conn.execute(
-            "INSERT INTO flywheel_first_touch (member_id, channel, detail, stated_at)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])"
+            "INSERT INTO flywheel_first_touch (member_id, channel, detail, stated_at, settled)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
+            " $5::bool[])"
             " ON CONFLICT (member_id) DO UPDATE SET channel = EXCLUDED.channel,"
-            " detail = EXCLUDED.detail, stated_at = EXCLUDED.stated_at"
-            " WHERE flywheel_first_touch.stated_at <= EXCLUDED.stated_at",
+            " detail = EXCLUDED.detail, stated_at = EXCLUDED.stated_at,"
+            " settled = EXCLUDED.settled"
+            " WHERE NOT flywheel_first_touch.settled"
+            " AND (EXCLUDED.settled OR flywheel_first_touch.stated_at <= EXCLUDED.stated_at)",
             list(touches),
             [t[0] for t in touches.values()],
             [t[1] for t in touches.values()],
             [t[2] for t in touches.values()],
+            [t[3] for t in touches.values()],
         )
     if conversions:
         await conn.execute(
@@ -157,6 +169,11 @@ async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) ->
             " $5::timestamptz[]) ON CONFLICT DO NOTHING",
             *(list(c) for c in columns),
         )
+    if champions_feedback:  # after the feedback it flags (the same batch, or an earlier one)
+        await conn.execute(
+            "UPDATE flywheel_feedback SET from_champion = true WHERE event_id = ANY($1::text[])",
+            champions_feedback,
+        )
 
 
 WINDOW = (
@@ -182,8 +199,10 @@ async def first_touch(
             SELECT coalesce(f.channel, 'unknown') AS channel, count(*) AS n
             FROM joined j LEFT JOIN flywheel_first_touch f USING (member_id) GROUP BY 1),
         customers AS (
-            SELECT coalesce(channel, 'unknown') AS channel, count(*) AS n
-            FROM flywheel_conversions WHERE {window()} GROUP BY 1)
+            SELECT coalesce(CASE WHEN f.settled THEN f.channel END, c.channel, 'unknown')
+                   AS channel, count(*) AS n
+            FROM flywheel_conversions c LEFT JOIN flywheel_first_touch f USING (member_id)
+            WHERE {window("c.occurred_at")} GROUP BY 1)
         SELECT channel, coalesce(m.n, 0) AS members, coalesce(c.n, 0) AS customers
         FROM members m FULL JOIN customers c USING (channel) ORDER BY channel
         """,
