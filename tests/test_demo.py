@@ -30,7 +30,11 @@ def test_demo_grows_a_community_and_closes_the_loop(
     code = demo.main(["--people", "100", "--weeks", "12", "--state-dir", str(tmp_path / "demo")])
     out = capsys.readouterr().out
     assert code == 0, out
-    for stage in ("visitor", "member", "customer", "engaged", "at_risk", "advocate", "champion"):
+    stages = (
+        *("visitor", "member", "considering", "customer", "retained", "lapsed", "churned"),
+        *("engaged", "at_risk", "advocate", "champion"),
+    )
+    for stage in stages:
         assert f" {stage} " in out, f"no {stage} in the stage counts:\n{out}"
     assert "The flywheel loop:" in out
     assert "Is the flywheel turning?" in out

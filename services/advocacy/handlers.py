@@ -6,6 +6,9 @@ moves, which happens only once every input partition has passed a time (member-a
 events, engagement's and awareness's in-band watermarks), the pending contributions up to it
 are credited in event-time order with the champion reviews in between (`settle`; decided by
 `domain.run_batch`, pure). So the same log gives the same advocates and champions at any pace.
+The same holds for a referral's credit (released when engagement moves the member it brought
+in to engaged, `referral_credits`) and for a champion's product feedback (kept pending, then
+judged with the reviews before its time).
 
 Cutting the batch at merges and erasures, and dispatching each part here, is `shared.stage`.
 The work is done against a `Store` Protocol (PostgreSQL in the service, a dict in the tests).

@@ -944,8 +944,9 @@ def product_feedback(
     activity: ActivityV1, engagement_stage: str | None, rules: Rules
 ) -> Signal | None:
     """signal.product_feedback.v1 for a member's feedback, feature request or bug report, with
-    the stages known here: engagement's own, and advocacy's when the gateway stamped it on the
-    activity (`properties.advocacy_stage`) at intake; a champion's feedback is flagged."""
+    the stages known here: engagement's own, and advocacy's when the sender stamped it on the
+    activity (`properties.advocacy_stage`). Advocacy, downstream, flags a champion's feedback
+    in event time (signal.champion_feedback.v1)."""
     if not counts(activity, rules):
         return None
     found = feedback_kind(activity, rules)
