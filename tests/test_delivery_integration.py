@@ -329,7 +329,9 @@ async def test_a_delivery_that_keeps_failing_dies_and_a_replay_delivers_it(
         return "fail" if broken["on"] and webhook_id == doomed.event_id else "ok"
 
     secret = generate_secret()
-    config = settings(webhook_give_up_after_s=0.5)
+    # give-up time, not a count: long enough for several attempts (back-off 20-100 ms) on a
+    # loaded machine too, where 0.5 s once left room for one attempt only
+    config = settings(webhook_give_up_after_s=2.0)
     app = _api_app(config, pool, lambda: None)
     async with (
         receiving(Receiver(decide)) as receiver,

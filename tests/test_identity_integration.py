@@ -124,7 +124,8 @@ A, B, HELPED, NEWBIE = "discourse:77", "github:1001", "discourse:5", "web:newbie
 
 def _histories() -> list[ActivityV1]:
     """A on the forum, B on GitHub and in the product. Apart, neither is engaged (5 and 6 <
-    8), an advocate (2 and 10 < 12), or a customer on the forum account; together, all three."""
+    8), an advocate (2 and 10 < 12), or a customer on the forum account; together, all three.
+    B's referral is credited because the newcomer B brought in becomes engaged (1 + 6 + 3)."""
     return [
         activity(HELPED, "signup", day=0),
         activity(HELPED, "post", day=0.5, thread_id="q-9"),
@@ -132,7 +133,9 @@ def _histories() -> list[ActivityV1]:
         activity(A, "reply", day=2, thread_id="q-9", thread_author=HELPED),  # 4; peer help: 2
         activity(B, "code_contribution", day=1, source="github"),  # awareness: member; 6
         activity(B, "purchase", day=3, source="product"),  # customer
-        activity(NEWBIE, "signup", day=3.5, source="web", properties={"referred_by": B}),  # 10
+        activity(NEWBIE, "signup", day=3.5, source="web", properties={"referred_by": B}),
+        activity(NEWBIE, "code_contribution", day=3.6, source="github"),
+        activity(NEWBIE, "post", day=3.7, thread_id="q-10"),  # engaged: B's referral, 10
     ]
 
 
@@ -151,7 +154,7 @@ async def test_linking_an_identity_merges_the_person_in_every_service(
         adv = await d.pairs("advocacy", "SELECT member_id, score FROM advocacy_members")
         assert adv == {A: 2.0, B: 10.0}
         eng = await d.pairs("engagement", "SELECT member_id, stage FROM participants")
-        assert eng == {HELPED: None, A: None, B: None, NEWBIE: None}
+        assert eng == {HELPED: None, A: None, B: None, NEWBIE: "engaged"}
 
     await eventually(histories_applied)
 
@@ -232,7 +235,7 @@ async def test_linking_an_identity_merges_the_person_in_every_service(
 
     async def late_activity_on_the_survivor() -> None:
         eng = await d.pairs("engagement", "SELECT member_id, activities FROM participants")
-        assert eng == {HELPED: 2, A: 4, NEWBIE: 1}
+        assert eng == {HELPED: 2, A: 4, NEWBIE: 3}
         people = await d.fetch("awareness", "SELECT member_id FROM people WHERE member_id = $1", B)
         assert people == []
 
