@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -124,3 +125,97 @@ async def test_figures_show_the_loop_peer_help_and_conversion(namespace: Namespa
     assert visitor_time.median_days == 1.0
     # a window after the sign-ups sees no new members, but the churn
     assert window.new_members == 0 and window.churn_risk_signals == 2
+
+
+@pytest.mark.integration
+async def test_settled_first_touch_and_champion_feedback_reach_the_figures(
+    namespace: Namespace,
+) -> None:
+    """The projection: member.first_touch.v1 wins over what transitions' details said, before
+    or after them, and nothing later overrides it; signal.champion_feedback.v1 flags the
+    feedback it names as a champion's."""
+    from shared.cloudevents import Envelope
+    from shared.contracts import (
+        ChampionFeedbackV1,
+        FirstTouchV1,
+        ProductFeedbackV1,
+        StageChangedV1,
+        TransitionDetails,
+    )
+
+    url = await namespace.create_database("gateway")
+    async with running(GATEWAY, namespace.settings(url)):
+        pass  # the migrations
+
+    def envelope(event_id: str, data: Any) -> Envelope:
+        return Envelope(
+            id=event_id, type="t", source="/tests", time=T0, data=data, key=data.member_id
+        )
+
+    def joined(member: str, channel: str, day: float) -> Envelope:
+        return envelope(
+            f"joined-{member}-{day}",
+            StageChangedV1(
+                member_id=member,
+                dimension="awareness",
+                from_stage=None,
+                to_stage="member",
+                reason="test",
+                occurred_at=T0 + timedelta(days=day),
+                details=TransitionDetails(first_touch_channel=channel),  # type: ignore[arg-type]
+            ),
+        )
+
+    def settled(member: str, channel: str | None) -> Envelope:
+        return envelope(
+            f"settled-{member}",
+            FirstTouchV1(
+                member_id=member,
+                channel=channel,  # type: ignore[arg-type]
+                first_seen_at=T0,
+                joined_at=T0 + timedelta(days=1),
+                occurred_at=T0 + timedelta(days=1),
+            ),
+        )
+
+    feedback = ProductFeedbackV1(
+        member_id="ada",
+        feedback_kind="feature_request",
+        matched="feature_request",
+        source="discourse",
+        activity_id="fr-1",
+        stages={"engagement": "engaged"},
+        from_champion=False,
+        occurred_at=T0 + timedelta(days=2),
+    )
+    flag = ChampionFeedbackV1(
+        member_id="ada",
+        feedback_event_id="fb-1",
+        feedback_kind="feature_request",
+        source="discourse",
+        activity_id="fr-1",
+        occurred_at=T0 + timedelta(days=2),
+    )
+    conn = await asyncpg.connect(url)
+    try:
+        project = flywheel.journey.project_journey_facts
+        # ada: the details first, then the settled touch, then later details (ignored)
+        await project(conn, [joined("ada", "direct", 1), envelope("fb-1", feedback)])
+        await project(conn, [settled("ada", "search"), joined("ada", "social", 9)])
+        # bob: settled and details in one batch, details after; cy: settled with no channel
+        await project(conn, [settled("bob", "referral"), joined("bob", "direct", 5)])
+        await project(conn, [settled("cy", None), envelope("flag-1", flag)])
+        rows = await conn.fetch(
+            "SELECT member_id, channel, settled FROM flywheel_first_touch ORDER BY member_id"
+        )
+        champion = await conn.fetchval(
+            "SELECT from_champion FROM flywheel_feedback WHERE event_id = 'fb-1'"
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [
+        ("ada", "search", True),
+        ("bob", "referral", True),
+        ("cy", None, True),
+    ]
+    assert champion is True
