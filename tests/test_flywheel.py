@@ -162,7 +162,7 @@ async def test_settled_first_touch_and_champion_feedback_reach_the_figures(
                 to_stage="member",
                 reason="test",
                 occurred_at=T0 + timedelta(days=day),
-                details=TransitionDetails(first_touch_channel=channel),  # type: ignore[arg-type]
+                details=TransitionDetails(first_touch_channel=channel),
             ),
         )
 
@@ -171,7 +171,7 @@ async def test_settled_first_touch_and_champion_feedback_reach_the_figures(
             f"settled-{member}",
             FirstTouchV1(
                 member_id=member,
-                channel=channel,  # type: ignore[arg-type]
+                channel=channel,
                 first_seen_at=T0,
                 joined_at=T0 + timedelta(days=1),
                 occurred_at=T0 + timedelta(days=1),
