@@ -376,6 +376,7 @@ class Feedback:
 
 
 def feedback_of(data: Contract, event_id: str, rules: Rules) -> Feedback | None:
+    """Engagement's product-feedback signal as feedback to judge (staff and bots: never)."""
     if not isinstance(data, ProductFeedbackV1) or rules.excluded(data.member_id):
         return None
     return Feedback(
