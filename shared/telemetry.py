@@ -275,15 +275,20 @@ def consuming(
         yield None
         return
     contexts = [_record_context(r.headers) for r in records]
-    traced = [c for c in contexts if trace.get_current_span(c).get_span_context().is_valid]
     if not _recording():
         # No SDK tracer: every span would be the no-op tracer's, i.e. its parent's own
         # non-recording span. Emitted events inherit each record's context as they would then,
         # without a span object and an attribute dict per record (~10 % of a service's CPU).
-        noop = BatchTrace(
-            trace.get_current_span(traced[0]) if traced else trace.INVALID_SPAN,
-            {r.key or b"": c for r, c in zip(records, contexts, strict=True)},
+        first = next(
+            (
+                span
+                for c in contexts
+                if c is not _NO_CONTEXT
+                and (span := trace.get_current_span(c)).get_span_context().is_valid
+            ),
+            trace.INVALID_SPAN,
         )
+        noop = BatchTrace(first, {r.key or b"": c for r, c in zip(records, contexts, strict=True)})
         token = _batch.set(noop)
         try:
             with trace.use_span(noop.span, end_on_exit=True, record_exception=True):
@@ -291,6 +296,7 @@ def consuming(
         finally:
             _batch.reset(token)
         return
+    traced = [c for c in contexts if trace.get_current_span(c).get_span_context().is_valid]
     links: list[Link] = []
     seen: set[int] = set()
     for c in traced:
