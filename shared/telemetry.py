@@ -228,13 +228,14 @@ def context_of(headers: Sequence[tuple[str, bytes]] | Mapping[str, Any] | None) 
 
 
 _NO_CONTEXT = Context()
+_TRACE_HEADER_SET = frozenset(TRACE_HEADERS)
 
 
 def _record_context(headers: Sequence[tuple[str, bytes]] | None) -> Context:
     """`context_of` a consumed record's headers, without a propagator call for the (usual)
     record that carries no trace context."""
     for name, _ in headers or ():
-        if name in TRACE_HEADERS:
+        if name in _TRACE_HEADER_SET:
             return context_of(headers)
     return _NO_CONTEXT
 
@@ -373,6 +374,8 @@ def emit_stamper() -> Callable[[OutgoingRecord], OutgoingRecord]:
 def stamp(record: OutgoingRecord, ctx: Context | None = None) -> OutgoingRecord:
     """The record with `traceparent`/`tracestate` of `ctx` (default: the current context).
     A record that already carries one (a dead letter keeps its original's) is left alone."""
+    if ctx is _NO_CONTEXT:
+        return record  # caused by a record that carried no trace context: nothing to add
     if any(name == "traceparent" for name, _ in record.headers):
         return record
     extra = trace_headers(ctx)
