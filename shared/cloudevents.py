@@ -140,6 +140,34 @@ def header_map(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     return result
 
 
+_CE_ATTRIBUTES = frozenset(("ce_specversion", "ce_id", "ce_source", "ce_type"))
+
+
+def _ce_attributes(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
+    """`header_map` of only the four attributes `decode` reads (the last of a repeated
+    header wins, as there): every consumed record pays for this, not for the rest."""
+    result: dict[str, str] = {}
+    for name, value in headers or ():
+        if name in _CE_ATTRIBUTES:
+            try:
+                result[name] = value.decode() if value is not None else ""
+            except UnicodeDecodeError:
+                result[name] = value.decode("utf-8", "replace")
+    return result
+
+
+_TOPIC_NAMES: dict[str, tuple[EventType, frozenset[str]]] = {}
+
+
+def _topics_of(event_type: EventType) -> frozenset[str]:
+    """The logical topics an event type may travel on, computed once per registered type."""
+    cached = _TOPIC_NAMES.get(event_type.type)
+    if cached is None or cached[0] is not event_type:
+        cached = (event_type, frozenset(t.name for t in event_type.topics))
+        _TOPIC_NAMES[event_type.type] = cached
+    return cached[1]
+
+
 UNKNOWN_FIELD = "extra_forbidden"
 """pydantic's error type for a field the contract does not declare."""
 
@@ -201,7 +229,7 @@ def decode(
     The type must be registered for the topic the record was read from (`topic`, with the
     deployment's `topic_prefix`): whoever may write one topic must not be able to send,
     say, an erasure through it (docs/SECURITY.md)."""
-    attrs = header_map(headers)
+    attrs = _ce_attributes(headers)
     if attrs.get("ce_specversion") != SPEC_VERSION:
         raise DecodeError(
             "not a CloudEvent 1.0: ce_specversion header is "
@@ -217,8 +245,8 @@ def decode(
             f"unknown event type {type_name!r}; this service knows {sorted(EVENT_TYPES)}"
         )
     logical_topic = topic.removeprefix(topic_prefix)
-    allowed = [t.name for t in event_type.topics]
-    if logical_topic not in allowed:
+    if logical_topic not in _topics_of(event_type):
+        allowed = [t.name for t in event_type.topics]
         raise DecodeError(
             f"event type {type_name!r} is not registered for topic {logical_topic!r} (only "
             f"{', '.join(repr(t) for t in allowed)}): refused"

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -101,6 +101,20 @@ async def _no_decode(*_: Any) -> None:
     return None
 
 
+async def _lean_batch_parser(
+    records: tuple[RawRecord, ...], original: Callable[[Any], Awaitable[Any]]
+) -> Any:
+    """FastStream's batch parser, given only the batch's first record: it decodes every
+    record's headers into a dict (for `batch_headers`, which nothing here reads), 5-8 % of a
+    stage service's CPU. The message still carries the whole batch as `raw_message`, which
+    is what the handler reads and what a nack rewinds each partition by."""
+    if len(records) <= 1:
+        return await original(records)
+    message = await original(records[:1])
+    message.raw_message = records
+    return message
+
+
 def subscribe_batches(
     broker: KafkaBroker,
     settings: Settings,
@@ -121,6 +135,7 @@ def subscribe_batches(
         group_id=group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_no_decode,
+        parser=_lean_batch_parser,
         **consumer_options(settings, consumer_group),
     )
 

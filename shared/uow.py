@@ -56,11 +56,12 @@ class UnitOfWork:
     async def flush(self) -> None:
         if not self._outbox:
             return
-        await self.conn.executemany(
-            "INSERT INTO outbox"
-            " (event_id, topic, key, value, header_names, header_values, partition)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [
+        # COPY, not one INSERT per row: a batch may emit thousands of rows, and the server
+        # parses and plans none of them. Rows keep their order (seq is assigned as copied).
+        await self.conn.copy_records_to_table(
+            "outbox",
+            columns=_OUTBOX_COLUMNS,
+            records=[
                 (
                     r.event_id,
                     r.topic,
@@ -74,6 +75,17 @@ class UnitOfWork:
             ],
         )
         self._outbox.clear()
+
+
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "topic",
+    "key",
+    "value",
+    "header_names",
+    "header_values",
+    "partition",
+)
 
 
 @asynccontextmanager

@@ -37,13 +37,39 @@ async def load(
 ) -> dict[str, Participant]:
     """The batch's actors, plus (with `due_by`, the watermark) every member whose next
     demotion is due by then: one query for both."""
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM participants"
-        " WHERE member_id = ANY($1::text[]) OR next_deadline <= $2",
-        list(member_ids),
-        due_by,
-    )
+    rows = await _by_key_or_due(conn, "participants", _COLUMNS, "member_id", member_ids, due_by)
     return {r["member_id"]: _participant(r) for r in rows}
+
+
+async def _by_key_or_due(
+    conn: Connection,
+    table: str,
+    columns: str,
+    key: str,
+    keys: Iterable[str],
+    due_by: datetime | None,
+) -> list[Any]:
+    """Rows whose `key` is in `keys`, plus (with `due_by`) those due by then.
+
+    Two selects, not one `WHERE key = ANY($1) OR next_deadline <= $2`: the planner reads an
+    `OR` of two indexed conditions as a sequential scan of the whole table every batch, where
+    each select alone uses its own index (the primary key; `<table>_next_deadline`). A row in
+    both comes back twice; the callers build a dict by key, so the copies collapse."""
+    keys = list(keys)
+    if due_by is None:
+        if not keys:
+            return []
+        return list(
+            await conn.fetch(f"SELECT {columns} FROM {table} WHERE {key} = ANY($1::text[])", keys)
+        )
+    return list(
+        await conn.fetch(
+            f"SELECT {columns} FROM {table} WHERE {key} = ANY($1::text[])"
+            f" UNION ALL SELECT {columns} FROM {table} WHERE next_deadline <= $2",
+            keys,
+            due_by,
+        )
+    )
 
 
 async def save(conn: Connection, members: Iterable[Participant], rules: Rules) -> None:
@@ -113,11 +139,8 @@ async def load_questions(
 ) -> dict[str, Question]:
     """The batch's threads, plus (with `due_by`, the watermark) every question with a signal
     due by then: one query."""
-    rows = await conn.fetch(
-        f"SELECT {_QUESTION_COLUMNS} FROM questions"
-        " WHERE thread_key = ANY($1::text[]) OR next_deadline <= $2",
-        list(thread_keys),
-        due_by,
+    rows = await _by_key_or_due(
+        conn, "questions", _QUESTION_COLUMNS, "thread_key", thread_keys, due_by
     )
     return {
         r["thread_key"]: Question(**{k: r[k] for k in _QUESTION_COLUMNS.split(", ")}) for r in rows
@@ -147,10 +170,12 @@ async def save_questions(conn: Connection, questions: Iterable[Question], rules:
 async def load_newcomers(
     conn: Connection, member_ids: Iterable[str], due_by: datetime | None = None
 ) -> dict[str, Newcomer]:
-    rows = await conn.fetch(
-        "SELECT member_id, newcomer_as, started_at, last_active_at, did, signalled"
-        " FROM newcomers WHERE member_id = ANY($1::text[]) OR next_deadline <= $2",
-        list(member_ids),
+    rows = await _by_key_or_due(
+        conn,
+        "newcomers",
+        "member_id, newcomer_as, started_at, last_active_at, did, signalled",
+        "member_id",
+        member_ids,
         due_by,
     )
     return {

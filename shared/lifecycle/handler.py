@@ -70,6 +70,8 @@ def with_lifecycle(
                 ids |= set(await erase(uow, erasure))
                 await record_erasure(uow.conn, ids, data.occurred_at)
                 members.note_erased(ids)
+            elif not members.aliases and not members.erased:
+                segment.append(envelope)  # nobody in this batch merged or erased: as read
             elif (readable := canonical_envelope(envelope, members)) is not None:
                 segment.append(readable)
         await flush()
