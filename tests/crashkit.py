@@ -49,6 +49,7 @@ from shared.topics import (
     JOURNEY_TRANSITIONS,
     MEMBER_LIFECYCLE,
     SIGNALS_ADVOCACY,
+    SIGNALS_PRODUCT,
     SIGNALS_SALES,
     SIGNALS_SUCCESS,
     SIGNALS_SUPPORT,
@@ -69,6 +70,7 @@ EMITTED = (
     SIGNALS_SALES,
     SIGNALS_SUCCESS,
     SIGNALS_ADVOCACY,
+    SIGNALS_PRODUCT,
 )
 DEAD_LETTERS = tuple(sorted({t.dlq for topics in CONSUMES.values() for t in topics}))
 
@@ -337,6 +339,9 @@ class Seen:
     causes: tuple[str, ...]
     type: str = ""
     """The ids it names as its cause: `caused_by` of a transition, `activity_id` of a signal."""
+    body: bytes = b""
+    """The record's value: an event's content, which its id does not always determine (a
+    transition's id names its stages and causes, not its reason or details)."""
 
 
 @dataclass
@@ -349,6 +354,15 @@ class Outcome:
 
     def ids(self, topic: str) -> set[str]:
         return {e.id for e in self.events[topic]}
+
+    def bodies(self, topic: str) -> dict[str, bytes]:
+        """Each event id's content (its first copy: a re-send carries the same outbox row),
+        without what is promised as "as known" only (`as_promised`)."""
+        result: dict[str, bytes] = {}
+        for e in self.events[topic]:
+            if e.id not in result:
+                result[e.id] = as_promised(e.body)
+        return result
 
     def redelivered(self, topic: str) -> int:
         """Records on the topic that repeat an id already there (at-least-once re-sends)."""
@@ -436,6 +450,7 @@ def _seen(record: Any) -> Seen:
         headers.get("ce_source", ""),
         causes,
         headers.get("ce_type", ""),
+        record.value or b"",
     )
 
 
@@ -467,6 +482,28 @@ async def outcome(bootstrap: str, prefix: str, urls: Mapping[str, str]) -> Outco
     return result
 
 
+AS_KNOWN = ("first_touch_channel", "first_touch_detail")
+"""An awareness transition's first touch is what awareness knew when it decided it: a
+visitor's history on another partition may come later (docs/GUARANTEES.md, "Not promised").
+The settled one, member.first_touch.v1, is compared like every other event."""
+
+
+def as_promised(body: bytes) -> bytes:
+    """The content the determinism promise covers: an awareness transition without its
+    as-known first touch; anything else whole."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict) or data.get("dimension") != "awareness":
+        return body
+    details = data.get("details")
+    if isinstance(details, dict):
+        for key in AS_KNOWN:
+            details.pop(key, None)
+    return json.dumps(data, sort_keys=True).encode()
+
+
 def differences(expected: Outcome, actual: Outcome, owners: Mapping[str, str]) -> list[str]:
     """What differs between two runs, readably (empty when they agree)."""
     problems: list[str] = []
@@ -489,6 +526,15 @@ def differences(expected: Outcome, actual: Outcome, owners: Mapping[str, str]) -
                 f" / {sorted(got_ids - want)[:2]})"
             )
             continue
+        if not topic.endswith(".dlq"):  # dead letters carry the error and when it happened
+            bodies, got_bodies = expected.bodies(topic), actual.bodies(topic)
+            changed = sorted(i for i in want if bodies[i] != got_bodies[i])
+            if changed:
+                first = changed[0]
+                problems.append(
+                    f"{topic}: {len(changed)} events differ in content, e.g. {first}:"
+                    f"\n  {bodies[first][:400]!r}\n  {got_bodies[first][:400]!r}"
+                )
         order, got_order = expected.sequences(topic, owners), actual.sequences(topic, owners)
         bad = [k for k, v in order.items() if got_order.get(k) != v]
         if bad:

@@ -164,6 +164,7 @@ async def determinism(base: Namespace, tmp_path: Path, *, people: int, weeks: in
     # the outcome is not trivially empty: every kind of journey event is there
     assert emitted["journey-transitions"] > 100 and emitted["signals.advocacy"] > 5
     assert emitted["signals.support"] > 100 and emitted["member-lifecycle"] > 10
+    assert emitted["signals.product"] > 5  # feedback, and advocacy's flags of champions' own
     assert burst.state["advocacy"]["review_clock"], "no champion review ever ran"
 
     runs = {

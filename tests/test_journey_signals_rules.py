@@ -420,7 +420,9 @@ def test_a_batchs_signals_go_out_in_event_time_order_per_member() -> None:
     engaged = domain.Participant("m", "engaged", 9.0, days(0), days(0), days(0), days(0), 3)
     batch = domain.fold_batch({"m": engaged}, [], days(30), RULES)
     newcomer = Newcomer("m", "customer", days(5), days(5))
-    journey = fold_journey({"m": engaged}, batch.changed, {}, {"m": newcomer}, [], days(30), RULES)
+    journey = fold_journey(
+        {"m": engaged}, batch.stage_after, {}, {"m": newcomer}, [], days(30), RULES
+    )
     ordered = domain.in_time_order(batch.signals, journey.signals)
     assert [(s.event_type.type, s.data.occurred_at) for s in ordered] == [  # type: ignore[attr-defined]
         (NEWCOMER_DROP_OFF.type, days(19)),

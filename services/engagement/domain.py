@@ -246,6 +246,9 @@ class BatchOutcome:
     changed: dict[str, Participant]
     transitions: list[Transition]
     signals: list[Signal]
+    stage_after: dict[str, str | None] = field(default_factory=dict)
+    """Each activity's id -> its actor's stage right after it (advanced to its time, then
+    applied): the same in any batching, unlike the stage after the whole batch."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,6 +510,7 @@ def fold_batch(
     changed: dict[str, Participant] = {}
     transitions: list[Transition] = []
     signals: list[Signal] = []
+    stage_after: dict[str, str | None] = {}
 
     for activity in activities:
         member_id = activity.actor.member_id
@@ -514,6 +518,7 @@ def fold_batch(
         after, ts = observe(before, activity, rules)
         if after is not None and after != before:
             state[member_id] = changed[member_id] = after
+        stage_after[activity.activity_id] = after.stage if after is not None else None
         transitions.extend(ts)
         if (help_signal := peer_help(activity, rules)) is not None:
             signals.append(help_signal)
@@ -526,7 +531,7 @@ def fold_batch(
                 transitions.extend(ts)
 
     signals.extend(s for t in transitions if (s := churn_risk(t, rules)) is not None)
-    return BatchOutcome(changed, transitions, signals)
+    return BatchOutcome(changed, transitions, signals, stage_after)
 
 
 # --------------------------------------------------------------------------------------------
@@ -992,7 +997,7 @@ def question_keys(activities: Iterable[ActivityV1]) -> set[str]:
 
 def fold_journey(
     before: Mapping[str, Participant],
-    after: Mapping[str, Participant],
+    stage_after: Mapping[str, str | None],
     questions: Mapping[str, Question],
     newcomers: Mapping[str, Newcomer],
     activities: Sequence[ActivityV1],
@@ -1001,8 +1006,9 @@ def fold_journey(
 ) -> JourneyOutcome:
     """Questions, honeymoons and feedback over one batch, in log order, then every question
     and newcomer due by the watermark (the same `watermark` `fold_batch` sweeps with).
-    `before`/`after`: the participants as loaded and as `fold_batch` left them (their first
-    activity tells who is new; their stage goes with feedback). `questions` must hold the
+    `before`: the participants as loaded (their first activity tells who is new);
+    `stage_after`: each activity's actor's stage right after it (`BatchOutcome.stage_after`),
+    which goes with their feedback. `questions` must hold the
     batch's threads and every question due by the watermark, `newcomers` the batch's actors and
     everyone due by it."""
     qs = dict(questions)
@@ -1034,8 +1040,7 @@ def fold_journey(
         if n_after is not None and n_after != n_before:
             ns[member_id] = changed_n[member_id] = n_after
         signals += out
-        participant = after.get(member_id)
-        feedback = product_feedback(activity, participant.stage if participant else None, rules)
+        feedback = product_feedback(activity, stage_after.get(activity.activity_id), rules)
         if feedback is not None:
             signals.append(feedback)
 

@@ -82,7 +82,7 @@ async def on_journey(
     )
     journey = domain.fold_journey(
         before,
-        {**before, **outcome.changed},
+        outcome.stage_after,
         questions,
         newcomers,
         activities,
