@@ -11,12 +11,18 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from services.gateway.flywheel import journey
+from services.gateway.flywheel import journey, series
 from services.gateway.flywheel.models import Conversion, FlywheelReport, TimeInStage
 from services.gateway.flywheel.rules import FUNNEL, is_question, share
 from shared import lifecycle
 from shared.cloudevents import Envelope
-from shared.contracts import ActivityV1, ChurnRiskV1, MemberAcquiredV1, PeerHelpV1
+from shared.contracts import (
+    ActivityV1,
+    ChurnRiskV1,
+    MemberAcquiredV1,
+    PeerHelpV1,
+    StageChangedV1,
+)
 from shared.postgres import Connection
 from shared.uow import UnitOfWork
 
@@ -29,6 +35,11 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
     questions = [e.data for e in events if isinstance(e.data, ActivityV1) and is_question(e.data)]
     conn = uow.conn
     await journey.project_journey_facts(conn, events)
+    # the series of the members whose journey (or first touch) this batch moved; after the
+    # journey's part of the batch (bootstrap.handle_batch) and the first touches above
+    await series.refresh(
+        conn, {e.data.member_id for e in events if isinstance(e.data, StageChangedV1)}
+    )
     if acquired:
         await conn.execute(
             "INSERT INTO flywheel_acquisitions (member_id, referrer_member_id, occurred_at)"
@@ -75,6 +86,8 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
 async def flywheel_report(
     conn: Connection, start: datetime | None, end: datetime | None
 ) -> FlywheelReport:
+    """GET /v1/flywheel for [start, end) (None: open). The counts of stage entries and the
+    time in stage come from the precomputed series (series.py), the rest from small tables."""
     window = (
         "occurred_at >= coalesce($1, '-infinity'::timestamptz)"
         " AND occurred_at < coalesce($2, 'infinity'::timestamptz)"
@@ -85,84 +98,38 @@ async def flywheel_report(
         "SELECT dimension, stage, count(*) AS n FROM member_stages GROUP BY dimension, stage"
     ):
         members.setdefault(r["dimension"], {})[r["stage"]] = r["n"]
+    # who entered what in the window, and who converted: day counters, not a scan (series.py)
+    counts = await series.entry_counts(conn, start, end)
     entered: dict[str, dict[str, int]] = {}
-    for r in await conn.fetch(
-        f"SELECT dimension, to_stage, count(DISTINCT member_id) AS n FROM journey_transitions"
-        f" WHERE {window} GROUP BY dimension, to_stage",
-        start,
-        end,
-    ):
-        entered.setdefault(r["dimension"], {})[r["to_stage"]] = r["n"]
+    for kind, n in sorted(counts.items()):
+        if kind.startswith(series.ENTER) and n:
+            dimension, _, stage = kind.removeprefix(series.ENTER).partition(":")
+            entered.setdefault(dimension, {})[stage] = n
 
     conversions = []
-    for (fd, fs), (td, ts) in FUNNEL:
-        row = await conn.fetchrow(
-            f"""
-            WITH entered AS (
-                SELECT member_id, min(occurred_at) AS at FROM journey_transitions
-                WHERE dimension = $3 AND to_stage = $4 AND {window} GROUP BY member_id)
-            -- "reached the second stage at or after entering the first, before `to`" is "the
-            -- latest such transition before `to` is at or after entering": one hash join, not
-            -- an index probe per member (bench/dashboard.py measured 2 s at 100k members)
-            , reached AS (
-                SELECT member_id, max(occurred_at) AS at FROM journey_transitions
-                WHERE dimension = $5 AND to_stage = ANY($6::text[])
-                  AND occurred_at < coalesce($2, 'infinity'::timestamptz)
-                GROUP BY member_id)
-            SELECT count(*) AS entered, count(*) FILTER (WHERE r.at >= e.at) AS converted
-            FROM entered e LEFT JOIN reached r USING (member_id)
-            """,
-            start,
-            end,
-            fd,
-            fs,
-            td,
-            ts,
-        )
-        assert row is not None
+    for i, ((fd, fs), (td, ts)) in enumerate(FUNNEL):
+        entered_n = counts.get(series.entered_kind(fd, fs), 0)
+        converted = counts.get(series.conversion_kind(i), 0)
         conversions.append(
             Conversion(
                 from_dimension=fd,
                 from_stage=fs,
                 to_dimension=td,
                 to_stage=ts[0],
-                entered=row["entered"],
-                converted=row["converted"],
-                rate=share(row["converted"], row["entered"]),
+                entered=entered_n,
+                converted=converted,
+                rate=share(converted, entered_n),
             )
         )
 
     time_in_stage = [
         TimeInStage(
-            dimension=r["dimension"],
-            stage=r["stage"],
-            left=r["n"],
-            median_days=round(r["median_s"] / 86400, 2),
+            dimension=dimension, stage=stage, left=n, median_days=round(median_s / 86400, 2)
         )
-        for r in await conn.fetch(
-            f"""
-            WITH spans AS (
-                SELECT dimension, to_stage AS stage, occurred_at AS entered_at,
-                       lead(occurred_at) OVER (PARTITION BY member_id, dimension
-                                               ORDER BY occurred_at, seq) AS occurred_at
-                FROM journey_transitions)
-            SELECT dimension, stage, count(*) AS n,
-                   percentile_cont(0.5) WITHIN GROUP (
-                       ORDER BY extract(epoch FROM occurred_at - entered_at)) AS median_s
-            FROM spans WHERE occurred_at IS NOT NULL AND {window}
-            GROUP BY dimension, stage ORDER BY dimension, stage
-            """,
-            start,
-            end,
-        )
+        for dimension, stage, n, median_s in await series.time_in_stage(conn, start, end)
     ]
 
-    new_members = await conn.fetchval(
-        f"SELECT count(DISTINCT member_id) FROM journey_transitions"
-        f" WHERE dimension = 'awareness' AND to_stage = 'member' AND {window}",
-        start,
-        end,
-    )
+    new_members = counts.get(series.entered_kind("awareness", "member"), 0)
     via_referral = await conn.fetchval(
         f"SELECT count(*) FROM flywheel_acquisitions WHERE {window}", start, end
     )
@@ -209,7 +176,7 @@ async def flywheel_report(
         peer_answer_share=share(question_row["answered"], question_row["n"]),
         churn_risk_signals=churn,
         at_risk_now=at_risk,
-        first_touch=await journey.first_touch(conn, start, end),
+        first_touch=await journey.first_touch(conn, start, end, counts),
         community_influenced_conversion=await journey.community_influence(conn, start, end),
         retention=await journey.retention(conn, end),
         time_to_first_response=await journey.first_response(conn, start, end),
@@ -217,7 +184,9 @@ async def flywheel_report(
             conn, "flywheel_drop_offs", "newcomer_as", start, end
         ),
         product_feedback=await _feedback(conn, start, end),
-        health=await journey.health(conn, start, end, question_row["n"], question_row["answered"]),
+        health=await journey.health(
+            conn, start, end, question_row["n"], question_row["answered"], counts
+        ),
     )
 
 
@@ -256,6 +225,8 @@ async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
         "DELETE FROM flywheel_acquisitions WHERE member_id = $1 AND referrer_member_id = $1",
         survivor,
     )
+    # the journey's part ran first (member_state.MERGES): A's transitions are both now
+    await series.refresh(conn, {survivor, merged})
 
 
 async def erase_members(conn: Connection, ids: Collection[str], at: datetime) -> None:
@@ -271,6 +242,7 @@ async def erase_members(conn: Connection, ids: Collection[str], at: datetime) ->
         await conn.execute(sql, members)
     for sql in journey.ERASE_SQL:
         await conn.execute(sql, members)
+    await series.refresh(conn, members)  # their transitions are gone: their rows and counts go
     await conn.execute(journey.ERASED_ANSWERER, members, lifecycle.ERASED)
     await conn.execute(
         "UPDATE flywheel_acquisitions SET referrer_member_id = $2"
