@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from services.gateway.flywheel import series
 from services.gateway.flywheel.models import (
     CommunityInfluence,
     FirstResponse,
@@ -16,7 +17,6 @@ from services.gateway.flywheel.models import (
     Ratio,
     Retention,
 )
-from services.gateway.flywheel import series
 from services.gateway.flywheel.rules import share
 from shared.cloudevents import Envelope
 from shared.contracts import (

@@ -66,12 +66,14 @@ WITH b AS (SELECT ($1::timestamptz AT TIME ZONE 'UTC')::date AS ds,
                   ($2::timestamptz AT TIME ZONE 'UTC')::date AS de)
 SELECT kind, sum(n)::bigint AS n FROM (
     SELECT d.kind, d.n FROM flywheel_entry_days d, b
-    WHERE ($3::text[] IS NULL OR d.kind = ANY($3::text[])) AND d.day > coalesce(b.ds, '-infinity') AND d.day < coalesce(b.de, 'infinity')
+    WHERE ($3::text[] IS NULL OR d.kind = ANY($3::text[]))
+      AND d.day > coalesce(b.ds, '-infinity') AND d.day < coalesce(b.de, 'infinity')
       AND (d.prev_day = '-infinity' OR d.prev_day < coalesce(b.ds, '-infinity'))
       AND d.next_day < coalesce(b.de, 'infinity')
     UNION ALL
     SELECT e.kind, 1 FROM flywheel_entries e, b
-    WHERE ($3::text[] IS NULL OR e.kind = ANY($3::text[])) AND (e.day = b.ds OR e.day = b.de OR (e.prev_day = b.ds AND e.prev_day <> '-infinity')
+    WHERE ($3::text[] IS NULL OR e.kind = ANY($3::text[]))
+      AND (e.day = b.ds OR e.day = b.de OR (e.prev_day = b.ds AND e.prev_day <> '-infinity')
            OR (e.next_day = b.de AND e.next_day <> '-infinity'))
       AND e.at >= coalesce($1, '-infinity'::timestamptz)
       AND e.at < coalesce($2, 'infinity'::timestamptz)
