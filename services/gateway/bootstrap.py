@@ -135,6 +135,9 @@ SPEC = ServiceSpec(
         "flywheel_question_signals",
         "flywheel_drop_offs",
         "flywheel_feedback",
+        "flywheel_entries",  # the flywheel's precomputed series (migration 008)
+        "flywheel_entry_days",
+        "flywheel_spans",
         "inbox",
     ),
     # activities and clock ticks from HTTP and webhooks; merges and erasures from identity/

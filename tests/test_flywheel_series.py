@@ -1,0 +1,216 @@
+"""The flywheel's precomputed series (services/gateway/flywheel/series.py, migration 008) equal
+a from-scratch computation: the report's figures equal the scans they replaced
+(tests/flywheel_scan.py) for windows whose bounds fall on midnights, inside days and on the
+transitions' own instants; and the tables kept batch by batch equal a rebuild from scratch,
+after transitions arriving late and out of order, a replay, a merge and an erasure."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.gateway import member_state
+from services.gateway.bootstrap import SPEC, handle_batch
+from services.gateway.flywheel import series
+from services.gateway.flywheel.store import flywheel_report
+from shared import lifecycle
+from shared.cloudevents import Envelope, derive_event_id
+from shared.contracts import STAGE_CHANGED, StageChangedV1, TransitionDetails
+from shared.postgres import PLUMBING_MIGRATIONS, migrate
+from shared.uow import unit_of_work
+from tests import flywheel_scan
+from tests.conftest import Namespace
+from tests.factories import T0
+
+STAGES = {
+    "awareness": ["visitor", "member", "considering", "customer", "retained", "lapsed"],
+    "engagement": ["engaged", "at_risk", "reactivated", "dormant"],
+    "advocacy": ["advocate", "champion"],
+}
+CHANNELS = ["referral", "search", "community", "direct", None]
+
+
+def test_the_migration_backfills_with_the_rules_funnel() -> None:
+    sql = (SPEC.migrations / "008_flywheel_series.sql").read_text()
+    literal = re.search(r"'(\[\[\[.*?\]\]\]\])'::jsonb", sql, re.S)
+    assert literal is not None
+    assert json.loads(literal.group(1)) == json.loads(series.funnel_json())
+
+
+def transitions(rng: random.Random, members: int, n: int, tag: str = "a") -> list[Envelope]:
+    """Transitions of `members` members over 40 days: half on a midnight, some at the same
+    instant as another, re-entries into a stage, first touches on awareness's."""
+    instants: list[datetime] = []
+    out = []
+    for i in range(n):
+        member = f"m-{rng.randrange(members)}"
+        dimension = rng.choice(list(STAGES))
+        if instants and rng.random() < 0.15:
+            at = rng.choice(instants)
+        else:
+            at = T0 + timedelta(days=rng.randrange(40))
+            if rng.random() < 0.5:
+                at += timedelta(seconds=rng.randrange(86400))
+        instants.append(at)
+        channel = rng.choice(CHANNELS) if dimension == "awareness" else None
+        data = StageChangedV1(
+            member_id=member,
+            dimension=dimension,  # type: ignore[arg-type]
+            from_stage=None,
+            to_stage=rng.choice(STAGES[dimension]),
+            reason="test",
+            occurred_at=at,
+            details=TransitionDetails(first_touch_channel=channel) if channel else None,  # type: ignore[arg-type]
+        )
+        out.append(
+            Envelope(
+                id=derive_event_id("series-test", STAGE_CHANGED.type, tag, str(i)),
+                type=STAGE_CHANGED.type,
+                source="/tests",
+                time=T0,
+                data=data,
+                key=member,
+                topic="journey-transitions",
+                offset=i,
+            )
+        )
+    return out
+
+
+def shuffled(events: list[Envelope], rng: random.Random) -> list[Envelope]:
+    """Arriving late and out of event-time order."""
+    return rng.sample(events, len(events))
+
+
+async def apply_in_batches(pool: asyncpg.Pool, events: list[Envelope], rng: random.Random) -> None:
+    """In this order, in batches of 1 to 15."""
+    while events:
+        size = rng.randint(1, 15)
+        batch, events = events[:size], events[size:]
+        async with unit_of_work(pool) as uow:
+            await handle_batch(uow, await uow.claim(batch))
+
+
+def windows(rng: random.Random, events: list[Envelope]) -> list[tuple[Any, Any]]:
+    """Open and closed windows; bounds on midnights, within days, on transitions' instants,
+    and both on one day."""
+    instants = [e.data.occurred_at for e in events]  # type: ignore[union-attr]
+    bounds: list[datetime] = []
+    for _ in range(12):
+        bounds.append(T0 + timedelta(days=rng.randrange(-1, 42)))
+        bounds.append(T0 + timedelta(days=rng.randrange(40), seconds=rng.randrange(86400)))
+        bounds.append(rng.choice(instants))
+    pairs: list[tuple[Any, Any]] = [(None, None)]
+    for _ in range(30):
+        a, b = sorted(rng.sample(bounds, 2))
+        pairs.append((a, b))
+    pairs += [(None, rng.choice(bounds)), (rng.choice(bounds), None)]
+    day = T0 + timedelta(days=7)
+    pairs.append((day + timedelta(hours=1), day + timedelta(hours=20)))  # inside one day
+    return pairs
+
+
+async def snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "entries": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT kind, event_id, member_id, at, prev_at, next_at FROM flywheel_entries"
+                " ORDER BY 1, 2, 3"
+            )
+        ],
+        "days": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT kind, day, prev_day, next_day, n FROM flywheel_entry_days WHERE n <> 0"
+                " ORDER BY 1, 2, 3, 4"
+            )
+        ],
+        "spans": [
+            tuple(r)
+            for r in await conn.fetch("SELECT * FROM flywheel_spans ORDER BY member_id, event_id")
+        ],
+    }
+
+
+async def rebuilt(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    """The tables a rebuild from scratch gives (rolled back: the kept ones stay)."""
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        await series.refresh(conn, None)
+        return await snapshot(conn)
+    finally:
+        await tr.rollback()
+
+
+async def assert_equal_to_scratch(conn: asyncpg.Connection, pairs: list[tuple[Any, Any]]) -> None:
+    kept = await snapshot(conn)
+    assert kept["entries"], "the community made no entries"
+    assert kept == await rebuilt(conn)
+    for start, end in pairs:
+        report = await flywheel_report(conn, start, end)
+        assert flywheel_scan.from_report(report) == await flywheel_scan.figures(conn, start, end), (
+            start,
+            end,
+        )
+
+
+@pytest.fixture
+async def pool(namespace: Namespace) -> AsyncIterator[asyncpg.Pool]:
+    url = await namespace.create_database("gateway")
+    created = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    assert created is not None
+    await migrate(created, [PLUMBING_MIGRATIONS, SPEC.migrations, lifecycle.MIGRATIONS])
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@pytest.mark.integration
+async def test_series_equal_a_scan_after_batches_replay_merge_and_erasure(
+    pool: asyncpg.Pool,
+) -> None:
+    rng = random.Random(14)
+    events = shuffled(transitions(rng, members=40, n=400), rng)
+    await apply_in_batches(pool, events, rng)
+    pairs = windows(rng, events)
+    async with pool.acquire() as conn:
+        await assert_equal_to_scratch(conn, pairs)
+        before = await snapshot(conn)
+        figures = [flywheel_scan.from_report(await flywheel_report(conn, *w)) for w in pairs]
+
+        # a replay: the topic's order again (ties in event time go by arrival), in other
+        # batches, into truncated tables, holds the same
+        await conn.execute(f"TRUNCATE {', '.join(SPEC.replay_tables)}")
+    await apply_in_batches(pool, events, rng)
+    async with pool.acquire() as conn:
+        assert await snapshot(conn) == before
+        assert [
+            flywheel_scan.from_report(await flywheel_report(conn, *w)) for w in pairs
+        ] == figures
+
+        # a merge (m-1's journey is m-0's) and an erasure (m-2, m-3)
+        async with conn.transaction():
+            await member_state.merge_member_state(conn, "m-0", "m-1")
+        async with conn.transaction():
+            await member_state.erase_member_state(conn, {"m-2", "m-3"}, T0)
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM flywheel_entries WHERE member_id = ANY($1::text[])",
+            ["m-1", "m-2", "m-3"],
+        )
+        await assert_equal_to_scratch(conn, pairs)
+
+    # and the survivor's journey goes on after the merge
+    more = shuffled(transitions(random.Random(15), members=2, n=30, tag="b"), rng)
+    await apply_in_batches(pool, more, rng)
+    async with pool.acquire() as conn:
+        await assert_equal_to_scratch(conn, pairs + windows(rng, more))
