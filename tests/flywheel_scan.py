@@ -148,3 +148,45 @@ def from_report(report: Any) -> dict[str, Any]:
         "members_by_end": health["active_members"].of,
         "new_engaged": (new.of, new.count),
     }
+
+
+async def cohort_retention(conn: Connection) -> list[dict[str, Any]]:
+    """directory.store.cohort_retention as a pass over every member (before migration 009)."""
+    from services.gateway.directory.store import RETENTION_WEEKS, read_model_now, share
+
+    now = await read_model_now(conn)
+    if now is None:
+        return []
+    columns = ", ".join(
+        f"count(*) FILTER (WHERE ew >= {w}) AS e{w},"
+        f" count(*) FILTER (WHERE ew >= {w} AND aw >= {w}) AS r{w}"
+        for w in RETENTION_WEEKS
+    )
+    rows = await conn.fetch(
+        f"""
+        SELECT to_char(month, 'YYYY-MM') AS cohort, members, {
+            ", ".join(f"e{w}, r{w}" for w in RETENTION_WEEKS)
+        }
+        FROM (
+            SELECT date_trunc('month', first_seen_at AT TIME ZONE 'UTC') AS month,
+                   count(*) AS members, {columns}
+            FROM (SELECT first_seen_at,
+                         extract(epoch FROM last_active_at - first_seen_at) / 604800 AS aw,
+                         extract(epoch FROM $1 - first_seen_at) / 604800 AS ew
+                  FROM directory_members WHERE NOT anonymous) m
+            GROUP BY 1) c
+        ORDER BY month
+        """,
+        now,
+    )
+    return [
+        {
+            "cohort": r["cohort"],
+            "members": r["members"],
+            "retained": {str(w): share(r[f"r{w}"], r[f"e{w}"]) for w in RETENTION_WEEKS},
+            "retained_members": {
+                str(w): r[f"r{w}"] if r[f"e{w}"] else None for w in RETENTION_WEEKS
+            },
+        }
+        for r in rows
+    ]

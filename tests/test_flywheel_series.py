@@ -18,16 +18,17 @@ import pytest
 
 from services.gateway import member_state
 from services.gateway.bootstrap import SPEC, handle_batch
+from services.gateway.directory import store as directory_store
 from services.gateway.flywheel import series
 from services.gateway.flywheel.store import flywheel_report
 from shared import lifecycle
 from shared.cloudevents import Envelope, derive_event_id
-from shared.contracts import STAGE_CHANGED, StageChangedV1, TransitionDetails
+from shared.contracts import ACTIVITY, STAGE_CHANGED, ActivityV1, StageChangedV1, TransitionDetails
 from shared.postgres import PLUMBING_MIGRATIONS, migrate
 from shared.uow import unit_of_work
 from tests import flywheel_scan
 from tests.conftest import Namespace
-from tests.factories import T0
+from tests.factories import T0, activity
 
 STAGES = {
     "awareness": ["visitor", "member", "considering", "customer", "retained", "lapsed"],
@@ -214,3 +215,84 @@ async def test_series_equal_a_scan_after_batches_replay_merge_and_erasure(
     await apply_in_batches(pool, more, rng)
     async with pool.acquire() as conn:
         await assert_equal_to_scratch(conn, pairs + windows(rng, more))
+
+
+def activities(rng: random.Random, members: int, n: int, tag: str) -> list[Envelope]:
+    """Activities over 150 days, some anonymous visitors, a few sign-ups that name the visitor
+    they were, and members whose first and last activity sit on the edges of N weeks before the
+    newest activity (day 150, 12:00)."""
+    now = T0 + timedelta(days=150, hours=12)
+    out: list[ActivityV1] = [activity("last", "reply", at=now)]
+    for w in (1, 2, 4, 8, 12):
+        for shift in (-1, 0, 1):  # joined a second before, at, after now - N weeks
+            joined = now - timedelta(weeks=w, seconds=shift)
+            member = f"edge-{w}-{shift}"
+            out.append(activity(member, "signup", at=joined))
+            out.append(activity(member, "reply", at=joined + timedelta(weeks=w, seconds=shift)))
+    for _ in range(n):
+        i = rng.randrange(members)
+        anonymous = i % 7 == 0
+        at = T0 + timedelta(days=rng.randrange(150), seconds=rng.randrange(86400))
+        out.append(
+            activity(f"anon-{i}" if anonymous else f"m-{i}", "page_view" if anonymous else "reply",
+                     at=at, anonymous=anonymous)
+        )  # fmt: skip
+    for i in range(0, members, 14):  # the visitor anon-i signs up as m-i
+        at = T0 + timedelta(days=rng.randrange(150))
+        out.append(activity(f"m-{i}", "signup", at=at, properties={"anonymous_id": f"anon-{i}"}))
+    return [
+        Envelope(
+            id=derive_event_id("cohort-test", ACTIVITY.type, tag, str(k)),
+            type=ACTIVITY.type,
+            source="/tests",
+            time=T0,
+            data=a,
+            key=a.actor.member_id,
+            topic="member-activity",
+            offset=k,
+        )
+        for k, a in enumerate(out)
+    ]
+
+
+async def assert_cohorts_equal_to_scratch(conn: asyncpg.Connection) -> None:
+    kept = [
+        tuple(r)
+        for r in await conn.fetch(
+            "SELECT day, level, n FROM directory_cohort_days WHERE n <> 0 ORDER BY 1, 2"
+        )
+    ]
+    scratch = [
+        tuple(r)
+        for r in await conn.fetch(
+            "SELECT (first_seen_at AT TIME ZONE 'UTC')::date,"
+            " directory_retention_level(first_seen_at, last_active_at), count(*)"
+            " FROM directory_members WHERE NOT anonymous GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+    ]
+    assert kept and kept == scratch
+    cohorts = [c.model_dump() for c in await directory_store.cohort_retention(conn)]
+    assert cohorts == await flywheel_scan.cohort_retention(conn)
+    assert any(c["retained_members"]["12"] for c in cohorts)
+
+
+@pytest.mark.integration
+async def test_cohort_counters_equal_a_pass_over_the_members(pool: asyncpg.Pool) -> None:
+    rng = random.Random(9)
+    events = shuffled(activities(rng, members=90, n=900, tag="a"), rng)
+    await apply_in_batches(pool, events, rng)
+    async with pool.acquire() as conn:
+        await assert_cohorts_equal_to_scratch(conn)
+        before = await conn.fetch("SELECT * FROM directory_cohort_days WHERE n <> 0 ORDER BY 1, 2")
+        await conn.execute(f"TRUNCATE {', '.join(SPEC.replay_tables)}")
+    await apply_in_batches(pool, events, rng)
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetch("SELECT * FROM directory_cohort_days WHERE n <> 0 ORDER BY 1, 2")
+            == before
+        )
+        async with conn.transaction():
+            await member_state.merge_member_state(conn, "m-1", "m-2")
+        async with conn.transaction():
+            await member_state.erase_member_state(conn, {"m-3", "edge-4-0"}, T0)
+        await assert_cohorts_equal_to_scratch(conn)

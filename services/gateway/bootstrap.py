@@ -129,6 +129,7 @@ SPEC = ServiceSpec(
         "directory_kind_counts",
         "directory_advocacy_signals",
         "directory_stage_weeks",
+        "directory_cohort_days",  # counted by a trigger on directory_members (migration 009)
         "flywheel_first_touch",
         "flywheel_conversions",
         "flywheel_active_days",
