@@ -117,7 +117,40 @@ async def figures(conn: Connection, start: datetime | None, end: datetime | None
         timedelta(days=30),
     )
     assert new is not None
+    questions = await conn.fetchrow(
+        f"""
+        SELECT count(*) AS n, count(*) FILTER (WHERE EXISTS (
+            SELECT 1 FROM flywheel_peer_help h
+            WHERE h.thread_id = q.thread_id AND h.helped_member_id = q.member_id
+              AND h.helper_member_id <> q.member_id
+              AND h.occurred_at < coalesce($2, 'infinity'::timestamptz))) AS answered
+        FROM flywheel_questions q WHERE {window("q.occurred_at")}
+        """,
+        start,
+        end,
+    )
+    assert questions is not None
+    weeks = [
+        tuple(r)
+        for r in await conn.fetch(
+            f"""
+            SELECT (date_trunc('week', q.occurred_at AT TIME ZONE 'UTC'))::date AS week,
+                   count(*) AS n,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM flywheel_peer_help h
+                       WHERE h.thread_id = q.thread_id AND h.helped_member_id = q.member_id
+                         AND h.helper_member_id <> q.member_id
+                         AND h.occurred_at < coalesce($2, 'infinity'::timestamptz))) AS answered
+            FROM flywheel_questions q WHERE {window("q.occurred_at")}
+            GROUP BY 1 ORDER BY 1
+            """,
+            start,
+            end,
+        )
+    ]
     return {
+        "questions": (questions["n"], questions["answered"]),
+        "peer_answer_weeks": weeks,
         "entered_per_stage": entered,
         "conversions": conversions,
         "time_in_stage": time_in_stage,
@@ -128,11 +161,15 @@ async def figures(conn: Connection, start: datetime | None, end: datetime | None
     }
 
 
-def from_report(report: Any) -> dict[str, Any]:
-    """The same figures, read off a FlywheelReport."""
+def from_report(report: Any, peer_answer_weeks: list[Any]) -> dict[str, Any]:
+    """The same figures, read off a FlywheelReport and the dashboard's weekly series."""
     health = {r.name: r for r in report.health}
     new = health["new_members_engaged_within_30_days"]
     return {
+        "questions": (report.questions, report.questions_answered_by_peers),
+        "peer_answer_weeks": [
+            (w.week, w.questions, w.answered_by_peers) for w in peer_answer_weeks
+        ],
         "entered_per_stage": report.entered_per_stage,
         "conversions": [
             (c.from_dimension, c.from_stage, c.to_dimension, c.to_stage, c.entered, c.converted)

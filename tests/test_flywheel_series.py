@@ -23,7 +23,15 @@ from services.gateway.flywheel import series
 from services.gateway.flywheel.store import flywheel_report
 from shared import lifecycle
 from shared.cloudevents import Envelope, derive_event_id
-from shared.contracts import ACTIVITY, STAGE_CHANGED, ActivityV1, StageChangedV1, TransitionDetails
+from shared.contracts import (
+    ACTIVITY,
+    PEER_HELP,
+    STAGE_CHANGED,
+    ActivityV1,
+    PeerHelpV1,
+    StageChangedV1,
+    TransitionDetails,
+)
 from shared.postgres import PLUMBING_MIGRATIONS, migrate
 from shared.uow import unit_of_work
 from tests import flywheel_scan
@@ -102,7 +110,7 @@ async def apply_in_batches(pool: asyncpg.Pool, events: list[Envelope], rng: rand
 def windows(rng: random.Random, events: list[Envelope]) -> list[tuple[Any, Any]]:
     """Open and closed windows; bounds on midnights, within days, on transitions' instants,
     and both on one day."""
-    instants = [e.data.occurred_at for e in events]  # type: ignore[union-attr]
+    instants = [e.data.occurred_at for e in events if isinstance(e.data, StageChangedV1)]
     bounds: list[datetime] = []
     for _ in range(12):
         bounds.append(T0 + timedelta(days=rng.randrange(-1, 42)))
@@ -134,6 +142,12 @@ async def snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]
                 " ORDER BY 1, 2, 3, 4"
             )
         ],
+        "answers": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT activity_id, answered_at FROM flywheel_questions ORDER BY 1"
+            )
+        ],
         "spans": [
             tuple(r)
             for r in await conn.fetch("SELECT * FROM flywheel_spans ORDER BY member_id, event_id")
@@ -147,21 +161,67 @@ async def rebuilt(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     await tr.start()
     try:
         await series.refresh(conn, None)
+        await series.refresh_answers(conn, everyone=True)
         return await snapshot(conn)
     finally:
         await tr.rollback()
 
 
+async def figures(conn: asyncpg.Connection, start: Any, end: Any) -> dict[str, Any]:
+    """The report's figures and the weekly peer-answer series, as served."""
+    return flywheel_scan.from_report(
+        await flywheel_report(conn, start, end),
+        await directory_store.peer_answer_weeks(conn, start, end),
+    )
+
+
+def questions_and_help(rng: random.Random, members: int, n: int, tag: str) -> list[Envelope]:
+    """Questions in a few threads, and peer help in them: some from the asker itself (no
+    peer's), some before the question, some in threads nobody asked in."""
+    out = []
+    for i in range(n):
+        asker = f"m-{rng.randrange(members)}"
+        thread = f"t-{rng.randrange(members)}"
+        at = T0 + timedelta(days=rng.randrange(40), seconds=rng.choice([0, rng.randrange(86400)]))
+        data: ActivityV1 | PeerHelpV1
+        if rng.random() < 0.4:
+            data = activity(asker, "post", at=at, thread_id=thread, properties={"question": True})
+            type_ = ACTIVITY.type
+        else:
+            helper = asker if rng.random() < 0.2 else f"m-{rng.randrange(members)}"
+            data = PeerHelpV1(
+                helper_member_id=helper,
+                helped_member_id=asker,
+                thread_id=thread,
+                url=None,
+                accepted=rng.random() < 0.5,
+                occurred_at=at,
+                activity_id=f"h-{tag}-{i}",
+            )
+            type_ = PEER_HELP.type
+        out.append(
+            Envelope(
+                id=derive_event_id("help-test", type_, tag, str(i)),
+                type=type_,
+                source="/tests",
+                time=T0,
+                data=data,
+                key=asker,
+                topic="t",
+                offset=i,
+            )
+        )
+    return out
+
+
 async def assert_equal_to_scratch(conn: asyncpg.Connection, pairs: list[tuple[Any, Any]]) -> None:
     kept = await snapshot(conn)
     assert kept["entries"], "the community made no entries"
+    assert any(at for _, at in kept["answers"]), "no question was answered"
     assert kept == await rebuilt(conn)
     for start, end in pairs:
-        report = await flywheel_report(conn, start, end)
-        assert flywheel_scan.from_report(report) == await flywheel_scan.figures(conn, start, end), (
-            start,
-            end,
-        )
+        scan = await flywheel_scan.figures(conn, start, end)
+        assert await figures(conn, start, end) == scan, (start, end)
 
 
 @pytest.fixture
@@ -181,13 +241,15 @@ async def test_series_equal_a_scan_after_batches_replay_merge_and_erasure(
     pool: asyncpg.Pool,
 ) -> None:
     rng = random.Random(14)
-    events = shuffled(transitions(rng, members=40, n=400), rng)
+    events = shuffled(
+        transitions(rng, members=40, n=400) + questions_and_help(rng, 40, 300, "a"), rng
+    )
     await apply_in_batches(pool, events, rng)
     pairs = windows(rng, events)
     async with pool.acquire() as conn:
         await assert_equal_to_scratch(conn, pairs)
         before = await snapshot(conn)
-        figures = [flywheel_scan.from_report(await flywheel_report(conn, *w)) for w in pairs]
+        served = [await figures(conn, *w) for w in pairs]
 
         # a replay: the topic's order again (ties in event time go by arrival), in other
         # batches, into truncated tables, holds the same
@@ -195,9 +257,7 @@ async def test_series_equal_a_scan_after_batches_replay_merge_and_erasure(
     await apply_in_batches(pool, events, rng)
     async with pool.acquire() as conn:
         assert await snapshot(conn) == before
-        assert [
-            flywheel_scan.from_report(await flywheel_report(conn, *w)) for w in pairs
-        ] == figures
+        assert [await figures(conn, *w) for w in pairs] == served
 
         # a merge (m-1's journey is m-0's) and an erasure (m-2, m-3)
         async with conn.transaction():
@@ -211,7 +271,11 @@ async def test_series_equal_a_scan_after_batches_replay_merge_and_erasure(
         await assert_equal_to_scratch(conn, pairs)
 
     # and the survivor's journey goes on after the merge
-    more = shuffled(transitions(random.Random(15), members=2, n=30, tag="b"), rng)
+    more = shuffled(
+        transitions(random.Random(15), members=2, n=30, tag="b")
+        + questions_and_help(random.Random(16), 4, 40, "b"),
+        rng,
+    )
     await apply_in_batches(pool, more, rng)
     async with pool.acquire() as conn:
         await assert_equal_to_scratch(conn, pairs + windows(rng, more))

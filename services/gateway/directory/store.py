@@ -375,16 +375,14 @@ async def peer_answer_weeks(
     conn: Connection, start: datetime | None, end: datetime | None
 ) -> list[WeekShare]:
     """GET /v1/flywheel's peer_answer_share, week by week: questions asked that week, and how
-    many of them a member other than the asker helped in the thread (before `to`)."""
+    many of them a member other than the asker helped in the thread (before `to`): each
+    question's own answer time (migration 010), not a probe of the peer help per question."""
     rows = await conn.fetch(
         """
         SELECT (date_trunc('week', q.occurred_at AT TIME ZONE 'UTC'))::date AS week,
                count(*) AS n,
-               count(*) FILTER (WHERE EXISTS (
-                   SELECT 1 FROM flywheel_peer_help h
-                   WHERE h.thread_id = q.thread_id AND h.helped_member_id = q.member_id
-                     AND h.helper_member_id <> q.member_id
-                     AND h.occurred_at < coalesce($2, 'infinity'::timestamptz))) AS answered
+               count(*) FILTER (
+                   WHERE q.answered_at < coalesce($2, 'infinity'::timestamptz)) AS answered
         FROM flywheel_questions q
         WHERE q.occurred_at >= coalesce($1, '-infinity'::timestamptz)
           AND q.occurred_at < coalesce($2, 'infinity'::timestamptz)

@@ -114,3 +114,49 @@ async def time_in_stage(
         end,
     )
     return [(r["dimension"], r["stage"], r["n"], r["median_s"]) for r in rows]
+
+
+# A question's answer time: the first help a member other than the asker gave the asker in
+# its thread (NULL: none yet). "Answered by a peer before `to`" is answered_at < to.
+_ANSWERED = """
+UPDATE flywheel_questions q SET answered_at = a.at
+FROM (SELECT q2.activity_id,
+             (SELECT min(h.occurred_at) FROM flywheel_peer_help h
+              WHERE h.thread_id = q2.thread_id AND h.helped_member_id = q2.member_id
+                AND h.helper_member_id <> q2.member_id) AS at
+      FROM flywheel_questions q2
+      WHERE {which}) a
+WHERE q.activity_id = a.activity_id AND q.answered_at IS DISTINCT FROM a.at
+"""
+
+
+async def refresh_answers(
+    conn: Connection,
+    questions: Sequence[str] = (),
+    threads: Sequence[tuple[str | None, str]] = (),
+    askers: Sequence[str] = (),
+    everyone: bool = False,
+) -> None:
+    """Recompute the answer time of these questions (by activity id), of the questions asked
+    in these (thread, asker) pairs, and of these askers' questions (`everyone`: all of them, a
+    rebuild)."""
+    if everyone:
+        await conn.execute(_ANSWERED.format(which="true"))
+        return
+    # one statement per selector, each an index lookup (an OR of them would scan)
+    if questions:
+        await conn.execute(
+            _ANSWERED.format(which="q2.activity_id = ANY($1::text[])"), list(questions)
+        )
+    pairs = sorted({(t, m) for t, m in threads if t is not None})
+    if pairs:
+        await conn.execute(
+            _ANSWERED.format(
+                which="(q2.thread_id, q2.member_id) IN"
+                " (SELECT * FROM unnest($1::text[], $2::text[]))"
+            ),
+            [t for t, _ in pairs],
+            [m for _, m in pairs],
+        )
+    if askers:
+        await conn.execute(_ANSWERED.format(which="q2.member_id = ANY($1::text[])"), sorted(askers))

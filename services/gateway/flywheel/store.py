@@ -72,6 +72,12 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
             [q.target.thread_id if q.target else None for q in questions],
             [q.occurred_at for q in questions],
         )
+    # the answer times of the batch's questions, and of the questions its help answers
+    await series.refresh_answers(
+        conn,
+        questions=[f"{q.source}:{q.activity_id}" for q in questions],
+        threads=[(h.thread_id, h.helped_member_id) for _, h in helped],
+    )
     if risks:
         await conn.execute(
             "INSERT INTO flywheel_churn_risk (event_id, member_id, occurred_at)"
@@ -140,15 +146,11 @@ async def flywheel_report(
         end,
     )
     assert help_row is not None
+    # answered by a peer before `to`: the question's own answer time (series.refresh_answers)
     question_row = await conn.fetchrow(
-        f"""
-        SELECT count(*) AS n, count(*) FILTER (WHERE EXISTS (
-            SELECT 1 FROM flywheel_peer_help h
-            WHERE h.thread_id = q.thread_id AND h.helped_member_id = q.member_id
-              AND h.helper_member_id <> q.member_id
-              AND h.occurred_at < coalesce($2, 'infinity'::timestamptz))) AS answered
-        FROM flywheel_questions q WHERE {window.replace("occurred_at", "q.occurred_at")}
-        """,
+        f"SELECT count(*) AS n, count(*) FILTER ("
+        f" WHERE answered_at < coalesce($2, 'infinity'::timestamptz)) AS answered"
+        f" FROM flywheel_questions WHERE {window}",
         start,
         end,
     )
@@ -227,12 +229,20 @@ async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
     )
     # the journey's part ran first (member_state.MERGES): A's transitions are both now
     await series.refresh(conn, {survivor, merged})
+    # B's help to A, or A's to B, is no peer's any more
+    await series.refresh_answers(conn, askers=[survivor])
 
 
 async def erase_members(conn: Connection, ids: Collection[str], at: datetime) -> None:
     """Delete the members' facts; where someone else's fact names one of them (a referrer, a
     helped member), put `lifecycle.ERASED` in its place."""
     members = sorted(ids)
+    # the questions their help answered: answered later, or not at all, once it is gone
+    answered = await conn.fetch(
+        "SELECT DISTINCT thread_id, helped_member_id FROM flywheel_peer_help"
+        " WHERE helper_member_id = ANY($1::text[])",
+        members,
+    )
     for sql in (
         "DELETE FROM flywheel_acquisitions WHERE member_id = ANY($1::text[])",
         "DELETE FROM flywheel_peer_help WHERE helper_member_id = ANY($1::text[])",
@@ -255,4 +265,7 @@ async def erase_members(conn: Connection, ids: Collection[str], at: datetime) ->
         " WHERE helped_member_id = ANY($1::text[])",
         members,
         lifecycle.ERASED,
+    )
+    await series.refresh_answers(
+        conn, threads=[(r["thread_id"], r["helped_member_id"]) for r in answered]
     )
