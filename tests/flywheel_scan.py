@@ -148,7 +148,22 @@ async def figures(conn: Connection, start: datetime | None, end: datetime | None
             end,
         )
     ]
+    members_per_stage: dict[str, dict[str, int]] = {}
+    for r in await conn.fetch(
+        "SELECT dimension, stage, count(*) AS n FROM member_stages GROUP BY dimension, stage"
+    ):
+        members_per_stage.setdefault(r["dimension"], {})[r["stage"]] = r["n"]
+    at_risk = await conn.fetchval(
+        "SELECT count(*) FROM member_stages WHERE dimension = 'engagement' AND stage = 'at_risk'"
+    )
+    advocates = await conn.fetchval(
+        "SELECT count(*) FROM member_stages WHERE dimension = 'advocacy'"
+        " AND stage IN ('advocate', 'champion')"
+    )
     return {
+        "members_per_stage": members_per_stage,
+        "at_risk_now": at_risk,
+        "advocates": advocates,
         "questions": (questions["n"], questions["answered"]),
         "peer_answer_weeks": weeks,
         "entered_per_stage": entered,
@@ -166,6 +181,9 @@ def from_report(report: Any, peer_answer_weeks: list[Any]) -> dict[str, Any]:
     health = {r.name: r for r in report.health}
     new = health["new_members_engaged_within_30_days"]
     return {
+        "members_per_stage": report.members_per_stage,
+        "at_risk_now": report.at_risk_now,
+        "advocates": health["advocates_per_100_active_members"].count,
         "questions": (report.questions, report.questions_answered_by_peers),
         "peer_answer_weeks": [
             (w.week, w.questions, w.answered_by_peers) for w in peer_answer_weeks

@@ -148,6 +148,12 @@ async def snapshot(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]
                 "SELECT activity_id, answered_at FROM flywheel_questions ORDER BY 1"
             )
         ],
+        "stage_counts": [
+            tuple(r)
+            for r in await conn.fetch(
+                "SELECT dimension, stage, n FROM flywheel_stage_counts WHERE n <> 0 ORDER BY 1, 2"
+            )
+        ],
         "spans": [
             tuple(r)
             for r in await conn.fetch("SELECT * FROM flywheel_spans ORDER BY member_id, event_id")
@@ -162,6 +168,11 @@ async def rebuilt(conn: asyncpg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     try:
         await series.refresh(conn, None)
         await series.refresh_answers(conn, everyone=True)
+        await conn.execute(
+            "TRUNCATE flywheel_stage_counts;"
+            " INSERT INTO flywheel_stage_counts SELECT dimension, stage, count(*)"
+            " FROM member_stages GROUP BY 1, 2"
+        )
         return await snapshot(conn)
     finally:
         await tr.rollback()

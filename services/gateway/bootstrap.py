@@ -139,6 +139,7 @@ SPEC = ServiceSpec(
         "flywheel_entries",  # the flywheel's precomputed series (migration 008)
         "flywheel_entry_days",
         "flywheel_spans",
+        "flywheel_stage_counts",  # counted by a trigger on member_stages (migration 011)
         "inbox",
     ),
     # activities and clock ticks from HTTP and webhooks; merges and erasures from identity/

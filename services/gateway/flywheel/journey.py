@@ -328,7 +328,8 @@ async def health(
         "engaged": entries.get(series.ENGAGED_30, 0),
     }
     advocates = await conn.fetchval(
-        "SELECT count(*) FROM member_stages WHERE dimension = 'advocacy'"
+        "SELECT coalesce(sum(n), 0)::bigint FROM flywheel_stage_counts"
+        " WHERE dimension = 'advocacy'"
         " AND stage IN ('advocate', 'champion')"
     )
     per_100 = round(100 * advocates / active, 2) if active else None

@@ -101,7 +101,9 @@ async def flywheel_report(
 
     members: dict[str, dict[str, int]] = {}
     for r in await conn.fetch(
-        "SELECT dimension, stage, count(*) AS n FROM member_stages GROUP BY dimension, stage"
+        # counted as member_stages moves (migration 011), not a pass over every member
+        "SELECT dimension, stage, n FROM flywheel_stage_counts WHERE n > 0"
+        " ORDER BY dimension, stage"
     ):
         members.setdefault(r["dimension"], {})[r["stage"]] = r["n"]
     # who entered what in the window, and who converted: day counters, not a scan (series.py)
@@ -159,7 +161,8 @@ async def flywheel_report(
         f"SELECT count(*) FROM flywheel_churn_risk WHERE {window}", start, end
     )
     at_risk = await conn.fetchval(
-        "SELECT count(*) FROM member_stages WHERE dimension = 'engagement' AND stage = 'at_risk'"
+        "SELECT coalesce(sum(n), 0)::bigint FROM flywheel_stage_counts"
+        " WHERE dimension = 'engagement' AND stage = 'at_risk'"
     )
     return FlywheelReport(
         window_from=start,
