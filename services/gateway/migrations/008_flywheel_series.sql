@@ -72,26 +72,31 @@ CREATE INDEX IF NOT EXISTS flywheel_spans_left
 -- the health ratio's 30 days: the caller passes both, so the rules stay in Python.
 CREATE OR REPLACE FUNCTION flywheel_series_refresh(
     members text[], funnel jsonb, engaged_within interval
-) RETURNS void LANGUAGE plpgsql AS $fn$
+) RETURNS void LANGUAGE plpgsql
+-- planned for the members at hand: a generic plan of these statements scans every member
+SET plan_cache_mode = force_custom_plan
+AS $fn$
 DECLARE
-    only_these text := CASE WHEN members IS NULL THEN 'true' ELSE 'member_id = ANY($1)' END;
+    everyone boolean := members IS NULL;
 BEGIN
+    IF everyone THEN
+        members := ARRAY(SELECT member_id FROM journey_transitions
+                         UNION SELECT member_id FROM flywheel_entries
+                         UNION SELECT member_id FROM flywheel_spans);
+    END IF;
     -- out: the members' old rows, and their counts
-    EXECUTE format($sql$
-        WITH gone AS (DELETE FROM flywheel_entries WHERE %s
-                      RETURNING kind, day, prev_day, next_day)
+    WITH gone AS (DELETE FROM flywheel_entries WHERE member_id = ANY(members)
+                  RETURNING kind, day, prev_day, next_day)
         INSERT INTO flywheel_entry_days AS d (kind, day, prev_day, next_day, n)
         SELECT kind, day, prev_day, next_day, -count(*) FROM gone
         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (kind, day, prev_day, next_day) DO UPDATE SET n = d.n + EXCLUDED.n
-        $sql$, only_these) USING members;
-    EXECUTE format('DELETE FROM flywheel_spans WHERE %s', only_these) USING members;
+        ON CONFLICT (kind, day, prev_day, next_day) DO UPDATE SET n = d.n + EXCLUDED.n;
+    DELETE FROM flywheel_spans WHERE member_id = ANY(members);
 
     -- in: their rows now, and their counts
-    EXECUTE format($sql$
-        WITH t AS (
+    WITH t AS (
             SELECT member_id, dimension, to_stage, occurred_at, seq, event_id
-            FROM journey_transitions WHERE %s),
+            FROM journey_transitions WHERE member_id = ANY(members)),
         e AS (
             SELECT t.*,
                    lag(occurred_at) OVER (PARTITION BY member_id, dimension, to_stage
@@ -104,7 +109,7 @@ BEGIN
             SELECT i - 1 AS i, p -> 0 ->> 0 AS from_dim, p -> 0 ->> 1 AS from_stage,
                    p -> 1 ->> 0 AS to_dim,
                    ARRAY(SELECT jsonb_array_elements_text(p -> 1 -> 1)) AS to_stages
-            FROM jsonb_array_elements($2) WITH ORDINALITY AS x(p, i)),
+            FROM jsonb_array_elements(funnel) WITH ORDINALITY AS x(p, i)),
         -- per funnel pair and member, its entries and its arrivals in the target, newest
         -- first (an arrival before an entry at the same instant): the running minimum of the
         -- arrivals is each entry's first arrival at or after it
@@ -137,7 +142,7 @@ BEGIN
             -- joined, and engaged within `engaged_within` of joining
             SELECT 'engaged30', e.event_id, e.member_id, e.occurred_at, e.prev_at, '-infinity'
             FROM e WHERE e.dimension = 'awareness' AND e.to_stage = 'member'
-              AND e.engaged_at <= e.occurred_at + $3
+              AND e.engaged_at <= e.occurred_at + engaged_within
             UNION ALL
             -- joined, by the first touch awareness stated for the member
             SELECT 'touch:' || coalesce(ft.channel, 'unknown'), e.event_id, e.member_id,
@@ -152,22 +157,19 @@ BEGIN
         INSERT INTO flywheel_entry_days AS d (kind, day, prev_day, next_day, n)
         SELECT kind, day, prev_day, next_day, count(*) FROM added
         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-        ON CONFLICT (kind, day, prev_day, next_day) DO UPDATE SET n = d.n + EXCLUDED.n
-        $sql$, only_these) USING members, funnel, engaged_within;
+        ON CONFLICT (kind, day, prev_day, next_day) DO UPDATE SET n = d.n + EXCLUDED.n;
 
-    EXECUTE format($sql$
-        INSERT INTO flywheel_spans (member_id, event_id, dimension, stage, entered_at, left_at)
+    INSERT INTO flywheel_spans (member_id, event_id, dimension, stage, entered_at, left_at)
         SELECT member_id, event_id, dimension, to_stage, occurred_at, left_at
         FROM (SELECT member_id, event_id, dimension, to_stage, occurred_at,
                      lead(occurred_at) OVER (PARTITION BY member_id, dimension
                                              ORDER BY occurred_at, seq) AS left_at
-              FROM journey_transitions WHERE %s) s
-        WHERE left_at IS NOT NULL
-        $sql$, only_these) USING members;
+              FROM journey_transitions WHERE member_id = ANY(members)) s
+        WHERE left_at IS NOT NULL;
 
     -- A counter whose rows all moved (a merge, an erasure, a late transition) stays at 0 and
     -- sums to nothing; pruned on a rebuild only, so a batch never scans the counters.
-    IF members IS NULL THEN
+    IF everyone THEN
         DELETE FROM flywheel_entry_days WHERE n = 0;
     END IF;
 END
