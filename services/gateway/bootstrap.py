@@ -129,12 +129,17 @@ SPEC = ServiceSpec(
         "directory_kind_counts",
         "directory_advocacy_signals",
         "directory_stage_weeks",
+        "directory_cohort_days",  # counted by a trigger on directory_members (migration 009)
         "flywheel_first_touch",
         "flywheel_conversions",
         "flywheel_active_days",
         "flywheel_question_signals",
         "flywheel_drop_offs",
         "flywheel_feedback",
+        "flywheel_entries",  # the flywheel's precomputed series (migration 008)
+        "flywheel_entry_days",
+        "flywheel_spans",
+        "flywheel_stage_counts",  # counted by a trigger on member_stages (migration 011)
         "inbox",
     ),
     # activities and clock ticks from HTTP and webhooks; merges and erasures from identity/

@@ -288,41 +288,69 @@ async def leaderboards(
 async def cohort_retention(conn: Connection) -> list[CohortRetention]:
     """Per sign-up month: the share of its members still active 1, 2, 4, 8 and 12 weeks after
     they joined (their last activity at or after joined + weeks), over the members old enough
-    to tell (joined + weeks <= the read model's now). Visitors are not members."""
+    to tell (joined + weeks <= the read model's now). Visitors are not members.
+
+    Read from the day counters of migration 009 (members per day joined and retention level),
+    not from every member: only the members who joined on the day of now - N weeks are read
+    one by one, to tell exactly which of them are N weeks old."""
     now = await read_model_now(conn)
     if now is None:
         return []
-    columns = ", ".join(
-        f"count(*) FILTER (WHERE ew >= {w}) AS e{w},"
-        f" count(*) FILTER (WHERE ew >= {w} AND aw >= {w}) AS r{w}"
-        for w in RETENTION_WEEKS
-    )
-    # weeks as epoch arithmetic (7 x 86,400 s): no time zone or DST can move a boundary
     rows = await conn.fetch(
-        f"""
-        SELECT to_char(month, 'YYYY-MM') AS cohort, members, {
-            ", ".join(f"e{w}, r{w}" for w in RETENTION_WEEKS)
-        }
-        FROM (
-            SELECT date_trunc('month', first_seen_at AT TIME ZONE 'UTC') AS month,
-                   count(*) AS members, {columns}
-            FROM (SELECT first_seen_at,
-                         extract(epoch FROM last_active_at - first_seen_at) / 604800 AS aw,
-                         extract(epoch FROM $1 - first_seen_at) / 604800 AS ew
-                  FROM directory_members WHERE NOT anonymous) m
-            GROUP BY 1) c
-        ORDER BY month
+        """
+        WITH cut AS (  -- now - N weeks, as epoch arithmetic (no zone or DST moves it)
+            SELECT w, $1::timestamptz - make_interval(secs => w * 604800) AS at
+            FROM unnest($2::int[]) AS w),
+        cut_day AS (SELECT w, (at AT TIME ZONE 'UTC')::date AS day FROM cut)
+        -- members per month
+        SELECT to_char(day, 'YYYY-MM') AS cohort, 0 AS w, sum(n)::bigint AS e, 0::bigint AS r
+        FROM directory_cohort_days GROUP BY 1
+        UNION ALL
+        -- the days before now - N weeks: all old enough
+        SELECT to_char(h.day, 'YYYY-MM'), c.w, sum(h.n)::bigint,
+               (sum(h.n) FILTER (WHERE h.level >= c.w))::bigint
+        FROM directory_cohort_days h JOIN cut_day c ON h.day < c.day GROUP BY 1, 2
+        UNION ALL
+        -- the day of now - N weeks: member by member
+        SELECT to_char(m.first_seen_at AT TIME ZONE 'UTC', 'YYYY-MM'), c.w,
+               count(*) FILTER (WHERE extract(epoch FROM $1 - m.first_seen_at) / 604800 >= c.w),
+               count(*) FILTER (
+                   WHERE extract(epoch FROM $1 - m.first_seen_at) / 604800 >= c.w
+                     AND extract(epoch FROM m.last_active_at - m.first_seen_at) / 604800 >= c.w)
+        FROM cut_day c JOIN directory_members m
+          ON NOT m.anonymous
+         AND m.first_seen_at >= c.day::timestamp AT TIME ZONE 'UTC'
+         AND m.first_seen_at < (c.day + 1)::timestamp AT TIME ZONE 'UTC'
+        GROUP BY 1, 2
         """,
         now,
+        list(RETENTION_WEEKS),
     )
+    members: dict[str, int] = {}
+    old_enough: dict[tuple[str, int], int] = {}
+    retained: dict[tuple[str, int], int] = {}
+    for r in rows:
+        if r["w"] == 0:
+            members[r["cohort"]] = r["e"]
+        else:
+            key = (r["cohort"], r["w"])
+            old_enough[key] = old_enough.get(key, 0) + r["e"]
+            retained[key] = retained.get(key, 0) + (r["r"] or 0)
     return [
         CohortRetention(
-            cohort=r["cohort"],
-            members=r["members"],
-            retained={str(w): share(r[f"r{w}"], r[f"e{w}"]) for w in RETENTION_WEEKS},
-            retained_members={str(w): r[f"r{w}"] if r[f"e{w}"] else None for w in RETENTION_WEEKS},
+            cohort=cohort,
+            members=n,
+            retained={
+                str(w): share(retained.get((cohort, w), 0), old_enough.get((cohort, w), 0))
+                for w in RETENTION_WEEKS
+            },
+            retained_members={
+                str(w): retained.get((cohort, w), 0) if old_enough.get((cohort, w)) else None
+                for w in RETENTION_WEEKS
+            },
         )
-        for r in rows
+        for cohort, n in sorted(members.items())
+        if n
     ]
 
 
@@ -347,16 +375,14 @@ async def peer_answer_weeks(
     conn: Connection, start: datetime | None, end: datetime | None
 ) -> list[WeekShare]:
     """GET /v1/flywheel's peer_answer_share, week by week: questions asked that week, and how
-    many of them a member other than the asker helped in the thread (before `to`)."""
+    many of them a member other than the asker helped in the thread (before `to`): each
+    question's own answer time (migration 010), not a probe of the peer help per question."""
     rows = await conn.fetch(
         """
         SELECT (date_trunc('week', q.occurred_at AT TIME ZONE 'UTC'))::date AS week,
                count(*) AS n,
-               count(*) FILTER (WHERE EXISTS (
-                   SELECT 1 FROM flywheel_peer_help h
-                   WHERE h.thread_id = q.thread_id AND h.helped_member_id = q.member_id
-                     AND h.helper_member_id <> q.member_id
-                     AND h.occurred_at < coalesce($2, 'infinity'::timestamptz))) AS answered
+               count(*) FILTER (
+                   WHERE q.answered_at < coalesce($2, 'infinity'::timestamptz)) AS answered
         FROM flywheel_questions q
         WHERE q.occurred_at >= coalesce($1, '-infinity'::timestamptz)
           AND q.occurred_at < coalesce($2, 'infinity'::timestamptz)

@@ -7,8 +7,9 @@ health ratios. Projected from the events that state them; figures over an event-
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
+from services.gateway.flywheel import series
 from services.gateway.flywheel.models import (
     CommunityInfluence,
     FirstResponse,
@@ -47,7 +48,6 @@ NOT_TAKING_PART: frozenset[str] = frozenset(
 """Kinds that do not make a member active in the community (the health ratios)."""
 
 RETENTION_STAGES = ("customer", "retained", "lapsed", "churned")
-ENGAGED_WITHIN = timedelta(days=30)
 
 
 def takes_part(a: ActivityV1) -> bool:
@@ -187,31 +187,34 @@ def window(col: str = "occurred_at") -> str:
 
 
 async def first_touch(
-    conn: Connection, start: datetime | None, end: datetime | None
+    conn: Connection, start: datetime | None, end: datetime | None, entries: dict[str, int]
 ) -> list[FirstTouch]:
-    rows = await conn.fetch(
-        f"""
-        WITH joined AS (
-            SELECT member_id FROM journey_transitions
-            WHERE dimension = 'awareness' AND to_stage = 'member' AND {window()}
-            GROUP BY member_id),
-        members AS (
-            SELECT coalesce(f.channel, 'unknown') AS channel, count(*) AS n
-            FROM joined j LEFT JOIN flywheel_first_touch f USING (member_id) GROUP BY 1),
-        customers AS (
-            SELECT coalesce(CASE WHEN f.settled THEN f.channel END, c.channel, 'unknown')
-                   AS channel, count(*) AS n
-            FROM flywheel_conversions c LEFT JOIN flywheel_first_touch f USING (member_id)
-            WHERE {window("c.occurred_at")} GROUP BY 1)
-        SELECT channel, coalesce(m.n, 0) AS members, coalesce(c.n, 0) AS customers
-        FROM members m FULL JOIN customers c USING (channel) ORDER BY channel
-        """,
-        start,
-        end,
-    )
+    """New members per first-touch channel (`entries`: series.entry_counts for the window)
+    next to the customers who converted in the window per channel."""
+    members = {
+        kind.removeprefix(series.TOUCH): n
+        for kind, n in entries.items()
+        if kind.startswith(series.TOUCH) and n
+    }
+    customers = {
+        r["channel"]: r["n"]
+        for r in await conn.fetch(
+            # the settled first touch (member.first_touch.v1) over the conversion's as-known
+            "SELECT CASE WHEN f.settled THEN coalesce(f.channel, 'unknown')"
+            " ELSE coalesce(c.channel, 'unknown') END AS channel, count(*) AS n"
+            " FROM flywheel_conversions c LEFT JOIN flywheel_first_touch f USING (member_id)"
+            f" WHERE {window('c.occurred_at')} GROUP BY 1",
+            start,
+            end,
+        )
+    }
     return [
-        FirstTouch(channel=r["channel"], new_members=r["members"], customers=r["customers"])
-        for r in rows
+        FirstTouch(
+            channel=channel,
+            new_members=members.get(channel, 0),
+            customers=customers.get(channel, 0),
+        )
+        for channel in sorted(members.keys() | customers.keys())
     ]
 
 
@@ -330,37 +333,23 @@ async def health(
     end: datetime | None,
     questions: int,
     answered_by_peers: int,
+    entries: dict[str, int],
 ) -> list[Ratio]:
-    members = await conn.fetchval(
-        "SELECT count(DISTINCT member_id) FROM journey_transitions WHERE dimension = 'awareness'"
-        " AND to_stage IN ('member', 'customer')"  # joined, or bought (anonymous ids never)
-        " AND occurred_at < coalesce($1, 'infinity'::timestamptz)",
-        end,
-    )
+    """The health ratios for the window; `entries` is series.entry_counts for it."""
+    # everyone who had joined or bought by `to`: their first such entry, before `to`
+    members = (await series.entry_counts(conn, None, end, [series.JOINED])).get(series.JOINED, 0)
     active = await conn.fetchval(
         f"SELECT count(DISTINCT member_id) FROM flywheel_active_days WHERE {window('at')}",
         start,
         end,
     )
-    new = await conn.fetchrow(
-        f"""
-        WITH joined AS (
-            SELECT member_id, min(occurred_at) AS at FROM journey_transitions
-            WHERE dimension = 'awareness' AND to_stage = 'member' AND {window()}
-            GROUP BY member_id)
-        SELECT count(*) AS n, count(*) FILTER (WHERE EXISTS (
-            SELECT 1 FROM journey_transitions t
-            WHERE t.member_id = j.member_id AND t.dimension = 'engagement'
-              AND t.to_stage = 'engaged' AND t.occurred_at <= j.at + $3::interval)) AS engaged
-        FROM joined j
-        """,
-        start,
-        end,
-        ENGAGED_WITHIN,
-    )
-    assert new is not None
+    new = {
+        "n": entries.get(series.entered_kind("awareness", "member"), 0),
+        "engaged": entries.get(series.ENGAGED_30, 0),
+    }
     advocates = await conn.fetchval(
-        "SELECT count(*) FROM member_stages WHERE dimension = 'advocacy'"
+        "SELECT coalesce(sum(n), 0)::bigint FROM flywheel_stage_counts"
+        " WHERE dimension = 'advocacy'"
         " AND stage IN ('advocate', 'champion')"
     )
     per_100 = round(100 * advocates / active, 2) if active else None

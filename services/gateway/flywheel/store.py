@@ -11,12 +11,19 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from services.gateway.flywheel import journey
+from services.gateway.flywheel import journey, series
 from services.gateway.flywheel.models import Conversion, FlywheelReport, TimeInStage
 from services.gateway.flywheel.rules import FUNNEL, is_question, share
 from shared import lifecycle
 from shared.cloudevents import Envelope
-from shared.contracts import ActivityV1, ChurnRiskV1, MemberAcquiredV1, PeerHelpV1
+from shared.contracts import (
+    ActivityV1,
+    ChurnRiskV1,
+    FirstTouchV1,
+    MemberAcquiredV1,
+    PeerHelpV1,
+    StageChangedV1,
+)
 from shared.postgres import Connection
 from shared.uow import UnitOfWork
 
@@ -29,6 +36,12 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
     questions = [e.data for e in events if isinstance(e.data, ActivityV1) and is_question(e.data)]
     conn = uow.conn
     await journey.project_journey_facts(conn, events)
+    # the series of the members whose journey (or first touch) this batch moved; after the
+    # journey's part of the batch (bootstrap.handle_batch) and the first touches above
+    await series.refresh(
+        conn,
+        {e.data.member_id for e in events if isinstance(e.data, StageChangedV1 | FirstTouchV1)},
+    )
     if acquired:
         await conn.execute(
             "INSERT INTO flywheel_acquisitions (member_id, referrer_member_id, occurred_at)"
@@ -61,6 +74,12 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
             [q.target.thread_id if q.target else None for q in questions],
             [q.occurred_at for q in questions],
         )
+    # the answer times of the batch's questions, and of the questions its help answers
+    await series.refresh_answers(
+        conn,
+        questions=[f"{q.source}:{q.activity_id}" for q in questions],
+        threads=[(h.thread_id, h.helped_member_id) for _, h in helped],
+    )
     if risks:
         await conn.execute(
             "INSERT INTO flywheel_churn_risk (event_id, member_id, occurred_at)"
@@ -75,6 +94,8 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
 async def flywheel_report(
     conn: Connection, start: datetime | None, end: datetime | None
 ) -> FlywheelReport:
+    """GET /v1/flywheel for [start, end) (None: open). The counts of stage entries and the
+    time in stage come from the precomputed series (series.py), the rest from small tables."""
     window = (
         "occurred_at >= coalesce($1, '-infinity'::timestamptz)"
         " AND occurred_at < coalesce($2, 'infinity'::timestamptz)"
@@ -82,87 +103,43 @@ async def flywheel_report(
 
     members: dict[str, dict[str, int]] = {}
     for r in await conn.fetch(
-        "SELECT dimension, stage, count(*) AS n FROM member_stages GROUP BY dimension, stage"
+        # counted as member_stages moves (migration 011), not a pass over every member
+        "SELECT dimension, stage, n FROM flywheel_stage_counts WHERE n > 0"
+        " ORDER BY dimension, stage"
     ):
         members.setdefault(r["dimension"], {})[r["stage"]] = r["n"]
+    # who entered what in the window, and who converted: day counters, not a scan (series.py)
+    counts = await series.entry_counts(conn, start, end)
     entered: dict[str, dict[str, int]] = {}
-    for r in await conn.fetch(
-        f"SELECT dimension, to_stage, count(DISTINCT member_id) AS n FROM journey_transitions"
-        f" WHERE {window} GROUP BY dimension, to_stage",
-        start,
-        end,
-    ):
-        entered.setdefault(r["dimension"], {})[r["to_stage"]] = r["n"]
+    for kind, n in sorted(counts.items()):
+        if kind.startswith(series.ENTER) and n:
+            dimension, _, stage = kind.removeprefix(series.ENTER).partition(":")
+            entered.setdefault(dimension, {})[stage] = n
 
     conversions = []
-    for (fd, fs), (td, ts) in FUNNEL:
-        row = await conn.fetchrow(
-            f"""
-            WITH entered AS (
-                SELECT member_id, min(occurred_at) AS at FROM journey_transitions
-                WHERE dimension = $3 AND to_stage = $4 AND {window} GROUP BY member_id)
-            -- "reached the second stage at or after entering the first, before `to`" is "the
-            -- latest such transition before `to` is at or after entering": one hash join, not
-            -- an index probe per member (bench/dashboard.py measured 2 s at 100k members)
-            , reached AS (
-                SELECT member_id, max(occurred_at) AS at FROM journey_transitions
-                WHERE dimension = $5 AND to_stage = ANY($6::text[])
-                  AND occurred_at < coalesce($2, 'infinity'::timestamptz)
-                GROUP BY member_id)
-            SELECT count(*) AS entered, count(*) FILTER (WHERE r.at >= e.at) AS converted
-            FROM entered e LEFT JOIN reached r USING (member_id)
-            """,
-            start,
-            end,
-            fd,
-            fs,
-            td,
-            ts,
-        )
-        assert row is not None
+    for i, ((fd, fs), (td, ts)) in enumerate(FUNNEL):
+        entered_n = counts.get(series.entered_kind(fd, fs), 0)
+        converted = counts.get(series.conversion_kind(i), 0)
         conversions.append(
             Conversion(
                 from_dimension=fd,
                 from_stage=fs,
                 to_dimension=td,
                 to_stage=ts[0],
-                entered=row["entered"],
-                converted=row["converted"],
-                rate=share(row["converted"], row["entered"]),
+                entered=entered_n,
+                converted=converted,
+                rate=share(converted, entered_n),
             )
         )
 
     time_in_stage = [
         TimeInStage(
-            dimension=r["dimension"],
-            stage=r["stage"],
-            left=r["n"],
-            median_days=round(r["median_s"] / 86400, 2),
+            dimension=dimension, stage=stage, left=n, median_days=round(median_s / 86400, 2)
         )
-        for r in await conn.fetch(
-            f"""
-            WITH spans AS (
-                SELECT dimension, to_stage AS stage, occurred_at AS entered_at,
-                       lead(occurred_at) OVER (PARTITION BY member_id, dimension
-                                               ORDER BY occurred_at, seq) AS occurred_at
-                FROM journey_transitions)
-            SELECT dimension, stage, count(*) AS n,
-                   percentile_cont(0.5) WITHIN GROUP (
-                       ORDER BY extract(epoch FROM occurred_at - entered_at)) AS median_s
-            FROM spans WHERE occurred_at IS NOT NULL AND {window}
-            GROUP BY dimension, stage ORDER BY dimension, stage
-            """,
-            start,
-            end,
-        )
+        for dimension, stage, n, median_s in await series.time_in_stage(conn, start, end)
     ]
 
-    new_members = await conn.fetchval(
-        f"SELECT count(DISTINCT member_id) FROM journey_transitions"
-        f" WHERE dimension = 'awareness' AND to_stage = 'member' AND {window}",
-        start,
-        end,
-    )
+    new_members = counts.get(series.entered_kind("awareness", "member"), 0)
     via_referral = await conn.fetchval(
         f"SELECT count(*) FROM flywheel_acquisitions WHERE {window}", start, end
     )
@@ -173,15 +150,11 @@ async def flywheel_report(
         end,
     )
     assert help_row is not None
+    # answered by a peer before `to`: the question's own answer time (series.refresh_answers)
     question_row = await conn.fetchrow(
-        f"""
-        SELECT count(*) AS n, count(*) FILTER (WHERE EXISTS (
-            SELECT 1 FROM flywheel_peer_help h
-            WHERE h.thread_id = q.thread_id AND h.helped_member_id = q.member_id
-              AND h.helper_member_id <> q.member_id
-              AND h.occurred_at < coalesce($2, 'infinity'::timestamptz))) AS answered
-        FROM flywheel_questions q WHERE {window.replace("occurred_at", "q.occurred_at")}
-        """,
+        f"SELECT count(*) AS n, count(*) FILTER ("
+        f" WHERE answered_at < coalesce($2, 'infinity'::timestamptz)) AS answered"
+        f" FROM flywheel_questions WHERE {window}",
         start,
         end,
     )
@@ -190,7 +163,8 @@ async def flywheel_report(
         f"SELECT count(*) FROM flywheel_churn_risk WHERE {window}", start, end
     )
     at_risk = await conn.fetchval(
-        "SELECT count(*) FROM member_stages WHERE dimension = 'engagement' AND stage = 'at_risk'"
+        "SELECT coalesce(sum(n), 0)::bigint FROM flywheel_stage_counts"
+        " WHERE dimension = 'engagement' AND stage = 'at_risk'"
     )
     return FlywheelReport(
         window_from=start,
@@ -209,7 +183,7 @@ async def flywheel_report(
         peer_answer_share=share(question_row["answered"], question_row["n"]),
         churn_risk_signals=churn,
         at_risk_now=at_risk,
-        first_touch=await journey.first_touch(conn, start, end),
+        first_touch=await journey.first_touch(conn, start, end, counts),
         community_influenced_conversion=await journey.community_influence(conn, start, end),
         retention=await journey.retention(conn, end),
         time_to_first_response=await journey.first_response(conn, start, end),
@@ -217,7 +191,9 @@ async def flywheel_report(
             conn, "flywheel_drop_offs", "newcomer_as", start, end
         ),
         product_feedback=await _feedback(conn, start, end),
-        health=await journey.health(conn, start, end, question_row["n"], question_row["answered"]),
+        health=await journey.health(
+            conn, start, end, question_row["n"], question_row["answered"], counts
+        ),
     )
 
 
@@ -256,12 +232,22 @@ async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
         "DELETE FROM flywheel_acquisitions WHERE member_id = $1 AND referrer_member_id = $1",
         survivor,
     )
+    # the journey's part ran first (member_state.MERGES): A's transitions are both now
+    await series.refresh(conn, {survivor, merged})
+    # B's help to A, or A's to B, is no peer's any more
+    await series.refresh_answers(conn, askers=[survivor])
 
 
 async def erase_members(conn: Connection, ids: Collection[str], at: datetime) -> None:
     """Delete the members' facts; where someone else's fact names one of them (a referrer, a
     helped member), put `lifecycle.ERASED` in its place."""
     members = sorted(ids)
+    # the questions their help answered: answered later, or not at all, once it is gone
+    answered = await conn.fetch(
+        "SELECT DISTINCT thread_id, helped_member_id FROM flywheel_peer_help"
+        " WHERE helper_member_id = ANY($1::text[])",
+        members,
+    )
     for sql in (
         "DELETE FROM flywheel_acquisitions WHERE member_id = ANY($1::text[])",
         "DELETE FROM flywheel_peer_help WHERE helper_member_id = ANY($1::text[])",
@@ -271,6 +257,7 @@ async def erase_members(conn: Connection, ids: Collection[str], at: datetime) ->
         await conn.execute(sql, members)
     for sql in journey.ERASE_SQL:
         await conn.execute(sql, members)
+    await series.refresh(conn, members)  # their transitions are gone: their rows and counts go
     await conn.execute(journey.ERASED_ANSWERER, members, lifecycle.ERASED)
     await conn.execute(
         "UPDATE flywheel_acquisitions SET referrer_member_id = $2"
@@ -283,4 +270,7 @@ async def erase_members(conn: Connection, ids: Collection[str], at: datetime) ->
         " WHERE helped_member_id = ANY($1::text[])",
         members,
         lifecycle.ERASED,
+    )
+    await series.refresh_answers(
+        conn, threads=[(r["thread_id"], r["helped_member_id"]) for r in answered]
     )
