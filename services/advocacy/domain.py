@@ -447,6 +447,10 @@ class Signal:
     cause: tuple[str, ...]
 
 
+# A signal's `evidence` is sorted by kind: the counts' own order follows how they were built (a
+# batch's credits, or the stored row), which the pace decides, and the event must not.
+
+
 def _describe(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
@@ -485,7 +489,7 @@ def maybe_advocate(
     signal = AdvocateV1(
         member_id=member.member_id,
         score=member.score,
-        evidence=dict(member.counts),
+        evidence=dict(sorted(member.counts.items())),
         links=list(member.links),
         occurred_at=c.occurred_at,
     )
@@ -638,7 +642,7 @@ def review(
                     score=s.score,
                     window_start=start,
                     window_end=boundary,
-                    evidence=dict(s.counts),
+                    evidence=dict(sorted(s.counts.items())),
                     links=list(s.links),
                     occurred_at=boundary,
                 ),
@@ -909,7 +913,7 @@ def merge_members(
                 AdvocateV1(
                     member_id=survivor_id,
                     score=member.score,
-                    evidence=dict(member.counts),
+                    evidence=dict(sorted(member.counts.items())),
                     links=list(member.links),
                     occurred_at=crossed.occurred_at,
                 ),
