@@ -33,6 +33,7 @@ from devstack.community import simulate
 from devstack.stack import DevStack, StackError, default_state_dir
 from shared.eventtime import clock_tick
 from shared.kafka import PLAINTEXT, consumer_lag
+from shared.outbox import partitions_of
 from shared.settings import Settings
 from shared.topics import MEMBER_ACTIVITY
 
@@ -81,7 +82,7 @@ async def _tick_every_partition(bootstrap: str, security: Mapping[str, Any], at:
     )
     await producer.start()
     try:
-        for partition in sorted(await producer.partitions_for(MEMBER_ACTIVITY.name)):
+        for partition in await partitions_of(producer, MEMBER_ACTIVITY.name, tick.partition):
             await producer.send_and_wait(
                 MEMBER_ACTIVITY.name,
                 tick.value,

@@ -117,15 +117,6 @@ class OutboxRelay:
                 await producer.stop()
             await conn.close()
 
-    @staticmethod
-    async def _partitions(
-        producer: AIOKafkaProducer, topic: str, partition: int | None
-    ) -> list[int | None]:
-        """Where one row goes: by key (None), one partition, or every one (BROADCAST)."""
-        if partition != BROADCAST:
-            return [partition]
-        return sorted(await producer.partitions_for(topic))
-
     async def _publish_once(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(
             "SELECT seq, topic, key, value, header_names, header_values, partition FROM outbox"
@@ -145,7 +136,7 @@ class OutboxRelay:
             )
             for row in rows
             for topic in [self._topic_prefix + row["topic"]]
-            for partition in await self._partitions(producer, topic, row["partition"])
+            for partition in await partitions_of(producer, topic, row["partition"])
         ]
         await asyncio.gather(*futures)
         # By id, not by range: a transaction that took a lower seq may commit after we read.
@@ -154,3 +145,12 @@ class OutboxRelay:
         )
         self.published += len(rows)
         return len(rows)
+
+
+async def partitions_of(
+    producer: AIOKafkaProducer, topic: str, partition: int | None
+) -> list[int | None]:
+    """Where one record goes: by key (None), one partition, or every one (BROADCAST)."""
+    if partition != BROADCAST:
+        return [partition]
+    return sorted(await producer.partitions_for(topic))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime
 
 from services.awareness.domain import Person, Touch
 from shared.postgres import Connection
@@ -115,7 +116,7 @@ async def save_aliases(conn: Connection, aliases: Mapping[str, str]) -> None:
     )
 
 
-async def due_for_first_touch(conn: Connection, until: object) -> list[str]:
+async def due_for_first_touch(conn: Connection, until: datetime) -> list[str]:
     """Members whose joining the clock has passed and whose first touch is not stated yet."""
     rows = await conn.fetch(
         "SELECT member_id FROM people WHERE NOT attributed AND joined_at <= $1"
