@@ -129,9 +129,10 @@ class ActivityV1(Contract):
         return value
 
 
-MEMBER_ID_PROPERTIES: tuple[str, ...] = ("referred_by", "anonymous_id")
-"""The `ActivityV1.properties` that name a member: `referred_by` (who referred the actor) and
-`anonymous_id` (the visitor id a signup joins to its member). Declared with the contract, not in
+MEMBER_ID_PROPERTIES: tuple[str, ...] = ("referred_by", "anonymous_id", "invited_by")
+"""The `ActivityV1.properties` that name a member: `referred_by` (who referred the actor),
+`anonymous_id` (the visitor id a signup joins to its member) and `invited_by` (who added the
+actor to a channel: Slack's inviter). Declared with the contract, not in
 the code that reads them, because merges and erasures rewrite them (`shared.lifecycle.rewrite`:
 a merged id is read as its survivor, an erased one is removed): a new property that carries a
 member id must be added here, or an erased member would survive in it."""

@@ -9,6 +9,9 @@ same id, whoever saw them first.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 
 _PLATFORM_ID = re.compile(r"^[A-Za-z0-9._@+=\-]{1,150}$")
@@ -30,3 +33,18 @@ def member_id(source: str, platform_user_id: str | int) -> str:
     if not _PLATFORM_ID.match(user):
         raise IdentityError(f"{source} user id {user[:40]!r} is not a plain identifier")
     return derived_member_id(source, user)
+
+
+PSEUDONYM_PREFIX = "m-"
+
+
+def pseudonym(key: bytes, platform: str, platform_user_id: str) -> str:
+    """The member id the log knows a platform identity by: `m-` and 26 base32 characters of
+    HMAC-SHA256(key, platform, user id). It names no one without the key and the gateway's
+    identity tables, so once an erasure deleted the identity, what the person did stays in the
+    retained topics under an id that leads nowhere (docs/SECURITY.md, "Erasure and the log").
+    Keyed rather than random so the same history gives the same ids: a webhook redelivery of
+    something imported, a replay, two gateway replicas, and the mention of someone not seen yet.
+    """
+    digest = hmac.new(key, f"{platform}\x1f{platform_user_id}".encode(), hashlib.sha256).digest()
+    return PSEUDONYM_PREFIX + base64.b32encode(digest[:16]).decode().rstrip("=").lower()

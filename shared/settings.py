@@ -238,6 +238,15 @@ class Settings(BaseSettings):
         "(CHANGE-ME...) or a guessable key stops the gateway at start. Unset: every API "
         "call is refused (401); health, docs and signed webhooks stay open.",
     )
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Key of the pseudonymous member ids the gateway gives platform identities "
+        "(`m-...`, HMAC-SHA256), so no platform user id reaches the Kafka logs: a random "
+        "string (`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), the same "
+        "for every replica, never changed (another key would "
+        "give everyone a new id: the gateway refuses to start with one). Unset: generated "
+        "once and kept in the gateway's database (docs/SECURITY.md).",
+    )
     github_webhook_secret: SecretStr | None = Field(
         None,
         description="Secret of the GitHub webhook (X-Hub-Signature-256); unset: "

@@ -27,10 +27,18 @@ from shared.cloudevents import BROADCAST, Envelope, OutgoingRecord, decode, enco
 from shared.contracts import ACTIVITY, ActivityV1
 from shared.eventtime import CLOCK_ONLY_TYPES, clock_tick, is_clock_only
 from shared.kafka import ensure_topics
+from shared.members import pseudonym
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+PSEUDONYM_KEY = "tests-pseudonym-key-Zq8vN3xK5pL1wR7t"
+"""Every test gateway's FLYWHEEL_PSEUDONYM_KEY: `member_of` gives the ids it publishes."""
+
+
+def member_of(platform: str, platform_user_id: str | int) -> str:
+    """The member id a test gateway gives a platform identity seen first (its pseudonym)."""
+    return pseudonym(PSEUDONYM_KEY.encode(), platform, str(platform_user_id))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -98,6 +106,7 @@ class Namespace:
             "transient_retry_initial_s": 0.05,
             "shutdown_grace_s": 10.0,
             "metrics_port": 0,  # several gateways may run at once: no fixed metrics port
+            "pseudonym_key": PSEUDONYM_KEY,  # so a test knows the member ids it will see
         }
         if database_url:
             values["database_url"] = database_url
@@ -114,6 +123,7 @@ class Namespace:
                 "FLYWHEEL_DATABASE_URL": database_url,
                 "FLYWHEEL_CONSUMER_BATCH_TIMEOUT_MS": "50",
                 "FLYWHEEL_METRICS_PORT": "0",
+                "FLYWHEEL_PSEUDONYM_KEY": PSEUDONYM_KEY,
             }
         )
         env.update(extra)

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.awareness.__main__ import SPEC as AWARENESS
@@ -27,8 +28,10 @@ from services.gateway.identity import IdentityStore
 from shared.cloudevents import derive_event_id
 from shared.contracts import ActivityV1, StageChangedV1
 from tests.conftest import (
+    PSEUDONYM_KEY,
     Namespace,
     envelopes,
+    member_of,
     publish_activities,
     publish_tick,
     read_topic,
@@ -94,8 +97,10 @@ async def deployment(namespace: Namespace) -> AsyncIterator[Deployment]:
             transport=httpx.ASGITransport(app=gateway), base_url="http://gateway", headers=AUTH
         ) as client,
     ):
+        identities = IdentityStore(lambda: pool)
+        await identities.start(SecretStr(PSEUDONYM_KEY))  # the in-process gateway's key
         try:
-            yield Deployment(client, urls, IdentityStore(lambda: pool))
+            yield Deployment(client, urls, identities)
         finally:
             await pool.close()
 
@@ -119,7 +124,8 @@ async def eventually(
         await asyncio.sleep(every_s)
 
 
-A, B, HELPED, NEWBIE = "discourse:77", "github:1001", "discourse:5", "web:newbie-3"
+A, B = member_of("discourse", 77), member_of("github", 1001)  # the identities' member ids
+HELPED, NEWBIE = "discourse:5", "web:newbie-3"
 
 
 def _histories() -> list[ActivityV1]:
@@ -261,26 +267,27 @@ async def test_a_verified_email_seen_on_a_second_identity_merges_its_member(
 ) -> None:
     d = deployment
     # first seen without an email, the GitHub identity became its own member
-    assert await d.identities.resolve("github", "7") == "github:7"
-    assert await d.identities.resolve("discourse", "8", "bo@example.com") == "discourse:8"
+    gh7, bo = member_of("github", 7), member_of("discourse", 8)
+    assert await d.identities.resolve("github", "7") == gh7
+    assert await d.identities.resolve("discourse", "8", "bo@example.com") == bo
     await d.post(
-        activity("github:7", "code_contribution", source="github"),
-        activity("discourse:8", "signup"),
+        activity(gh7, "code_contribution", source="github"),
+        activity(bo, "signup"),
     )
     # now GitHub vouches for the same email: one person, the email's member survives
-    assert await d.identities.resolve("github", "7", "bo@example.com") == "discourse:8"
+    assert await d.identities.resolve("github", "7", "bo@example.com") == bo
     lifecycle = envelopes(await read_topic(namespace, "member-lifecycle", until=1))
-    assert [(e.type, e.key) for e in lifecycle] == [("member.merged.v1", "discourse:8")]
+    assert [(e.type, e.key) for e in lifecycle] == [("member.merged.v1", bo)]
 
     async def merged() -> None:
         people = await d.pairs("awareness", "SELECT member_id, stage FROM people")
-        assert people == {"discourse:8": "member"}
+        assert people == {bo: "member"}
 
     await eventually(merged)
     # linking to a merged id links to its survivor; an erased member takes no identity
     linked = await d.client.post(
-        "/v1/members/github:7/identities",
+        f"/v1/members/{gh7}/identities",
         json={"platform": "slack", "platform_user_id": "U7", "email": "bo@example.com"},
     )
     assert linked.status_code == 200, linked.text
-    assert linked.json()["member_id"] == "discourse:8" and linked.json()["merged"] == []
+    assert linked.json()["member_id"] == bo and linked.json()["merged"] == []

@@ -15,7 +15,7 @@ import pytest
 from services.gateway.bootstrap import build_app
 from services.gateway.webhooks.signatures import sign_discourse, sign_slack
 from shared.contracts import ActivityV1
-from tests.conftest import Namespace, envelopes
+from tests.conftest import Namespace, envelopes, member_of
 from tests.test_erasure import read_all
 from tests.test_identity_integration import IN_PROCESS_GRACE_S
 
@@ -133,20 +133,21 @@ async def test_a_verified_email_makes_two_platforms_one_member_and_erasure_block
     records = envelopes(await read_all(namespace, "member-activity"))
     published = [e.data for e in records if isinstance(e.data, ActivityV1)]
     assert len(published) == len(records)
+    cy = member_of("discourse", 31)  # the pseudonym of the identity seen first
     assert [(a.source, a.kind, a.actor.member_id) for a in published] == [
-        ("discourse", "signup", "discourse:31"),
-        ("slack", "signup", "discourse:31"),  # the same verified email: the same person
-        ("slack", "post", "discourse:31"),
+        ("discourse", "signup", cy),
+        ("slack", "signup", cy),  # the same verified email: the same person
+        ("slack", "post", cy),
     ]
     thread = published[2].target
-    assert thread is not None and thread.thread_author_member_id == "discourse:31"
-    identities = (await gateway.get("/v1/members/discourse:31/identities")).json()
+    assert thread is not None and thread.thread_author_member_id == cy
+    identities = (await gateway.get(f"/v1/members/{cy}/identities")).json()
     assert [(i["platform"], i["platform_user_id"]) for i in identities["identities"]] == [
         ("discourse", "31"),
         ("slack", "U31"),
     ]
 
-    erased = await gateway.delete("/v1/members/discourse:31")
+    erased = await gateway.delete(f"/v1/members/{cy}")
     assert erased.status_code == 202 and erased.json()["identities_blocked"] == 3
     # the person writes again on Slack: acknowledged, not published
     again = await slack(gateway, "Ev33", message("U31", "1767607400.000100"))
@@ -154,4 +155,6 @@ async def test_a_verified_email_makes_two_platforms_one_member_and_erasure_block
     # a new Discourse account with the erased person's verified email: not linked, not published
     assert (await discourse_user(gateway, 99, "cy@example.com")).status_code == 202
     assert len(await read_all(namespace, "member-activity")) == len(records)
-    assert (await gateway.get("/v1/members/discourse:99/identities")).json()["identities"] == []
+    assert (await gateway.get(f"/v1/members/{member_of('discourse', 99)}/identities")).json()[
+        "identities"
+    ] == []

@@ -23,7 +23,7 @@ from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.gateway.bootstrap import build_app
 from shared.cloudevents import derive_event_id
 from shared.contracts import PEER_HELP
-from tests.conftest import Namespace, envelopes, read_topic, running
+from tests.conftest import Namespace, envelopes, member_of, read_topic, running
 from tests.test_erasure import read_all
 from tests.test_import_parsers import stackexchange_dump
 from tests.test_webhooks_api import GITHUB_SECRET, REPO, issue_comment
@@ -160,7 +160,7 @@ async def test_imported_activities_land_on_the_linked_members(
     imported, webhook = by_id["github:issue_comment:5"]
     assert imported == webhook  # the very same activity, whichever way it came
     assert imported.actor.member_id == "m-bob"  # type: ignore[attr-defined]
-    assert imported.actor.platform_user_id == "12"  # type: ignore[attr-defined]
+    assert imported.actor.platform_user_id is None  # type: ignore[attr-defined]  # not in the log
     assert imported.target.thread_author_member_id == "m-ada"  # type: ignore[attr-defined]
     assert {e.key for e in activities} == {"m-ada", "m-bob"}  # keyed by the member
     (help_,) = signals  # one effect: the inbox dropped the webhook's copy
@@ -191,4 +191,4 @@ async def test_an_erased_persons_history_is_not_imported(
         assert summary.sent == 2 and summary.bad == 0, summary  # acknowledged, both
         published = envelopes(await read_all(namespace, "member-activity"))
     assert [e.data.activity_id for e in published] == ["github:issue:1"]  # type: ignore[attr-defined]
-    assert published[0].data.actor.member_id == "github:11"  # type: ignore[attr-defined]
+    assert published[0].data.actor.member_id == member_of("github", 11)  # type: ignore[attr-defined]

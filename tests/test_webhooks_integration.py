@@ -19,7 +19,7 @@ from services.gateway.bootstrap import build_app
 from services.gateway.webhooks import PgWebhookStore
 from services.gateway.webhooks.signatures import sign_discourse, sign_github
 from shared.cloudevents import derive_event_id
-from tests.conftest import Namespace, envelopes, read_topic
+from tests.conftest import Namespace, envelopes, member_of, read_topic
 from tests.test_webhooks_api import DISCOURSE_SECRET, GITHUB_SECRET, issue_comment
 
 pytestmark = pytest.mark.integration
@@ -120,10 +120,10 @@ async def test_a_redelivered_webhook_reaches_the_topic_once(namespace: Namespace
     comments = [e for e in records if e.data.activity_id == "github:issue_comment:5"]  # type: ignore[attr-defined]
     assert len(comments) == 1, "a redelivery was published again"
     [comment] = comments
-    assert comment.key == "github:12"
+    assert comment.key == member_of("github", 12)  # the identity's pseudonym
     assert comment.id == derive_event_id("activity", "github", "github:issue_comment:5")
     [reply] = [e for e in records if e.data.activity_id == "discourse:post:145"]  # type: ignore[attr-defined]
-    assert reply.data.target.thread_author_member_id == "discourse:7"  # type: ignore[attr-defined]
+    assert reply.data.target.thread_author_member_id == member_of("discourse", 7)  # type: ignore[attr-defined]
 
     conn = await asyncpg.connect(url)
     try:

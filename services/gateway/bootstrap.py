@@ -314,6 +314,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         ticker: asyncio.Task[None] | None = None
         try:
             assert service.pool is not None
+            await identities.start(settings.pseudonym_key)  # before any request resolves
             await reports.start(
                 settings.database_url,
                 search_path=await service.pool.fetchval("SELECT current_setting('search_path')"),

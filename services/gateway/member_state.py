@@ -49,6 +49,8 @@ async def erase_member_state(conn: Connection, ids: Collection[str], at: datetim
     """Delete every row about the members; where someone else's row names one of them, put
     `lifecycle.ERASED` in its place. Their identities and emails are deleted and blocked;
     returns how many were blocked."""
+    # what the webhooks remember names a person by the mappers' derived id (`discourse:7`)
+    ids = set(ids) | await identity_store.derived_ids(conn, ids)
     blocked = await identity_store.erase_members(conn, ids, at)
     for erase in ERASERS:
         await erase(conn, ids, at)

@@ -35,16 +35,15 @@ class _Seen:
     first: datetime
     last: datetime
     count: int = 0
-    handle: str | None = None
-    handle_at: datetime | None = None
     anonymous: bool = True
     sources: set[str] = field(default_factory=set)
     kinds: dict[str, int] = field(default_factory=dict)
 
 
 def fold_activities(activities: Sequence[ActivityV1]) -> dict[str, _Seen]:
-    """Per member: first and last event time, count, platforms, kinds and the latest handle.
-    Staff and bots never count (as in every stage service)."""
+    """Per member: first and last event time, count, platforms and kinds (handles are not in
+    the log: identity keeps them, `member_handles`). Staff and bots never count (as in every
+    stage service)."""
     seen: dict[str, _Seen] = {}
     for a in activities:
         if a.actor.is_bot or a.actor.is_team_member:
@@ -57,21 +56,18 @@ def fold_activities(activities: Sequence[ActivityV1]) -> dict[str, _Seen]:
         s.anonymous = s.anonymous and a.actor.anonymous
         s.sources.add(a.source)
         s.kinds[a.kind] = s.kinds.get(a.kind, 0) + 1
-        if a.actor.handle and (s.handle_at is None or a.occurred_at >= s.handle_at):
-            s.handle, s.handle_at = a.actor.handle, a.occurred_at
     return seen
 
 
 _UPSERT_MEMBERS = """
 INSERT INTO directory_members
-    (member_id, handle, anonymous, first_seen_at, last_active_at, activities, sources)
-SELECT b.member_id, b.handle, b.anonymous, b.first_seen, b.last_active, b.n,
+    (member_id, anonymous, first_seen_at, last_active_at, activities, sources)
+SELECT b.member_id, b.anonymous, b.first_seen, b.last_active, b.n,
        string_to_array(b.sources, ',')
-FROM unnest($1::text[], $2::text[], $3::bool[], $4::timestamptz[], $5::timestamptz[],
-            $6::bigint[], $7::text[]) AS b(member_id, handle, anonymous, first_seen,
+FROM unnest($1::text[], $2::bool[], $3::timestamptz[], $4::timestamptz[],
+            $5::bigint[], $6::text[]) AS b(member_id, anonymous, first_seen,
                                            last_active, n, sources)
 ON CONFLICT (member_id) DO UPDATE SET
-    handle = coalesce(EXCLUDED.handle, directory_members.handle),
     anonymous = directory_members.anonymous AND EXCLUDED.anonymous,
     first_seen_at = least(directory_members.first_seen_at, EXCLUDED.first_seen_at),
     last_active_at = greatest(directory_members.last_active_at, EXCLUDED.last_active_at),
@@ -158,7 +154,6 @@ async def project_directory(
         await conn.execute(
             _UPSERT_MEMBERS,
             members,
-            [seen[m].handle for m in members],
             [seen[m].anonymous for m in members],
             [seen[m].first for m in members],
             [seen[m].last for m in members],
@@ -244,13 +239,12 @@ async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
     await conn.execute(
         """
         INSERT INTO directory_members AS d
-            (member_id, handle, anonymous, first_seen_at, last_active_at, activities, sources,
+            (member_id, anonymous, first_seen_at, last_active_at, activities, sources,
              awareness_stage, engagement_stage, advocacy_stage, score)
-        SELECT $1, handle, anonymous, first_seen_at, last_active_at, activities, sources,
+        SELECT $1, anonymous, first_seen_at, last_active_at, activities, sources,
                awareness_stage, engagement_stage, advocacy_stage, score
         FROM directory_members WHERE member_id = $2
         ON CONFLICT (member_id) DO UPDATE SET
-            handle = coalesce(d.handle, EXCLUDED.handle),
             anonymous = d.anonymous AND EXCLUDED.anonymous,
             first_seen_at = least(d.first_seen_at, EXCLUDED.first_seen_at),
             last_active_at = greatest(d.last_active_at, EXCLUDED.last_active_at),

@@ -368,7 +368,7 @@ def build_sql(
     sql = (
         "SELECT member_id, handle, anonymous, first_seen_at, last_active_at, activities, "
         "sources, awareness_stage, engagement_stage, advocacy_stage, score, "
-        f"{cohort} AS cohort FROM directory_members"
+        f"{cohort} AS cohort FROM directory_members LEFT JOIN member_handles USING (member_id)"
         + (" WHERE " + " AND ".join(where) if where else "")
         + f" ORDER BY {column} {direction}, member_id {direction}"
         + (f" LIMIT {p.add(limit)}" if limit is not None else "")

@@ -222,10 +222,11 @@ async def leaderboards(
             FROM w ORDER BY member_id, occurred_at DESC, event_id DESC)
         SELECT w.member_id, max(w.score) AS score, count(*) AS signals,
                l.evidence, l.links, l.occurred_at AS last_signal_at,
-               d.handle, d.advocacy_stage AS stage
+               h.handle, d.advocacy_stage AS stage
         FROM w JOIN latest l USING (member_id)
         LEFT JOIN directory_members d ON d.member_id = w.member_id
-        GROUP BY w.member_id, l.evidence, l.links, l.occurred_at, d.handle, d.advocacy_stage
+        LEFT JOIN member_handles h ON h.member_id = w.member_id
+        GROUP BY w.member_id, l.evidence, l.links, l.occurred_at, h.handle, d.advocacy_stage
         ORDER BY score DESC, w.member_id LIMIT $3
         """,
         start,
@@ -234,10 +235,10 @@ async def leaderboards(
     )
     champions = await conn.fetch(
         """
-        SELECT s.member_id, s.since, t.reason, d.handle, c.rank, c.score, c.evidence, c.links
+        SELECT s.member_id, s.since, t.reason, h.handle, c.rank, c.score, c.evidence, c.links
         FROM member_stages s
         JOIN journey_transitions t ON t.event_id = s.event_id
-        LEFT JOIN directory_members d ON d.member_id = s.member_id
+        LEFT JOIN member_handles h ON h.member_id = s.member_id
         LEFT JOIN LATERAL (
             SELECT rank, score, evidence, links FROM directory_advocacy_signals a
             WHERE a.member_id = s.member_id AND a.kind = 'champion'

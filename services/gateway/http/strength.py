@@ -67,6 +67,7 @@ def check_settings(settings: Settings) -> None:
         ("FLYWHEEL_GITHUB_WEBHOOK_SECRET", settings.github_webhook_secret),
         ("FLYWHEEL_DISCOURSE_WEBHOOK_SECRET", settings.discourse_webhook_secret),
         ("FLYWHEEL_SLACK_SIGNING_SECRET", settings.slack_signing_secret),
+        ("FLYWHEEL_PSEUDONYM_KEY", settings.pseudonym_key),
     ):
         value = secret.get_secret_value() if secret is not None else ""
         if value and (weak := weakness(value)) is not None:

@@ -30,11 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from services.gateway import member_state
 from services.gateway.http.problems import TYPE_PREFIX, ProblemError, Unavailable
+from services.gateway.identity import store
 from services.gateway.identity.models import Erased, IdentityView, Linked, MemberIdentities
+from services.gateway.identity.pseudonyms import Pseudonyms
 from services.gateway.identity.rules import (
+    Handle,
     email_hash,
     hashes_to_check,
     identity_hash,
@@ -45,6 +49,7 @@ from shared import lifecycle
 from shared.cloudevents import OutgoingRecord, derive_event_id, encode, source_of
 from shared.contracts import (
     MEMBER_ERASED,
+    MEMBER_ID_PROPERTIES,
     MEMBER_MERGED,
     ActivityV1,
     MemberErasedV1,
@@ -76,10 +81,19 @@ class IdentityStore:
     tells the outbox relay there is something to publish."""
 
     def __init__(
-        self, pool: Callable[[], asyncpg.Pool | None], wake: Callable[[], None] = lambda: None
+        self,
+        pool: Callable[[], asyncpg.Pool | None],
+        wake: Callable[[], None] = lambda: None,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self._pool = pool
         self._wake = wake
+        self.pseudonyms = pseudonyms or Pseudonyms()
+
+    async def start(self, configured_key: SecretStr | None) -> None:
+        """Load the pseudonym key (`pseudonyms.py`): before the first request is served."""
+        async with self._ready_pool().acquire() as conn:
+            await self.pseudonyms.load(conn, configured_key)
 
     def _ready_pool(self) -> asyncpg.Pool:
         pool = self._pool()
@@ -118,7 +132,7 @@ class IdentityStore:
                 )
                 assert row is not None
                 if row["blocked"]:
-                    return derived_member_id(platform, platform_user_id)
+                    return self.pseudonyms.of(platform, platform_user_id)
                 owner: str | None = row["owner"]
                 if owner is not None and (email is None or row["email_owner"] == owner):
                     return owner
@@ -159,11 +173,11 @@ class IdentityStore:
         if owner is None:
             member = email_owner
             if member is None:
-                derived = derived_member_id(platform, platform_user_id)
-                known = await lifecycle.load_members(conn, [derived])
-                member = known.resolve(derived)
-                if member is None:  # the derived id was erased: record nothing
-                    return derived, False
+                own = self.pseudonyms.of(platform, platform_user_id)
+                known = await lifecycle.load_members(conn, [own])
+                member = known.resolve(own)
+                if member is None:  # the identity's own id was erased: record nothing
+                    return own, False
             await conn.execute(
                 "INSERT INTO identities (platform, platform_user_id, member_id, linked_by)"
                 " VALUES ($1, $2, $3, $4)",
@@ -201,7 +215,7 @@ class IdentityStore:
                 )
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
-        return owner if owner is not None else derived_member_id(platform, platform_user_id)
+        return owner if owner is not None else self.pseudonyms.of(platform, platform_user_id)
 
     async def resolve_activities(
         self, platform: str, activities: Sequence[ActivityV1]
@@ -230,10 +244,9 @@ class IdentityStore:
                 actors.add(uid)
                 if a.actor.email:
                     emails.add(normalize_email(a.actor.email))
-            if a.target is not None:
-                for value in (a.target.thread_author_member_id, a.target.parent_author_member_id):
-                    if isinstance(value, str) and value.startswith(prefix):
-                        mentioned.add(value[len(prefix) :])
+            for value in _mentions(a):
+                if value.startswith(prefix):
+                    mentioned.add(value[len(prefix) :])
         if not actors and not mentioned:
             return list(activities)
         view = await self._look(platform, actors | mentioned, emails)
@@ -249,7 +262,7 @@ class IdentityStore:
             elif identity_hash(platform, uid) in view.blocked or (
                 email is not None and email_hash(email) in view.blocked
             ):
-                member = derived_member_id(platform, uid)
+                member = self.pseudonyms.of(platform, uid)
             elif (owner := view.owners.get(uid)) is not None and (
                 email is None or view.email_owners.get(email) == owner
             ):
@@ -266,7 +279,7 @@ class IdentityStore:
         async def mentioned_member(uid: str) -> str:
             if stale:
                 return await self.member_for(platform, uid)
-            return view.owners.get(uid, derived_member_id(platform, uid))
+            return view.owners.get(uid) or self.pseudonyms.of(platform, uid)
 
         resolved: list[ActivityV1] = []
         for a in activities:
@@ -278,6 +291,21 @@ class IdentityStore:
                 member = await actor_member(uid, email)
                 if member != actor.member_id:
                     update["actor"] = actor.model_copy(update={"member_id": member})
+                # a mapper's id that names the actor (`slack:user:U024BE7LH`) names their
+                # pseudonym instead: the same for a redelivery and an import, no user id
+                pieces = a.activity_id.split(":")
+                if uid in pieces[1:]:
+                    own = self.pseudonyms.of(platform, uid)
+                    update["activity_id"] = ":".join(
+                        [pieces[0], *(own if p == uid else p for p in pieces[1:])]
+                    )
+            properties: dict[str, Any] = {}
+            for name in MEMBER_ID_PROPERTIES:
+                named = a.properties.get(name)
+                if isinstance(named, str) and named.startswith(prefix):
+                    properties[name] = await mentioned_member(named[len(prefix) :])
+            if properties:
+                update["properties"] = {**a.properties, **properties}
             target = a.target
             if target is not None:
                 names: dict[str, Any] = {}
@@ -457,6 +485,15 @@ class IdentityStore:
 
     # ---- the guard in front of the publisher --------------------------------------------
 
+    async def remember_handles(self, handles: Sequence[Handle]) -> None:
+        """Keep the members' latest handles here (published activities have none)."""
+        try:
+            async with self._ready_pool().acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _LOCK)
+                await store.remember_handles(conn, handles)
+        except TRANSIENT_DB_ERRORS as exc:
+            raise Unavailable("database", type(exc).__name__) from exc
+
     async def blocked(self, records: Sequence[OutgoingRecord]) -> list[bool]:
         """For each record: is it an activity of an erased member or a blocked identity?"""
         wanted = [hashes_to_check(record) for record in records]
@@ -476,6 +513,14 @@ class IdentityStore:
             raise Unavailable("database", type(exc).__name__) from exc
         found = {r["h"] for r in rows}
         return [bool(found.intersection(m + i)) for m, i in wanted]
+
+
+def _mentions(activity: ActivityV1) -> list[str]:
+    """The member ids an activity names besides its actor's."""
+    named = [activity.properties.get(name) for name in MEMBER_ID_PROPERTIES]
+    if activity.target is not None:
+        named += [activity.target.thread_author_member_id, activity.target.parent_author_member_id]
+    return [value for value in named if isinstance(value, str)]
 
 
 async def merge(conn: Connection, survivor: str, merged: str, reason: str) -> None:

@@ -1,5 +1,6 @@
 """The activity publisher behind identity's guard: what an erased person does after the
-erasure is acknowledged and never published."""
+erasure is acknowledged and never published, and no one's handle, email or platform user id
+is (`rules.personal_data`): the handle is kept in the gateway's database instead."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from services.gateway.identity.directory import IdentityStore
+from services.gateway.identity.rules import Handle, personal_data
 from services.gateway.ingest.publisher import ActivityPublisher
 from shared import metrics
 from shared.cloudevents import OutgoingRecord
@@ -17,7 +19,8 @@ log = logging.getLogger(__name__)
 class GuardedPublisher:
     """The activity publisher, minus activities of erased members and blocked identities:
     they are acknowledged like any other (the sender must not retry them) and counted
-    (`flywheel_gateway_published_total{outcome="blocked"}`), never published."""
+    (`flywheel_gateway_published_total{outcome="blocked"}`), never published. What is
+    published carries no personal identifier; handles are remembered before it is."""
 
     def __init__(self, inner: ActivityPublisher, store: IdentityStore) -> None:
         self.inner = inner
@@ -29,5 +32,15 @@ class GuardedPublisher:
         if len(kept) < len(records):
             metrics.record_published("blocked", len(records) - len(kept))
             log.info("dropped %d activit(ies) of erased members", len(records) - len(kept))
-        if kept:
-            await self.inner.publish(kept)
+        if not kept:
+            return
+        public: list[OutgoingRecord] = []
+        handles: list[Handle] = []
+        for record in kept:
+            published, handle = personal_data(record)
+            public.append(published)
+            if handle is not None:
+                handles.append(handle)
+        if handles:
+            await self.store.remember_handles(handles)
+        await self.inner.publish(public)

@@ -321,10 +321,10 @@ def _forked(d: Delivery, p: Fields) -> Mapped:
                 "fork",
                 forkee.opt_time("created_at") or d.received_at,
                 _person(p.obj("sender")),
-                target=target(url=forkee.raw("html_url")),
-                properties=properties(
-                    repository=repo.opt_text("full_name"), fork=forkee.opt_text("full_name")
-                ),
+                # the repository forked, not the fork: a fork's name and URL carry its
+                # owner's login, which must not reach the log (docs/SECURITY.md)
+                target=target(url=repo.raw("html_url")),
+                properties=properties(repository=repo.opt_text("full_name")),
             )
         ]
     )
