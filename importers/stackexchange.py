@@ -237,7 +237,7 @@ def map_user(row: Row) -> ActivityV1:
         source=SOURCE,
         kind="signup",
         actor=_person(user_id, row.get("DisplayName")),
-        properties={"account_id": row["AccountId"]} if row.get("AccountId") else {},
+        # not AccountId: the person's id across the whole network, which must not reach the log
     )
 
 

@@ -70,7 +70,10 @@ Platform = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z][a-
 class Actor(Contract):
     member_id: Identifier = Field(description="Member id, or the anonymous id of a visitor.")
     platform_user_id: str | None = Field(
-        default=None, max_length=200, description="The person's id on the source platform."
+        default=None,
+        max_length=200,
+        description="The person's id on the source platform. Like `handle` and `email`: read "
+        "by the gateway (identities, erasure, the directory), removed before publishing.",
     )
     handle: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=320)

@@ -1,10 +1,11 @@
 """Member ids of people seen on a platform: the one place they are made.
 
-A member id derived from a platform identity is the platform and the person's stable id
-there (`github:583231`), never a handle or an email, which people change. The gateway's
-webhook mappers and its identity resolver build them here, and so must anything else that
-turns platform data into activities (a history importer): the same person then gets the very
-same id, whoever saw them first.
+A platform identity has two ids here. The mappers' id is the platform and the person's stable
+id there (`github:583231`), never a handle or an email, which people change: the gateway's
+webhook mappers build it, and so must anything else that turns platform data into activities
+(a history importer), so the same person gets the very same id whoever saw them first. What
+the log knows them by is its pseudonym (`pseudonym`): the gateway's identity resolver publishes
+that instead, so no platform user id reaches a retained topic (docs/SECURITY.md).
 """
 
 from __future__ import annotations

@@ -418,5 +418,7 @@ def test_the_manifests_placeholders_stop_the_gateway(manifest_secret: dict[str, 
         build_app(
             Settings(database_url=manifest_secret["gateway-database-url"], clock_tick_interval_s=0)
         )
+    with pytest.raises(ValueError, match="FLYWHEEL_PSEUDONYM_KEY is refused: it is a placeholder"):
+        build_app(Settings(pseudonym_key=manifest_secret["pseudonym-key"], clock_tick_interval_s=0))
     with pytest.raises(ValueError, match="FLYWHEEL_GITHUB_WEBHOOK_SECRET"):
         build_app(Settings(github_webhook_secret="secret123", clock_tick_interval_s=0))

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -25,6 +26,7 @@ from services.advocacy.__main__ import SPEC as ADVOCACY
 from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.gateway.bootstrap import build_app
+from services.gateway.identity.pseudonyms import PseudonymKeyError
 from services.gateway.webhooks.signatures import sign_discourse, sign_github, sign_slack
 from shared.topics import ALL_TOPICS
 from tests.conftest import Namespace, member_of, running
@@ -362,3 +364,38 @@ async def test_after_an_erasure_no_retained_topic_holds_the_persons_identifiers(
     # and the gateway forgot her handle
     listed = (await gateway.get("/v1/members", params={"q": "dora"})).json()
     assert listed["members"] == []
+
+
+async def test_the_pseudonym_key_is_kept_and_another_one_stops_the_gateway(
+    namespace: Namespace,
+) -> None:
+    """Unset, the key is generated once and kept (the same ids after a restart); set to the
+    kept key, the copy leaves the database; another key stops the gateway, naming the
+    variable, before any member could get a new id."""
+    url = await namespace.create_database("gateway")
+
+    async def resolved(**settings: Any) -> str:
+        app = build_app(
+            namespace.settings(
+                url, clock_tick_interval_s=0, shutdown_grace_s=IN_PROCESS_GRACE_S, **settings
+            )
+        )
+        async with app.router.lifespan_context(app):
+            identities = app.state.identities
+            return str(await identities.resolve("github", "583231"))
+
+    generated = await resolved(pseudonym_key=None)
+    assert generated.startswith("m-") and "583231" not in generated
+    assert await resolved(pseudonym_key=None) == generated  # kept across a restart
+    conn = await asyncpg.connect(url)
+    try:
+        kept = await conn.fetchval("SELECT key FROM pseudonym_key")
+        await conn.execute("DELETE FROM identities")  # so the id is computed, not looked up
+        assert await resolved(pseudonym_key=kept) == generated  # the same key, from outside
+        assert await conn.fetchval("SELECT key FROM pseudonym_key") is None  # moved out
+    finally:
+        await conn.close()
+    with pytest.raises(PseudonymKeyError, match="FLYWHEEL_PSEUDONYM_KEY is not the key"):
+        await resolved(pseudonym_key="another-key-Xk29dLq83mZp7tRw")
+    with pytest.raises(PseudonymKeyError, match="FLYWHEEL_PSEUDONYM_KEY is not set"):
+        await resolved(pseudonym_key=None)

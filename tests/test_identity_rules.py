@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -11,10 +13,13 @@ import pytest
 from services.advocacy import domain as advocacy
 from services.awareness import domain as awareness
 from services.engagement import domain as engagement
+from services.gateway.identity.rules import Handle, personal_data
 from shared import lifecycle
-from shared.cloudevents import Envelope
+from shared.cloudevents import Envelope, encode
 from shared.contracts import (
+    ACTIVITY,
     ActivityV1,
+    Actor,
     MemberAcquiredV1,
     MemberErasedV1,
     MemberMergedV1,
@@ -22,6 +27,8 @@ from shared.contracts import (
     StageChangedV1,
     Target,
 )
+from shared.eventtime import clock_tick
+from shared.members import pseudonym
 from tests.factories import T0, activity
 
 CAUSE = "merge-event-1"
@@ -419,3 +426,52 @@ def test_advocacy_uncredit_takes_back_what_a_merge_found_twice() -> None:
     assert advocacy.uncredit(y, [dropped]) == advocacy.Member(
         "y", None, 1.0, {"content_engaged": 1}
     )
+
+
+# --------------------------------------------------------------------------------------------
+# personal data stays out of the log
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_pseudonym_is_stable_per_key_and_identity_and_names_no_one() -> None:
+    key = b"k" * 32
+    first = pseudonym(key, "github", "583231")
+    assert first == pseudonym(key, "github", "583231")  # a redelivery, an import, a replica
+    assert first.startswith("m-") and len(first) == 28 and "583231" not in first
+    assert first != pseudonym(key, "slack", "583231")  # the platform is part of the identity
+    assert first != pseudonym(b"j" * 32, "github", "583231")  # another key, another id
+    assert identifier_pattern().match(first)  # a valid member id of the contracts
+
+
+def identifier_pattern() -> re.Pattern[str]:
+    schema = ActivityV1.model_json_schema()["$defs"]["Actor"]["properties"]["member_id"]
+    return re.compile(schema["pattern"])
+
+
+def test_published_activities_keep_no_handle_email_or_platform_user_id() -> None:
+    a = activity("m-1", "post", day=1).model_copy(
+        update={
+            "actor": Actor(
+                member_id="m-1",
+                handle="ada",
+                email="ada@example.com",
+                platform_user_id="583231",
+            )
+        }
+    )
+    record = encode(ACTIVITY, a, event_id="e-1", source="test")
+    published, handle = personal_data(record)
+    assert b"ada" not in published.value and b"583231" not in published.value
+    assert published.headers == record.headers and published.key == record.key
+    assert json.loads(published.value)["actor"] == {
+        "member_id": "m-1",
+        "anonymous": False,
+        "is_team_member": False,
+        "is_bot": False,
+    }
+    assert handle == Handle("m-1", "ada", a.occurred_at)
+    # a visitor's handle is not kept; anything but an activity passes as it is
+    visitor = a.model_copy(update={"actor": Actor(member_id="v-1", handle="x", anonymous=True)})
+    assert personal_data(encode(ACTIVITY, visitor, event_id="e-2", source="t"))[1] is None
+    tick = clock_tick(T0)
+    assert personal_data(tick) == (tick, None)

@@ -370,6 +370,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity.router(identities))
     app.include_router(delivery.router())
     app.state.metrics_server = metrics_server
+    app.state.identities = identities  # who is who (tests and operators look inside)
     members = directory.Directory(
         lambda: service.pool,
         settings,

@@ -132,9 +132,11 @@ def router(
                 description="Resolve platform identities as the signed webhooks do (what "
                 "`flywheel import` sets): an actor whose `member_id` is the derived id "
                 "`<source>:<platform_user_id>` is published as the member that identity is "
-                "linked to (recorded on first sight; its `email` is taken as verified and "
-                "joins the member who has it), and a thread's or parent's author named by a "
-                "derived id likewise. Off: member ids are published as sent."
+                "linked to (recorded on first sight under its pseudonym `m-...`; its `email` "
+                "is taken as verified and joins the member who has it), and a thread's or "
+                "parent's author or a member-id property named by a derived id likewise. Off: "
+                "member ids are published as sent. Either way `actor.handle`, `actor.email` "
+                "and `actor.platform_user_id` are used here and never published."
             ),
         ] = False,
     ) -> JSONResponse:
