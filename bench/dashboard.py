@@ -34,9 +34,9 @@ from shared import lifecycle
 from shared.postgres import PLUMBING_MIGRATIONS, Connection, migrate
 
 GENERATE = """
-INSERT INTO directory_members (member_id, handle, anonymous, first_seen_at, last_active_at,
+INSERT INTO directory_members (member_id, anonymous, first_seen_at, last_active_at,
     activities, sources, awareness_stage, engagement_stage, advocacy_stage, score)
-SELECT 'm-' || i, 'user' || i, i % 10 = 0,
+SELECT 'm-' || i, i % 10 = 0,
        t0 + (i % 365) * interval '1 day',
        t0 + (i % 365) * interval '1 day' + ((i * 7919) % 120) * interval '1 day',
        1 + i % 50,
@@ -47,6 +47,10 @@ SELECT 'm-' || i, 'user' || i, i % 10 = 0,
        CASE WHEN i % 50 = 0 THEN 'champion' WHEN i % 9 = 0 THEN 'advocate' END,
        ((i * 104729) % 10000) / 100.0
 FROM generate_series(1, $1::bigint) AS i, (SELECT '2025-01-06'::timestamptz AS t0) c
+"""
+HANDLES = """
+INSERT INTO member_handles (member_id, handle, seen_at)
+SELECT member_id, 'user' || substr(member_id, 3), last_active_at FROM directory_members
 """
 STAGES = """
 INSERT INTO member_stages (member_id, dimension, stage, since, score, event_id)
@@ -146,7 +150,7 @@ async def measure(url: str, members: int) -> dict[str, Any]:
     await migrate(pool, [PLUMBING_MIGRATIONS, SPEC.migrations, lifecycle.MIGRATIONS])
     async with pool.acquire() as conn:
         started = time.perf_counter()
-        for sql in (GENERATE, STAGES, TRANSITIONS, WEEKS, QUESTIONS, HELP):
+        for sql in (GENERATE, HANDLES, STAGES, TRANSITIONS, WEEKS, QUESTIONS, HELP):
             await (conn.execute(sql, members) if "$1" in sql else conn.execute(sql))
         # the flywheel's series from scratch, as a rebuild would (the projection keeps them
         # batch by batch; the generated rows bypass it)
