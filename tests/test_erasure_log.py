@@ -346,6 +346,16 @@ async def test_after_an_erasure_no_retained_topic_holds_the_persons_identifiers(
     listed = (await gateway.get("/v1/members", params={"q": "dora"})).json()
     assert [(m["member_id"], m["handle"]) for m in listed["members"]] == [(dora, HANDLES[0])]
 
+    # her request to be erased comes with her email: whose is it?
+    found = await gateway.get("/v1/identities", params={"email": EMAIL.upper()})
+    assert found.status_code == 200 and found.json() == {"member_id": dora}, found.text
+    account = {"platform": "github", "platform_user_id": str(GITHUB_ID)}
+    assert (await gateway.get("/v1/identities", params=account)).json() == {"member_id": dora}
+    unknown = await gateway.get("/v1/identities", params={"email": "nobody@example.org"})
+    assert unknown.status_code == 404 and "no member has this email" in unknown.text
+    vague = await gateway.get("/v1/identities", params={"platform": "github"})
+    assert vague.status_code == 400 and "platform_user_id" in vague.text
+
     erased = await gateway.delete(f"/v1/members/{dora}")
     assert erased.status_code == 202, erased.text
     assert erased.json()["identities_blocked"] == 4  # Slack, forum, GitHub, the email
@@ -361,6 +371,8 @@ async def test_after_an_erasure_no_retained_topic_holds_the_persons_identifiers(
         if needle.lower().encode() in raw
     }
     assert leaks == set()
+    gone = await gateway.get("/v1/identities", params={"email": EMAIL})
+    assert gone.status_code == 404, gone.text
     # and the gateway forgot her handle
     listed = (await gateway.get("/v1/members", params={"q": "dora"})).json()
     assert listed["members"] == []

@@ -431,6 +431,32 @@ class IdentityStore:
             merged=merged,
         )
 
+    async def find(
+        self,
+        *,
+        email: str | None = None,
+        platform: str | None = None,
+        platform_user_id: str | None = None,
+    ) -> str | None:
+        """The member a verified email or a platform identity belongs to, if any."""
+        try:
+            async with self._ready_pool().acquire() as conn:
+                if email is not None:
+                    found = await conn.fetchval(
+                        "SELECT member_id FROM identity_emails WHERE email = $1",
+                        normalize_email(email),
+                    )
+                else:
+                    found = await conn.fetchval(
+                        "SELECT member_id FROM identities"
+                        " WHERE platform = $1 AND platform_user_id = $2",
+                        platform,
+                        platform_user_id,
+                    )
+        except TRANSIENT_DB_ERRORS as exc:
+            raise Unavailable("database", type(exc).__name__) from exc
+        return str(found) if found is not None else None
+
     async def identities(self, member_id: str) -> MemberIdentities:
         try:
             async with self._ready_pool().acquire() as conn:

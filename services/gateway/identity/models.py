@@ -63,3 +63,9 @@ class LinkRequest(BaseModel):
     email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = Field(
         default=None, description="A verified email of the person, linked too."
     )
+
+
+class Found(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    member_id: str = Field(description="The member the identity or email belongs to.")

@@ -1,16 +1,24 @@
-"""POST and GET /v1/members/{id}/identities, DELETE /v1/members/{id}: linking identities
-(merging whoever had them) and erasing people, for operators (`admin` scope)."""
+"""POST and GET /v1/members/{id}/identities, GET /v1/identities, DELETE /v1/members/{id}:
+linking identities (merging whoever had them), finding whose an email or account is (a
+request to be erased comes with an email, and member ids are pseudonyms) and erasing people,
+for operators (`admin` scope)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Query
 from starlette.responses import JSONResponse
 
 from services.gateway.http import auth, problems
 from services.gateway.identity.directory import IdentityStore
-from services.gateway.identity.models import Erased, Linked, LinkRequest, MemberIdentities
+from services.gateway.identity.models import (
+    Erased,
+    Found,
+    Linked,
+    LinkRequest,
+    MemberIdentities,
+)
 from shared.contracts import Identifier
 
 
@@ -45,6 +53,38 @@ def router(store: IdentityStore) -> APIRouter:
     )
     async def identities(member_id: Identifier) -> MemberIdentities:
         return await store.identities(member_id)
+
+    @routes.get(
+        "/v1/identities",
+        summary="Whose is this email or platform account?",
+        description="The member a verified email (`email`) or a platform identity "
+        "(`platform` and `platform_user_id`) belongs to: member ids of platform identities are "
+        "pseudonyms (`m-...`), so this is how an operator finds the person a request (to see "
+        "or erase their data) is about. 404 when the gateway knows no such identity.",
+        response_model=Found,
+        responses={**responses, 404: problems.doc("No member has this email or identity.")},
+    )
+    async def find(
+        email: Annotated[str | None, Query(max_length=320)] = None,
+        platform: Annotated[str | None, Query(max_length=40)] = None,
+        platform_user_id: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> Found:
+        if (email is None) == (platform is None or platform_user_id is None):
+            raise problems.ProblemError(
+                400,
+                problems.INVALID_REQUEST,
+                "Say which identity",
+                "give either `email`, or both `platform` and `platform_user_id`",
+            )
+        member = await store.find(email=email, platform=platform, platform_user_id=platform_user_id)
+        if member is None:
+            raise problems.ProblemError(
+                404,
+                problems.TYPE_PREFIX + "identity-unknown",
+                "Unknown identity",
+                "no member has this email" if email else f"no member has this {platform} account",
+            )
+        return Found(member_id=member)
 
     @routes.delete(
         "/v1/members/{member_id:path}",
