@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -27,20 +26,23 @@ from services.awareness.__main__ import SPEC as AWARENESS
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.gateway.bootstrap import build_app
 from services.gateway.identity.pseudonyms import PseudonymKeyError
-from services.gateway.webhooks.signatures import sign_discourse, sign_github, sign_slack
+from services.gateway.webhooks.signatures import sign_discourse, sign_github
 from shared.topics import ALL_TOPICS
 from tests.conftest import Namespace, member_of, running
 from tests.test_erasure import read_all
 from tests.test_identity_integration import IN_PROCESS_GRACE_S, eventually
+from tests.test_identity_webhooks import DISCOURSE_SECRET, SLACK_SECRET, slack
+
+
+async def _slack(client: httpx.AsyncClient, event_id: str, event: dict[str, Any]) -> None:
+    response = await slack(client, event_id, event)
+    assert response.status_code == 202, response.text
+
 
 pytestmark = pytest.mark.integration
 
 KEY = "erasure-log-tests-key-9f3kq"
-GITHUB_SECRET, DISCOURSE_SECRET, SLACK_SECRET = (
-    "gh-erasure-log-secret-9d8f7a6s5d4f",
-    "discourse-erasure-log-secret-1q2w3e4r",
-    "slack-erasure-log-signing-secret-0p9o8i",
-)
+GITHUB_SECRET = "gh-erasure-log-secret-9d8f7a6s5d4f"
 
 SLACK_ID, FORUM_ID, GITHUB_ID = "U0DORA77", 8675309, 4815162342
 EMAIL = "Dora.Marquez77@example.org"
@@ -81,29 +83,6 @@ async def gateway(namespace: Namespace) -> AsyncIterator[httpx.AsyncClient]:
         ) as client,
     ):
         yield client
-
-
-async def _slack(client: httpx.AsyncClient, event_id: str, event: dict[str, Any]) -> None:
-    body = json.dumps(
-        {
-            "type": "event_callback",
-            "team_id": "T0TEAM",
-            "event_id": event_id,
-            "event_time": 1767607200,
-            "event": event,
-        }
-    ).encode()
-    ts = int(datetime.now(UTC).timestamp())
-    response = await client.post(
-        "/v1/webhooks/slack",
-        content=body,
-        headers={
-            "content-type": "application/json",
-            "X-Slack-Request-Timestamp": str(ts),
-            "X-Slack-Signature": sign_slack(SLACK_SECRET, body, ts),
-        },
-    )
-    assert response.status_code == 202, response.text
 
 
 async def _discourse(client: httpx.AsyncClient, event: str, payload: dict[str, Any]) -> None:

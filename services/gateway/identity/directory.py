@@ -204,17 +204,8 @@ class IdentityStore:
 
     async def member_for(self, platform: str, platform_user_id: str) -> str:
         """The member id of a platform user a delivery only mentions (a thread's author): a
-        lookup, nothing recorded; the derived id when the identity is unknown."""
-        try:
-            async with self._ready_pool().acquire() as conn:
-                owner = await conn.fetchval(
-                    "SELECT member_id FROM identities"
-                    " WHERE platform = $1 AND platform_user_id = $2",
-                    platform,
-                    platform_user_id,
-                )
-        except TRANSIENT_DB_ERRORS as exc:
-            raise Unavailable("database", type(exc).__name__) from exc
+        lookup, nothing recorded; the identity's pseudonym when it is unknown."""
+        owner = await self.find(platform=platform, platform_user_id=platform_user_id)
         return owner if owner is not None else self.pseudonyms.of(platform, platform_user_id)
 
     async def resolve_activities(
