@@ -32,6 +32,7 @@ import asyncpg
 
 from services.gateway.bootstrap import SPEC
 from shared.consumer import BatchProcessor
+from shared.lifecycle.store import record_bootstrap
 from shared.postgres import PLUMBING_MIGRATIONS, migrate
 from shared.settings import Settings
 
@@ -110,6 +111,8 @@ async def replay(admin_url: str, records: list[Rec], prefix: str, batch: int) ->
     assert pool is not None
     try:
         await migrate(pool, [PLUMBING_MIGRATIONS, *SPEC.extra_migrations, SPEC.migrations])
+        async with pool.acquire() as conn:  # no erasure in an import: nothing to read first
+            await record_bootstrap(conn, (), None)
         settings = Settings(topic_prefix=prefix)
         handler = SPEC.build_handler(settings)
         times: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
@@ -153,17 +156,15 @@ async def replay(admin_url: str, records: list[Rec], prefix: str, batch: int) ->
 
 
 async def capture(bootstrap: str, topics: list[str]) -> list[Rec]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
+    from bench.env import LagWatch
+
+    async with LagWatch(bootstrap) as watch:
+        tps = await watch.partitions(topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
-        if not tps:
-            await consumer.topics()
-            tps = [
-                TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-            ]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
