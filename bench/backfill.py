@@ -13,6 +13,7 @@ gateway and the stage services the whole time (bench/profile.py summarises them)
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from collections.abc import Callable, Coroutine
@@ -75,6 +76,7 @@ async def _until_settled(
     lags_at_fed: dict[str, int] = {}
     lags: dict[str, int] = {}
     rss: list[tuple[float, float]] = []
+    at_bound: dict[str, dict[str, int]] = {}
     next_lag = 0.0
     try:
         async with LagWatch(bench.bootstrap) as lag_watch:
@@ -103,6 +105,11 @@ async def _until_settled(
                     settled_s = time.monotonic() - started
                     break
                 if now > budget_s:
+                    # how far everything got: each group's records consumed of those there
+                    for name, (group, topics) in groups.items():
+                        end = await lag_watch.ends(topics)
+                        lag = await lag_watch.lag(group, topics)
+                        at_bound[name] = {"consumed": end - lag, "end": end}
                     break
                 for name, p in procs.items():
                     if p.poll() is not None:
@@ -118,6 +125,7 @@ async def _until_settled(
         "unsettled_lag": {k: v for k, v in lags.items() if v} if settled_s is None else {},
         "lag_when_fed": lags_at_fed,
         "group_settled_s": group_zero,
+        "at_bound": at_bound,
         "lag_timeline": timeline,
         "_rss": rss,
     }
@@ -161,6 +169,25 @@ def _summaries(spies: dict[str, tuple[Path, subprocess.Popen[bytes]]]) -> dict[s
         if out.exists():
             found[name] = summarize(out, top=25)
     return found
+
+
+def _sent(checkpoint: Path) -> int:
+    """Activities the importer had sent (acknowledged), from its checkpoint."""
+    try:
+        return int(json.loads(checkpoint.read_text()).get("sent", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _projection(result: dict[str, Any], activities: int) -> float | None:
+    """A phase stopped at its bound: the time to settle everything at the pace it had, i.e.
+    the time so far over the share of all activities the slowest group has handled (the
+    share sent, times that group's share of the records there are so far)."""
+    at = result["at_bound"]
+    sent = at.get("sent", 0)
+    shares = [g["consumed"] / g["end"] for k, g in at.items() if k != "sent" and g["end"]]
+    done = (sent / activities) * min(shares, default=1.0) if activities else 0.0
+    return round(result["settled_s"] / done, 1) if done > 0 else None
 
 
 async def history_import(
@@ -209,6 +236,9 @@ async def history_import(
         stop(importer)
         for name in procs:
             await asyncio.to_thread(bench.stop_service, name)
+    if not result["settled"]:
+        result["at_bound"]["sent"] = _sent(bench.state_dir / f"{ns.prefix}import.json")
+        result["projected_settle_s"] = _projection(result, activities)
     rss = result.pop("_rss")
     # the importer's RSS while it ran (after it exited it reads as its last sample)
     fed = result["fed_s"] or result["settled_s"]
@@ -282,6 +312,9 @@ async def gateway_backfill(
         for name in procs:
             await asyncio.to_thread(bench.stop_service, name)
     result.pop("_rss")
+    if not result["settled"]:
+        result["at_bound"]["sent"] = len(records) - len(starts) * batch  # about: posted so far
+        result["projected_settle_s"] = _projection(result, len(records))
     seconds = result["settled_s"]
     return {
         "activities": len(records),

@@ -306,6 +306,7 @@ async def _import(
         )
         b["plain_ingest"] = plain
         b["ratio_to_plain"] = round(b["rate_per_s"] / plain["rate_per_s"], 3)
+        _projected_ratio(b, plain)
         _keep_profiles(args, b, profiles / "backfill" if profiles else None, "backfill")
         say(
             f"  backfill through the gateway: sent in {b['fed_s']} s, settled in "
@@ -328,6 +329,7 @@ async def _import(
         result["rows"] = rows
         result["plain_ingest"] = plain
         result["ratio_to_plain"] = round(result["rate_per_s"] / plain["rate_per_s"], 3)
+        _projected_ratio(result, plain)
         if "gateway_ingest" in figures:
             gateway = figures["gateway_ingest"]["rate_per_s"]
             result["ratio_to_gateway_phase"] = round(result["rate_per_s"] / gateway, 3)
@@ -339,6 +341,16 @@ async def _import(
         out["import"] = result
     shutil.rmtree(dump, ignore_errors=True)
     return out
+
+
+def _projected_ratio(result: dict[str, Any], plain: dict[str, Any]) -> None:
+    """A phase stopped at its bound: its projected rate, and that over the plain ingest's."""
+    projected = result.get("projected_settle_s")
+    if not result["settled"] and projected:
+        result["projected_rate_per_s"] = round(result["activities"] / projected, 1)
+        result["projected_ratio_to_plain"] = round(
+            result["projected_rate_per_s"] / plain["rate_per_s"], 3
+        )
 
 
 def _keep_profiles(
@@ -532,13 +544,13 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         )
     if "import" in f:
         i = f["import"]
-        per_million = 1_000_000 / i["rate_per_s"] if i["rate_per_s"] else float("inf")
+        per_million = _per_million(i)
         spread = i["importer_rss_mib"]
         rows.append(
             [
                 f"7. history import of {i['activities']:,} activities until settled (activities/s)",
                 f"{_fmt(i['rate_per_s'])} ({i['settled_s']:.0f} s; sent in {i['imported_s']} s)"
-                + ("" if i["settled"] else "; BOUNDED: not settled"),
+                + ("" if i["settled"] else _bounded(i)),
                 "1M in < 3 min",
                 f"{i['ratio_to_plain']:.2f}x plain ingest ({_fmt(i['plain_ingest']['rate_per_s'])}"
                 f"/s); 1M ~{per_million / 60:.1f} min; importer RSS "
@@ -553,13 +565,29 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 f"7b. backfill of {b['activities']:,} activities through the gateway until "
                 "settled (activities/s)",
                 f"{_fmt(b['rate_per_s'])} ({b['settled_s']:.0f} s; sent in {b['fed_s']} s)"
-                + ("" if b["settled"] else "; BOUNDED: not settled"),
+                + ("" if b["settled"] else _bounded(b)),
                 "1M in < 3 min",
                 f"{b['ratio_to_plain']:.2f}x plain ingest ({_fmt(b['plain_ingest']['rate_per_s'])}"
                 f"/s); batches of {b['batch']}, {b['concurrency']} in flight",
             ]
         )
     return rows
+
+
+def _per_million(f: dict[str, Any]) -> float:
+    """Seconds for 1M activities at the phase's pace (a bounded one: its projection)."""
+    if f["rate_per_s"]:
+        return float(1_000_000 / f["rate_per_s"])
+    projected = f.get("projected_settle_s")
+    return float(projected * 1_000_000 / f["activities"]) if projected else float("inf")
+
+
+def _bounded(f: dict[str, Any]) -> str:
+    sent = f.get("at_bound", {}).get("sent", 0)
+    projected = f.get("projected_settle_s")
+    return f"; BOUNDED: not settled ({sent:,} of {f['activities']:,} sent" + (
+        f"; ~{projected / 60:.0f} min projected)" if projected else ")"
+    )
 
 
 def markdown(rows: list[list[str]]) -> str:
