@@ -198,7 +198,6 @@ async def history_import(
     budget_s: float,
     *,
     batch_size: int = 1000,
-    concurrency: int | None = None,
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Every service up (the gateway with clock ticks off, as for any backfill), then
@@ -212,8 +211,6 @@ async def history_import(
         *("--gateway", url, "--api-key", key, "--batch-size", str(batch_size)),
         *("--checkpoint", str(bench.state_dir / f"{ns.prefix}import.json")),
     ]
-    if concurrency is not None:
-        argv += ["--concurrency", str(concurrency)]
     importer = bench.spawn("importer", argv)
     pids = {"importer": importer.pid, **{n: p.pid for n, p in procs.items()}}
     watch = ProcessWatch({**pids, **bench.infra})
@@ -247,7 +244,6 @@ async def history_import(
     return {
         "activities": activities,
         "batch_size": batch_size,
-        "concurrency": concurrency,
         "imported_s": result["fed_s"],
         **result,
         "sent_rate_per_s": round(activities / result["fed_s"], 1) if result["fed_s"] else 0.0,

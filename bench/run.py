@@ -67,9 +67,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--budget-s", type=float, help="bound of one catch-up (900; quick 240)")
     p.add_argument("--import-budget-s", type=float, help="bound of the import (1800; quick 300)")
-    p.add_argument(
-        "--import-concurrency", type=int, help="the importer's batches in flight (its default)"
-    )
     p.add_argument("--memory-budget-s", type=float, help="bound of the memory run (1200; q 240)")
     p.add_argument("--replay-budget-s", type=float, help="bound of the replay (1800; quick 240)")
     p.add_argument(
@@ -322,7 +319,6 @@ async def _import(
             dump,
             activities,
             args.import_budget_s,
-            concurrency=args.import_concurrency,
             profile_dir=profiles / "import" if profiles else None,
         )
         _keep_profiles(args, result, profiles / "import" if profiles else None, "import")
