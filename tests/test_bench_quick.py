@@ -66,7 +66,14 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
         assert figure in proc.stdout
     quix = importlib.util.find_spec("quixstreams") is not None  # the `bench` extra
     assert ("engagement on Quix" in proc.stdout) == quix
-    for figure in ("3. gateway ingest", "4. end to end", "5. memory", "6. replay", "7. history", "7b. backfill"):
+    for figure in (
+        "3. gateway ingest",
+        "4. end to end",
+        "5. memory",
+        "6. replay",
+        "7. history",
+        "7b. backfill",
+    ):
         assert figure in proc.stdout
     (written,) = out.glob("bench-quick-*.json")
     report = json.loads(written.read_text())
