@@ -43,6 +43,7 @@ PHASES = (
     "memory",
     "replay",
     "import",
+    "backfill",
     "dashboard",
 )
 
@@ -254,8 +255,8 @@ async def _measure(
         figures["replay_backlog"] = await phases.load_backlog(bench, ns, replayed)
         figures["replay"] = await phases.all_stages(bench, ns, args.replay_budget_s)
 
-    if "import" in want:
-        figures["import"] = await _import(args, bench, state_dir, figures)
+    if want & {"import", "backfill"}:
+        figures.update(await _import(args, bench, state_dir, figures, want))
     if "dashboard" in want:
         from bench import dashboard
 
@@ -268,13 +269,19 @@ async def _measure(
 
 
 async def _import(
-    args: argparse.Namespace, bench: Any, state_dir: Path, figures: dict[str, Any]
+    args: argparse.Namespace,
+    bench: Any,
+    state_dir: Path,
+    figures: dict[str, Any],
+    want: set[str],
 ) -> dict[str, Any]:
     """The dump generated; the same activities POSTed plain (the gateway alone, batches of
-    1000 one at a time, as the importer sends); then the import with every service up."""
-    from bench import phases
+    1000 one at a time, as the importer sends); then, each with every service up, the same
+    activities POSTed as a backfill (issue 13) and the import (issue 16) until settled."""
+    from bench import backfill, phases
     from importers.bench import generate_stackexchange
 
+    out: dict[str, Any] = {}
     say(f"\n== history import: {args.import_rows:,} Stack Exchange rows through the gateway")
     dump = state_dir / "import-dump"
     rows = generate_stackexchange(dump, args.import_rows, people=max(200, args.import_rows // 50))
@@ -284,24 +291,73 @@ async def _import(
     plain = await phases.gateway_ingest(
         bench, await bench.namespace("import-plain"), records, batch=1000, concurrency=1
     )
-    del records
     say(f"  plain POST /v1/activities of the same: {plain['rate_per_s']:,.0f} activities/s")
-    result = await phases.history_import(
-        bench, await bench.namespace("import"), dump, activities, args.import_budget_s
-    )
+    profiles = state_dir / "profiles" if args.profile else None
+    if "backfill" in want:
+        b = await backfill.gateway_backfill(
+            bench,
+            await bench.namespace("backfill"),
+            records,
+            args.import_budget_s,
+            profile_dir=profiles / "backfill" if profiles else None,
+        )
+        b["plain_ingest"] = plain
+        b["ratio_to_plain"] = round(b["rate_per_s"] / plain["rate_per_s"], 3)
+        _projected_ratio(b, plain)
+        _keep_profiles(args, b, profiles / "backfill" if profiles else None, "backfill")
+        say(
+            f"  backfill through the gateway: sent in {b['fed_s']} s, settled in "
+            f"{b['settled_s']} s: {b['rate_per_s']:,.0f} activities/s "
+            f"({b['ratio_to_plain']:.2f}x plain)"
+        )
+        out["backfill"] = b
+    del records
+    if "import" in want:
+        result = await backfill.history_import(
+            bench,
+            await bench.namespace("import"),
+            dump,
+            activities,
+            args.import_budget_s,
+            profile_dir=profiles / "import" if profiles else None,
+        )
+        _keep_profiles(args, result, profiles / "import" if profiles else None, "import")
+        result["rows"] = rows
+        result["plain_ingest"] = plain
+        result["ratio_to_plain"] = round(result["rate_per_s"] / plain["rate_per_s"], 3)
+        _projected_ratio(result, plain)
+        if "gateway_ingest" in figures:
+            gateway = figures["gateway_ingest"]["rate_per_s"]
+            result["ratio_to_gateway_phase"] = round(result["rate_per_s"] / gateway, 3)
+        say(
+            f"  imported in {result['imported_s']} s, settled in {result['settled_s']} s: "
+            f"{result['rate_per_s']:,.0f} activities/s ({result['ratio_to_plain']:.2f}x plain); "
+            f"importer peak RSS {result['importer_peak_rss_mib']:,.0f} MiB"
+        )
+        out["import"] = result
     shutil.rmtree(dump, ignore_errors=True)
-    result["rows"] = rows
-    result["plain_ingest"] = plain
-    result["ratio_to_plain"] = round(result["rate_per_s"] / plain["rate_per_s"], 3)
-    if "gateway_ingest" in figures:
-        gateway = figures["gateway_ingest"]["rate_per_s"]
-        result["ratio_to_gateway_phase"] = round(result["rate_per_s"] / gateway, 3)
-    say(
-        f"  imported in {result['imported_s']} s, settled in {result['settled_s']} s: "
-        f"{result['rate_per_s']:,.0f} activities/s ({result['ratio_to_plain']:.2f}x plain); "
-        f"importer peak RSS {result['importer_peak_rss_mib']:,.0f} MiB"
-    )
-    return result
+    return out
+
+
+def _projected_ratio(result: dict[str, Any], plain: dict[str, Any]) -> None:
+    """A phase stopped at its bound: its projected rate, and that over the plain ingest's."""
+    projected = result.get("projected_settle_s")
+    if not result["settled"] and projected:
+        result["projected_rate_per_s"] = round(result["activities"] / projected, 1)
+        result["projected_ratio_to_plain"] = round(
+            result["projected_rate_per_s"] / plain["rate_per_s"], 3
+        )
+
+
+def _keep_profiles(
+    args: argparse.Namespace, result: dict[str, Any], where: Path | None, phase: str
+) -> None:
+    """The raw py-spy samples of a backfill phase beside the JSON."""
+    if where is None or not where.exists():
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    for raw in where.glob("py-spy-*.txt"):
+        shutil.copy(raw, args.out / f"{phase}-{raw.name}")
 
 
 def _keep_profile(
@@ -484,13 +540,13 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         )
     if "import" in f:
         i = f["import"]
-        per_million = 1_000_000 / i["rate_per_s"] if i["rate_per_s"] else float("inf")
+        per_million = _per_million(i)
         spread = i["importer_rss_mib"]
         rows.append(
             [
                 f"7. history import of {i['activities']:,} activities until settled (activities/s)",
                 f"{_fmt(i['rate_per_s'])} ({i['settled_s']:.0f} s; sent in {i['imported_s']} s)"
-                + ("" if i["settled"] else "; BOUNDED: not settled"),
+                + ("" if i["settled"] else _bounded(i)),
                 "1M in < 3 min",
                 f"{i['ratio_to_plain']:.2f}x plain ingest ({_fmt(i['plain_ingest']['rate_per_s'])}"
                 f"/s); 1M ~{per_million / 60:.1f} min; importer RSS "
@@ -498,7 +554,36 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 + f" MiB (peak {i['importer_peak_rss_mib']:,.0f})",
             ]
         )
+    if "backfill" in f:
+        b = f["backfill"]
+        rows.append(
+            [
+                f"7b. backfill of {b['activities']:,} activities through the gateway until "
+                "settled (activities/s)",
+                f"{_fmt(b['rate_per_s'])} ({b['settled_s']:.0f} s; sent in {b['fed_s']} s)"
+                + ("" if b["settled"] else _bounded(b)),
+                "1M in < 3 min",
+                f"{b['ratio_to_plain']:.2f}x plain ingest ({_fmt(b['plain_ingest']['rate_per_s'])}"
+                f"/s); batches of {b['batch']}, {b['concurrency']} in flight",
+            ]
+        )
     return rows
+
+
+def _per_million(f: dict[str, Any]) -> float:
+    """Seconds for 1M activities at the phase's pace (a bounded one: its projection)."""
+    if f["rate_per_s"]:
+        return float(1_000_000 / f["rate_per_s"])
+    projected = f.get("projected_settle_s")
+    return float(projected * 1_000_000 / f["activities"]) if projected else float("inf")
+
+
+def _bounded(f: dict[str, Any]) -> str:
+    sent = f.get("at_bound", {}).get("sent", 0)
+    projected = f.get("projected_settle_s")
+    return f"; BOUNDED: not settled ({sent:,} of {f['activities']:,} sent" + (
+        f"; ~{projected / 60:.0f} min projected)" if projected else ")"
+    )
 
 
 def markdown(rows: list[list[str]]) -> str:

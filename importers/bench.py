@@ -29,6 +29,10 @@ def generate_stackexchange(directory: Path, rows: int, people: int = 200) -> int
     directory.mkdir(parents=True, exist_ok=True)
     people = max(2, min(people, rows // 10 or 2))
     threads = max(1, (rows - people) // 5)  # question, 2 answers, 1 comment, 1 vote
+    # a thread an hour up to 2,000 people; more people, closer threads: each person asks
+    # about every 2,000 hours whatever the size, and 1M rows span ~2 years, not 22 (which
+    # would run past the present by more than any gateway's max_future_s)
+    spacing = min(60.0, 60.0 * 2000 / people)
     with (directory / "Users.xml").open("w") as f:
         f.write('<?xml version="1.0" encoding="utf-8"?>\n<users>\n')
         for u in range(1, people + 1):
@@ -45,7 +49,7 @@ def generate_stackexchange(directory: Path, rows: int, people: int = 200) -> int
         for t in range(threads):
             q, a1, a2 = 3 * t + 1, 3 * t + 2, 3 * t + 3
             asker = 1 + t % people
-            minute = people + 60 * t
+            minute = people + spacing * t
             title = quoteattr(f"How do I do thing {t}?")
             posts.write(
                 f'  <row Id="{q}" PostTypeId="1" AcceptedAnswerId="{a2}" '

@@ -27,6 +27,7 @@ from importers import activities, discourse, github, slack, stackexchange
 from importers.checkpoint import Checkpoint, default_path, fingerprint
 from importers.items import ExportError, Item
 from importers.meter import Meter
+from importers.readahead import read_ahead
 from importers.sender import Sent
 
 DEFAULT_BATCH = 500
@@ -212,7 +213,7 @@ async def run_import(
         with bar:
             task = bar.add_task("reading", total=None, counts="")
             position = 0
-            for item in stream:
+            for item, encoded in read_ahead(stream, skip=cp.position):
                 position += 1
                 summary.read = position
                 now = time.monotonic()
@@ -241,7 +242,7 @@ async def run_import(
                     if newest is not None and a.occurred_at < newest - LATENESS:
                         summary.late += 1
                     newest = a.occurred_at if newest is None else max(newest, a.occurred_at)
-                    encoded = a.model_dump_json(exclude_none=True).encode()
+                    assert encoded is not None  # every activity is, after the checkpoint
                     if batch and size + len(encoded) > MAX_BATCH_BYTES:
                         await flush(position - 1)
                     batch.append(encoded)

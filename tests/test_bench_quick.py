@@ -66,7 +66,14 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
         assert figure in proc.stdout
     quix = importlib.util.find_spec("quixstreams") is not None  # the `bench` extra
     assert ("engagement on Quix" in proc.stdout) == quix
-    for figure in ("3. gateway ingest", "4. end to end", "5. memory", "6. replay", "7. history"):
+    for figure in (
+        "3. gateway ingest",
+        "4. end to end",
+        "5. memory",
+        "6. replay",
+        "7. history",
+        "7b. backfill",
+    ):
         assert figure in proc.stdout
     (written,) = out.glob("bench-quick-*.json")
     report = json.loads(written.read_text())
@@ -85,4 +92,7 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     assert imported["settled"] and imported["rate_per_s"] > 0, imported
     assert imported["plain_ingest"]["rate_per_s"] > 0 and imported["ratio_to_plain"] > 0
     assert imported["importer_peak_rss_mib"] > 0
+    backfill = figures["backfill"]  # issue 13: the same activities POSTed, every service up
+    assert backfill["settled"] and backfill["rate_per_s"] > 0, backfill
+    assert set(backfill["group_settled_s"]) <= set(backfill["lag_when_fed"])
     assert report["table"] and all(len(row) == 4 for row in report["table"])

@@ -371,3 +371,40 @@ async def test_cohort_counters_equal_a_pass_over_the_members(pool: asyncpg.Pool)
         async with conn.transaction():
             await member_state.erase_member_state(conn, {"m-3", "edge-4-0"}, T0)
         await assert_cohorts_equal_to_scratch(conn)
+
+
+@pytest.mark.integration
+async def test_a_refresh_writes_only_the_rows_that_change(pool: asyncpg.Pool) -> None:
+    """Migration 014: a refresh of members whose journey did not move rewrites nothing (every
+    row keeps its row version), and one new transition writes its member's new and moved rows
+    only; the tables stay equal to a rebuild."""
+    rng = random.Random(16)
+    events = shuffled(transitions(rng, members=20, n=200), rng)
+    await apply_in_batches(pool, events, rng)
+
+    async def versions(conn: asyncpg.Connection) -> dict[tuple[str, ...], str]:
+        rows = await conn.fetch(
+            "SELECT 'e' AS t, member_id, kind || '/' || event_id AS k, xmin::text AS v"
+            " FROM flywheel_entries UNION ALL"
+            " SELECT 's', member_id, event_id, xmin::text FROM flywheel_spans UNION ALL"
+            " SELECT 'd', kind, day || '/' || prev_day || '/' || next_day, xmin::text"
+            " FROM flywheel_entry_days"
+        )
+        return {(r["t"], r["member_id"], r["k"]): r["v"] for r in rows}
+
+    members = sorted({e.data.member_id for e in events if isinstance(e.data, StageChangedV1)})
+    async with pool.acquire() as conn:
+        before = await versions(conn)
+        async with conn.transaction():
+            await series.refresh(conn, members)
+        assert await versions(conn) == before, "an unchanged journey rewrote rows"
+
+    late = transitions(random.Random(17), members=1, n=1, tag="late")  # m-0, inside the 40 days
+    await apply_in_batches(pool, late, rng)
+    async with pool.acquire() as conn:
+        after = await versions(conn)
+        rewritten = {k for k, v in after.items() if before.get(k) != v}
+        assert rewritten, "the new transition wrote nothing"
+        assert {k[1] for k in rewritten if k[0] != "d"} == {"m-0"}, rewritten
+        assert len(rewritten) < len(before) // 4
+        assert await snapshot(conn) == await rebuilt(conn)

@@ -138,8 +138,9 @@ async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) ->
         await conn.execute(
             "INSERT INTO flywheel_active_days (member_id, day, at)"
             " SELECT * FROM unnest($1::text[], $2::date[], $3::timestamptz[])"
-            " ON CONFLICT (member_id, day) DO UPDATE SET at = least(flywheel_active_days.at,"
-            " EXCLUDED.at)",
+            # only an earlier time is written: a day already known is not rewritten
+            " ON CONFLICT (member_id, day) DO UPDATE SET at = EXCLUDED.at"
+            " WHERE EXCLUDED.at < flywheel_active_days.at",
             [m for m, _ in active],
             [day for _, day in active],
             list(active.values()),
