@@ -375,7 +375,7 @@ async def test_cohort_counters_equal_a_pass_over_the_members(pool: asyncpg.Pool)
 
 @pytest.mark.integration
 async def test_a_refresh_writes_only_the_rows_that_change(pool: asyncpg.Pool) -> None:
-    """Migration 014: a refresh of members whose journey did not move rewrites nothing (every
+    """Migration 015: a refresh of members whose journey did not move rewrites nothing (every
     row keeps its row version), and one new transition writes its member's new and moved rows
     only; the tables stay equal to a rebuild."""
     rng = random.Random(16)
