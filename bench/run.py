@@ -12,6 +12,7 @@ Figures (docs/PERFORMANCE.md explains each and what limits it):
  4. end-to-end latency (HTTP 202 -> transition on journey-transitions) at a steady load;
  5. resident memory of each service and database size as members grow;
  6. a replay of a large log into empty databases: wall time;
+ 8. 1, 2 and 3 replicas of engagement catching up together on a 6-partition backlog;
  7. a history import (`flywheel import stackexchange`) through the gateway until every service
     has settled: its rate against a plain POST /v1/activities of the same activities, and the
     importer's resident memory.
@@ -44,6 +45,7 @@ PHASES = (
     "replay",
     "import",
     "dashboard",
+    "replicas",
 )
 
 
@@ -70,6 +72,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replay-budget-s", type=float, help="bound of the replay (1800; quick 240)")
     p.add_argument(
         "--dashboard-members", help="read-model sizes of the dashboard phase (100k,1M; quick 10k)"
+    )
+    p.add_argument(
+        "--replicas", default="1,2,3", help="replica counts of the replicas phase (1,2,3)"
+    )
+    p.add_argument(
+        "--replica-service", default="engagement", help="the service the replicas phase runs"
     )
     p.add_argument("--only", help=f"comma-separated phases of {','.join(PHASES)}")
     p.add_argument("--quix-guarantee", default="exactly-once", help="exactly-once|at-least-once")
@@ -253,6 +261,29 @@ async def _measure(
         replayed = community(args.replay, max(100, args.replay // 10), seed=args.seed + 1)
         figures["replay_backlog"] = await phases.load_backlog(bench, ns, replayed)
         figures["replay"] = await phases.all_stages(bench, ns, args.replay_budget_s)
+
+    if "replicas" in want:
+        counts = [int(x) for x in args.replicas.split(",")]
+        service = args.replica_service
+        say(f"\n== replicas: {counts} x {service} on {args.activities:,} activities, 6 partitions")
+        runs_by_count: dict[str, Any] = {}
+        for count in counts:
+            ns = await bench.namespace(f"replicas{count}")
+            await phases.load_backlog(
+                bench, ns, community(args.activities, args.members, seed=args.seed)
+            )
+            r = await phases.replicas(bench, ns, service, count, args.budget_s)
+            runs_by_count[str(count)] = r
+            say(
+                f"  {count} x {service}: {r['rate_per_s']:,.0f} records/s "
+                f"({r['records_per_cpu_s'] or 0:,.0f} per CPU-second of the replicas)"
+                + ("" if r["finished"] else "; BOUNDED")
+            )
+        one = runs_by_count.get("1", {}).get("rate_per_s")
+        for r in runs_by_count.values():
+            if one:
+                r["speed_up"] = round(r["rate_per_s"] / one, 3)
+        figures["replicas"] = {"service": service, "runs": runs_by_count}
 
     if "import" in want:
         figures["import"] = await _import(args, bench, state_dir, figures)
@@ -482,6 +513,18 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 f"{done / max(1.0, r['wall_s']):,.0f} records/s summed over services",
             ]
         )
+    if "replicas" in f:
+        rep = f["replicas"]
+        for count, r in rep["runs"].items():
+            rows.append(
+                [
+                    f"8. {count} x {rep['service']} on {r['partitions']} partitions (records/s)",
+                    f"{_fmt(r['rate_per_s'])} ({r['records_per_cpu_s'] or 0:,.0f}/CPU-s)",
+                    "scales with cores",
+                    f"{r.get('speed_up', 1.0):.2f}x one replica"
+                    + ("" if r["finished"] else "; bounded"),
+                ]
+            )
     if "import" in f:
         i = f["import"]
         per_million = 1_000_000 / i["rate_per_s"] if i["rate_per_s"] else float("inf")
