@@ -135,7 +135,12 @@ def subscribe_batches(
     One batch's transaction and offset commit run while the next batch is fetched and decoded
     (`Pipeline`); transactions still run one at a time, in the order the batches were read."""
     group = settings.topic_prefix + consumer_group
-    pipeline = Pipeline(name=name, group=group, topic_prefix=settings.topic_prefix)
+    pipeline = Pipeline(
+        name=name,
+        group=group,
+        topic_prefix=settings.topic_prefix,
+        max_records=settings.consumer_max_records,
+    )
     subscriber: LogicSubscriber[Any] = broker.subscriber(
         *(settings.topic(t.name) for t in topics),
         group_id=group,
@@ -170,6 +175,10 @@ def subscribe_batches(
     return subscriber
 
 
+TOP_UP_WAIT_MS = 5
+"""How long one look for more records waits while the previous batch is in flight."""
+
+
 class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     """Batch N's transaction and offset commit in flight while batch N+1 is fetched (aiokafka
     prefetches) and decoded (here, in the handler). A catch-up otherwise leaves the core idle
@@ -184,8 +193,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     read again, as FastStream's nack did.
     """
 
-    def __init__(self, *, name: str, group: str, topic_prefix: str) -> None:
+    def __init__(
+        self, *, name: str, group: str, topic_prefix: str, max_records: int = 2000
+    ) -> None:
         self.name = name
+        self.max_records = max_records
         self.group = group
         self.topic_prefix = topic_prefix
         self.subscriber: LogicSubscriber[Any] | None = None
@@ -199,24 +211,35 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self.dropped = 0
         """Batches read before a revocation and dropped unapplied (read again)."""
 
-    async def on_batch(self, records: tuple[RawRecord, ...]) -> None:
+    async def on_batch(self, first: tuple[RawRecord, ...]) -> None:
         current = self.processor()
         assert current is not None, "batch before start-up finished"
         assert self.subscriber is not None
         consumer = self.subscriber.consumer
         generation = self.generation
         behind = self.pending_records
+        batch = list(first)
+        parts: list[Decoded] = []
         try:
+            parts.append(current.decode(first))  # while the previous batch commits
+            await self._top_up(consumer, current, batch, parts, generation)
             view = await partition_view(consumer, self.topic_prefix)
-            decoded = current.decode(records)  # while the previous batch commits
             await self.drain()
         except BaseException:
             # Not applied: read this batch again, and the one before it unless it is known to
             # have committed (it rewinds itself when it fails; no partition may then be sought
             # past its records; if it did commit, its records come again as duplicates, which
             # the inbox drops).
-            _rewind(consumer, (*behind, *records))
+            _rewind(consumer, (*behind, *batch))
             raise
+        records = tuple(batch)
+        decoded = (
+            parts[0]
+            if len(parts) == 1
+            else Decoded(
+                [e for p in parts for e in p.envelopes], [d for p in parts for d in p.poison]
+            )
+        )
         if generation != self.generation or not _assigned(consumer, records):
             self.dropped += 1
             log.info(
@@ -230,6 +253,36 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self.pending = asyncio.create_task(self._apply_and_commit(current, records, decoded, view))
         if self.closing or not self.subscriber.running:
             await self.drain()
+
+    async def _top_up(
+        self,
+        consumer: Any,
+        current: BatchProcessor,
+        batch: list[RawRecord],
+        parts: list[Decoded],
+        generation: int,
+    ) -> None:
+        """While the previous batch is still in flight, add what arrives to this one (up to
+        `max_records`), decoded as it comes: without it, a catch-up's batches would hold only
+        what the fetcher had buffered when the previous one began, and pay a transaction, an
+        fsync and an offset commit per few hundred records. Records are appended in the order
+        read, so each partition's stay in order."""
+        pending = self.pending
+        while (
+            pending is not None
+            and not pending.done()
+            and consumer is not None
+            and len(batch) < self.max_records
+            and generation == self.generation
+            and not self.closing
+        ):
+            more = await consumer.getmany(
+                timeout_ms=TOP_UP_WAIT_MS, max_records=self.max_records - len(batch)
+            )
+            got = [r for records in more.values() for r in records]
+            if got:
+                batch.extend(got)
+                parts.append(current.decode(got))
 
     async def _apply_and_commit(
         self,

@@ -37,6 +37,7 @@ class _Consumer:
     def __init__(self, log: list[Any], partitions: set[TopicPartition]) -> None:
         self.log = log
         self.partitions = partitions
+        self.more: dict[TopicPartition, list[Any]] = {}
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.partitions)
@@ -44,6 +45,17 @@ class _Consumer:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         await asyncio.sleep(0)
         self.log.append(("commit", {(tp.topic, tp.partition): o for tp, o in offsets.items()}))
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        """The top-up's look for more: records handed in by the test, else nothing."""
+        await asyncio.sleep(0)
+        given: dict[TopicPartition, list[Any]] = {}
+        for tp, records in self.more.items():
+            take = records[: max_records - sum(len(r) for r in given.values())]
+            if take:
+                given[tp] = take
+        self.more = {}
+        return given
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.log.append(("seek", (tp.topic, tp.partition), offset))
@@ -63,13 +75,15 @@ class _Processor:
         self.log = log
         self.gates: dict[int, asyncio.Event] = {}
         self.fail: set[int] = set()
+        self.applied: list[list[Any]] = []
 
     def decode(self, records: Any) -> Decoded:
         self.log.append(("decode", records[0].offset))
-        return Decoded([], [])
+        return Decoded([r.offset for r in records], [])  # type: ignore[misc]
 
     async def apply(self, records: Any, decoded: Decoded, view: Any) -> None:
         first = records[0].offset
+        self.applied.append(list(decoded.envelopes))
         self.log.append(("begin", first))
         await self.gates.setdefault(first, asyncio.Event()).wait()
         if first in self.fail:
@@ -229,3 +243,23 @@ def test_decode_batch_says_what_decode_says_for_every_record() -> None:
     assert batch == [one(r) for r in records]
     assert sum(1 for x in batch if isinstance(x, tuple)) == 6
     assert not isinstance(batch[0], tuple) and batch[0].key == "m-1"
+
+
+async def test_a_batch_takes_in_what_arrives_while_the_previous_one_commits() -> None:
+    pipeline, processor, log = _pipeline()
+    pipeline.max_records = 4
+    await pipeline.on_batch(_batch((0, 10)))
+    second = asyncio.create_task(pipeline.on_batch(_batch((0, 11))))
+    await _settle()
+    consumer = pipeline.subscriber.consumer  # type: ignore[union-attr]
+    consumer.more = {TopicPartition("t", 0): list(_batch((0, 12), (0, 13)))}
+    await _settle()
+    consumer.more = {TopicPartition("t", 1): list(_batch((1, 7), (1, 8)))}  # one too many
+    await _settle()
+    processor.gates[10].set()
+    processor.gates[11] = asyncio.Event()
+    processor.gates[11].set()
+    await second
+    await pipeline.drain()
+    assert processor.applied == [[10], [11, 12, 13, 7]]
+    assert log[-1] == ("commit", {("t", 0): 14, ("t", 1): 8})  # its own offsets: 8 not read
