@@ -262,27 +262,31 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         parts: list[Decoded],
         generation: int,
     ) -> None:
-        """While the previous batch is still in flight, add what arrives to this one (up to
-        `max_records`), decoded as it comes: without it, a catch-up's batches would hold only
-        what the fetcher had buffered when the previous one began, and pay a transaction, an
-        fsync and an offset commit per few hundred records. Records are appended in the order
-        read, so each partition's stay in order."""
+        """Fill this batch up to `max_records` with what the fetcher holds or, while the
+        previous batch is still in flight, with what arrives meanwhile, decoded as it comes.
+        Without it a catch-up's batches would hold only what the fetcher had buffered when the
+        previous batch began, and pay a transaction, an fsync, an offset commit and (with a
+        clock) a sweep per few hundred records. Once nothing is in flight it never waits: a
+        live batch is what has arrived. Records are appended in the order read, so each
+        partition's stay in order."""
         pending = self.pending
         while (
-            pending is not None
-            and not pending.done()
-            and consumer is not None
+            consumer is not None
             and len(batch) < self.max_records
             and generation == self.generation
             and not self.closing
         ):
+            in_flight = pending is not None and not pending.done()
             more = await consumer.getmany(
-                timeout_ms=TOP_UP_WAIT_MS, max_records=self.max_records - len(batch)
+                timeout_ms=TOP_UP_WAIT_MS if in_flight else 0,
+                max_records=self.max_records - len(batch),
             )
             got = [r for records in more.values() for r in records]
             if got:
                 batch.extend(got)
                 parts.append(current.decode(got))
+            elif not in_flight:
+                return
 
     async def _apply_and_commit(
         self,
