@@ -12,10 +12,11 @@ Figures (docs/PERFORMANCE.md explains each and what limits it):
  4. end-to-end latency (HTTP 202 -> transition on journey-transitions) at a steady load;
  5. resident memory of each service and database size as members grow;
  6. a replay of a large log into empty databases: wall time;
- 8. 1, 2 and 3 replicas of engagement catching up together on a 6-partition backlog;
  7. a history import (`flywheel import stackexchange`) through the gateway until every service
     has settled: its rate against a plain POST /v1/activities of the same activities, and the
-    importer's resident memory.
+    importer's resident memory;
+ 8. the dashboard's queries on generated read models (bench/dashboard.py);
+ 9. 1, 2 and 3 replicas of engagement catching up together on a 6-partition backlog.
 """
 
 from __future__ import annotations
@@ -73,9 +74,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--dashboard-members", help="read-model sizes of the dashboard phase (100k,1M; quick 10k)"
     )
-    p.add_argument(
-        "--replicas", default="1,2,3", help="replica counts of the replicas phase (1,2,3)"
-    )
+    p.add_argument("--replicas", help="replica counts of the replicas phase (1,2,3; quick 1,2)")
     p.add_argument(
         "--replica-service", default="engagement", help="the service the replicas phase runs"
     )
@@ -111,6 +110,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.memory_budget_s = a.memory_budget_s or (240.0 if q else 1200.0)
     a.replay_budget_s = a.replay_budget_s or (240.0 if q else 1800.0)
     a.dashboard_members = a.dashboard_members or ("10000" if q else "100000,1000000")
+    a.replicas = a.replicas or ("1,2" if q else "1,2,3")
     a.phases = tuple(a.only.split(",")) if a.only else PHASES
     unknown = set(a.phases) - set(PHASES)
     if unknown:
@@ -518,7 +518,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         for count, r in rep["runs"].items():
             rows.append(
                 [
-                    f"8. {count} x {rep['service']} on {r['partitions']} partitions (records/s)",
+                    f"9. {count} x {rep['service']} on {r['partitions']} partitions (records/s)",
                     f"{_fmt(r['rate_per_s'])} ({r['records_per_cpu_s'] or 0:,.0f}/CPU-s)",
                     "scales with cores",
                     f"{r.get('speed_up', 1.0):.2f}x one replica"
