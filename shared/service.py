@@ -241,6 +241,11 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             )
         )
         if generation != self.generation or not _assigned(consumer, records):
+            # Each partition still ours goes back to this batch's first record of it: records
+            # the top-up read after the new assignment moved the position past them (those
+            # read before it were sought back to the committed offset by the assignment, and
+            # the batch before this one is known to have committed: drain returned).
+            _rewind(consumer, records)
             self.dropped += 1
             log.info(
                 "%s: batch of %d read before a rebalance dropped; read again from the "

@@ -150,6 +150,7 @@ async def test_a_batch_read_before_a_revocation_is_dropped_unapplied() -> None:
     assert ("begin", 20) not in log
     assert ("commit", {("t", 0): 11}) in log
     assert pipeline.dropped == 1
+    assert ("seek", ("t", 1), 20) in log  # read again from there (if the partition is still ours)
 
 
 async def test_a_failed_batch_and_the_one_behind_it_are_rewound() -> None:
