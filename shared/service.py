@@ -140,6 +140,7 @@ def subscribe_batches(
         group=group,
         topic_prefix=settings.topic_prefix,
         max_records=settings.consumer_max_records,
+        overlap=OVERLAP,
     )
     subscriber: LogicSubscriber[Any] = broker.subscriber(
         *(settings.topic(t.name) for t in topics),
@@ -175,6 +176,14 @@ def subscribe_batches(
     return subscriber
 
 
+OVERLAP = os.environ.get("FLYWHEEL_CONSUMER_OVERLAP", "") == "1"
+"""An experiment switch, off by default: decode (and fill) batch N+1 while batch N's
+transaction and offset commit run. Measured on 2026-12-03 (docs/PERFORMANCE.md, "second
+round") it cost 10-15 % more CPU per record than running the batches one after the other and
+did not raise the rate on this 2-core machine, so it is not what the services run; the
+machinery stays for measuring it elsewhere (`--service-env FLYWHEEL_CONSUMER_OVERLAP=1`).
+Every guarantee holds either way (tests/test_pipeline.py runs both)."""
+
 TOP_UP_WAIT_MS = 5
 """How long one look for more records waits while the previous batch is in flight."""
 
@@ -194,9 +203,18 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(
-        self, *, name: str, group: str, topic_prefix: str, max_records: int = 2000
+        self,
+        *,
+        name: str,
+        group: str,
+        topic_prefix: str,
+        max_records: int = 2000,
+        overlap: bool = False,
     ) -> None:
         self.name = name
+        self.overlap = overlap
+        """Off: each batch's transaction and offset commit finish before the handler returns
+        (FastStream then fetches the next): what the services run, see OVERLAP."""
         self.max_records = max_records
         self.group = group
         self.topic_prefix = topic_prefix
@@ -222,7 +240,8 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         parts: list[Decoded] = []
         try:
             parts.append(current.decode(first))  # while the previous batch commits
-            await self._top_up(consumer, current, batch, parts, generation)
+            if self.overlap:
+                await self._top_up(consumer, current, batch, parts, generation)
             view = await partition_view(consumer, self.topic_prefix)
             await self.drain()
         except BaseException:
@@ -256,7 +275,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self.pending_records = records
         self.pending = asyncio.create_task(self._apply_and_commit(current, records, decoded, view))
-        if self.closing or not self.subscriber.running:
+        if not self.overlap or self.closing or not self.subscriber.running:
             await self.drain()
 
     async def _top_up(

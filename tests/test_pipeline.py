@@ -101,7 +101,7 @@ def _pipeline(partitions: int = 2) -> tuple[Pipeline, _Processor, list[Any]]:
     log: list[Any] = []
     consumer = _Consumer(log, {TopicPartition("t", p) for p in range(partitions)})
     processor = _Processor(log)
-    pipeline = Pipeline(name="svc", group="g", topic_prefix="")
+    pipeline = Pipeline(name="svc", group="g", topic_prefix="", overlap=True)
     pipeline.subscriber = _Subscriber(consumer)  # type: ignore[assignment]
     pipeline.processor = lambda: processor  # type: ignore[assignment,return-value]
     return pipeline, processor, log
@@ -264,3 +264,18 @@ async def test_a_batch_takes_in_what_arrives_while_the_previous_one_commits() ->
     await pipeline.drain()
     assert processor.applied == [[10], [11, 12, 13, 7]]
     assert log[-1] == ("commit", {("t", 0): 14, ("t", 1): 8})  # its own offsets: 8 not read
+
+
+async def test_without_overlap_a_batch_commits_before_the_handler_returns() -> None:
+    pipeline, processor, log = _pipeline()
+    pipeline.overlap = False
+    processor.gates[10] = asyncio.Event()
+    processor.gates[10].set()
+    await pipeline.on_batch(_batch((0, 10), (1, 3)))
+    assert pipeline.pending is None
+    assert log == [
+        ("decode", 10),
+        ("begin", 10),
+        ("end", 10),
+        ("commit", {("t", 0): 11, ("t", 1): 4}),
+    ]
