@@ -176,13 +176,12 @@ def subscribe_batches(
     return subscriber
 
 
-OVERLAP = os.environ.get("FLYWHEEL_CONSUMER_OVERLAP", "") == "1"
-"""An experiment switch, off by default: decode (and fill) batch N+1 while batch N's
-transaction and offset commit run. Measured on 2026-12-03 (docs/PERFORMANCE.md, "second
-round") it cost 10-15 % more CPU per record than running the batches one after the other and
-did not raise the rate on this 2-core machine, so it is not what the services run; the
-machinery stays for measuring it elsewhere (`--service-env FLYWHEEL_CONSUMER_OVERLAP=1`).
-Every guarantee holds either way (tests/test_pipeline.py runs both)."""
+OVERLAP = os.environ.get("FLYWHEEL_CONSUMER_OVERLAP", "1") != "0"
+"""Decode (and fill) batch N+1 while batch N's transaction and offset commit run: on by
+default; `FLYWHEEL_CONSUMER_OVERLAP=0` runs the batches one after the other (the same
+guarantees either way: tests/test_pipeline.py runs both), for measuring one against the other
+(`python -m bench --service-env FLYWHEEL_CONSUMER_OVERLAP=0`). docs/PERFORMANCE.md, "second
+round", has what each gave."""
 
 TOP_UP_WAIT_MS = 5
 """How long one look for more records waits while the previous batch is in flight."""
@@ -209,12 +208,12 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         group: str,
         topic_prefix: str,
         max_records: int = 2000,
-        overlap: bool = False,
+        overlap: bool = True,
     ) -> None:
         self.name = name
         self.overlap = overlap
         """Off: each batch's transaction and offset commit finish before the handler returns
-        (FastStream then fetches the next): what the services run, see OVERLAP."""
+        (FastStream then fetches the next). See OVERLAP."""
         self.max_records = max_records
         self.group = group
         self.topic_prefix = topic_prefix
