@@ -109,7 +109,7 @@ async def _lean_batch_parser(
     """FastStream's batch parser, given only the batch's first record: it decodes every
     record's headers into a dict (for `batch_headers`, which nothing here reads), 5-8 % of a
     stage service's CPU. The message still carries the whole batch as `raw_message`, which
-    is what the handler reads and what a nack rewinds each partition by."""
+    is what the handler reads (and what `Pipeline` rewinds by when a batch fails)."""
     if len(records) <= 1:
         return await original(records)
     message = await original(records[:1])
@@ -133,7 +133,8 @@ def subscribe_batches(
     worker (a second consumer group on the gateway's broker) both subscribe through this.
 
     One batch's transaction and offset commit run while the next batch is fetched and decoded
-    (`Pipeline`); transactions still run one at a time, in the order the batches were read."""
+    (`Pipeline`; `FLYWHEEL_CONSUMER_OVERLAP=0` turns that off); transactions still run one at
+    a time, in the order the batches were read."""
     group = settings.topic_prefix + consumer_group
     pipeline = Pipeline(
         name=name,
