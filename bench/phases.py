@@ -314,6 +314,96 @@ async def quix(bench: Bench, ns: Namespace, budget_s: float, guarantee: str) -> 
     return run
 
 
+async def replicas(
+    bench: Bench, ns: Namespace, service: str, count: int, budget_s: float
+) -> dict[str, Any]:
+    """`count` replicas of one stage service (one consumer group, one database, distinct
+    static member ids) catching up together on the namespace's backlog, from an empty
+    database: rate = records over the time from the last look with nothing committed to lag
+    0 with the outbox drained, as for one service alone; CPU summed over the replicas."""
+    url = await ns.database(service)
+    group = ns.prefix + service
+    topics = [ns.topic(t) for t in CONSUMES[service]]
+    started = time.monotonic()
+    procs = [
+        _spawn_service(bench, ns, service, FLYWHEEL_INSTANCE_ID=f"replica-{i}")
+        for i in range(count)
+    ]
+    names = [f"{service}-{i}" for i in range(count)]
+    watch = ProcessWatch({n: p.pid for n, p in zip(names, procs, strict=True)} | bench.infra)
+    timeline: list[tuple[float, int]] = []
+    finished = True
+    try:
+        async with LagWatch(bench.bootstrap) as lags:
+            backlog = await lags.ends(topics)
+            idle_until = started
+            while True:
+                for n, p in zip(names, procs, strict=True):
+                    if p.poll() is not None:
+                        raise RuntimeError(f"{n} exited with {p.returncode}; see the logs")
+                now = time.monotonic()
+                lag = await lags.lag(group, topics)
+                watch.sample()
+                timeline.append((round(now - started, 2), lag))
+                if lag >= backlog:
+                    idle_until = now
+                if lag == 0 and await outbox_rows(url) == 0:
+                    break
+                if now - started > budget_s:
+                    finished = False
+                    break
+                await asyncio.sleep(POLL_S)
+        end = time.monotonic()
+        cpu = watch.cpu_seconds()
+    finally:
+        for p in procs:
+            await asyncio.to_thread(stop, p)
+    records = backlog - lag
+    seconds = end - idle_until
+    own = sum(cpu[n] for n in names)
+    return {
+        "replicas": count,
+        "partitions": ns.partitions,
+        "records": records,
+        "seconds": round(seconds, 2),
+        "wall_s": round(end - started, 2),
+        "rate_per_s": round(records / seconds, 1) if seconds > 0 else 0.0,
+        "records_per_cpu_s": round(records / own, 1) if own > 0 else None,
+        "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
+        "peak_rss_mib": {n: round(watch.peak_rss[n] / 2**20, 1) for n in names},
+        "finished": finished,
+        "timeline": timeline,
+    }
+
+
+def _spawn_service(
+    bench: Bench, ns: Namespace, service: str, **env: str
+) -> subprocess.Popen[bytes]:
+    """`python -m services.<service>` in the namespace, outside DevStack's one-process-per-
+    service bookkeeping (replicas): no health port, its own log."""
+    full = {
+        **os.environ,
+        **bench.stack.service_env(service),
+        **ns.env(service, **{**bench.service_env, **env}),
+        "FLYWHEEL_HEALTH_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    root = Path(__file__).resolve().parents[1]
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), full.get("PYTHONPATH", "")) if p)
+    name = f"{service}-{env.get('FLYWHEEL_INSTANCE_ID', 'x')}"
+    log = (bench.state_dir / "logs" / f"{ns.prefix}{name}.log").open("ab")
+    with log:
+        return subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"],
+            cwd=root,
+            env=full,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def _py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """Sample the service without pausing it (--nonblocking), until told to stop."""
     out.parent.mkdir(parents=True, exist_ok=True)

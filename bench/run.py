@@ -14,7 +14,9 @@ Figures (docs/PERFORMANCE.md explains each and what limits it):
  6. a replay of a large log into empty databases: wall time;
  7. a history import (`flywheel import stackexchange`) through the gateway until every service
     has settled: its rate against a plain POST /v1/activities of the same activities, and the
-    importer's resident memory.
+    importer's resident memory;
+ 8. the dashboard's queries on generated read models (bench/dashboard.py);
+ 9. 1, 2 and 3 replicas of engagement catching up together on a 6-partition backlog.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ PHASES = (
     "import",
     "backfill",
     "dashboard",
+    "replicas",
 )
 
 
@@ -71,6 +74,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replay-budget-s", type=float, help="bound of the replay (1800; quick 240)")
     p.add_argument(
         "--dashboard-members", help="read-model sizes of the dashboard phase (100k,1M; quick 10k)"
+    )
+    p.add_argument("--replicas", help="replica counts of the replicas phase (1,2,3; quick 1,2)")
+    p.add_argument(
+        "--replica-service", default="engagement", help="the service the replicas phase runs"
     )
     p.add_argument("--only", help=f"comma-separated phases of {','.join(PHASES)}")
     p.add_argument("--quix-guarantee", default="exactly-once", help="exactly-once|at-least-once")
@@ -104,6 +111,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.memory_budget_s = a.memory_budget_s or (240.0 if q else 1200.0)
     a.replay_budget_s = a.replay_budget_s or (240.0 if q else 1800.0)
     a.dashboard_members = a.dashboard_members or ("10000" if q else "100000,1000000")
+    a.replicas = a.replicas or ("1,2" if q else "1,2,3")
     a.phases = tuple(a.only.split(",")) if a.only else PHASES
     unknown = set(a.phases) - set(PHASES)
     if unknown:
@@ -254,6 +262,29 @@ async def _measure(
         replayed = community(args.replay, max(100, args.replay // 10), seed=args.seed + 1)
         figures["replay_backlog"] = await phases.load_backlog(bench, ns, replayed)
         figures["replay"] = await phases.all_stages(bench, ns, args.replay_budget_s)
+
+    if "replicas" in want:
+        counts = [int(x) for x in args.replicas.split(",")]
+        service = args.replica_service
+        say(f"\n== replicas: {counts} x {service} on {args.activities:,} activities, 6 partitions")
+        runs_by_count: dict[str, Any] = {}
+        for count in counts:
+            ns = await bench.namespace(f"replicas{count}")
+            await phases.load_backlog(
+                bench, ns, community(args.activities, args.members, seed=args.seed)
+            )
+            r = await phases.replicas(bench, ns, service, count, args.budget_s)
+            runs_by_count[str(count)] = r
+            say(
+                f"  {count} x {service}: {r['rate_per_s']:,.0f} records/s "
+                f"({r['records_per_cpu_s'] or 0:,.0f} per CPU-second of the replicas)"
+                + ("" if r["finished"] else "; BOUNDED")
+            )
+        one = runs_by_count.get("1", {}).get("rate_per_s")
+        for r in runs_by_count.values():
+            if one:
+                r["speed_up"] = round(r["rate_per_s"] / one, 3)
+        figures["replicas"] = {"service": service, "runs": runs_by_count}
 
     if want & {"import", "backfill"}:
         figures.update(await _import(args, bench, state_dir, figures, want))
@@ -538,6 +569,18 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 f"{done / max(1.0, r['wall_s']):,.0f} records/s summed over services",
             ]
         )
+    if "replicas" in f:
+        rep = f["replicas"]
+        for count, r in rep["runs"].items():
+            rows.append(
+                [
+                    f"9. {count} x {rep['service']} on {r['partitions']} partitions (records/s)",
+                    f"{_fmt(r['rate_per_s'])} ({r['records_per_cpu_s'] or 0:,.0f}/CPU-s)",
+                    "scales with cores",
+                    f"{r.get('speed_up', 1.0):.2f}x one replica"
+                    + ("" if r["finished"] else "; bounded"),
+                ]
+            )
     if "import" in f:
         i = f["import"]
         per_million = _per_million(i)

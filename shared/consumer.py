@@ -29,7 +29,7 @@ from shared.cloudevents import (
     DecodeError,
     Envelope,
     OutgoingRecord,
-    decode,
+    decode_batch,
     derive_event_id,
 )
 from shared.eventtime import (
@@ -60,6 +60,15 @@ class BatchStats:
     late: int = 0
     transient_retries: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A batch decoded (`BatchProcessor.decode`): its events in order, and the dead letters of
+    the records that could not be events."""
+
+    envelopes: list[Envelope]
+    poison: list[OutgoingRecord]
 
 
 DLQ_MAX_VALUE_BYTES = 900_000
@@ -168,43 +177,46 @@ class BatchProcessor:
         self.max_future_s = max_future_s
         self.stats = BatchStats()
 
+    def decode(self, records: Sequence[RawRecord]) -> Decoded:
+        """The batch's events and its dead letters: pure CPU, no I/O. The consumer runs it for
+        the next batch while this one's transaction and offset commit are in flight
+        (`shared.service`), then hands both to `apply`."""
+        envelopes, poison = self._decode(records)
+        return Decoded(envelopes, poison)
+
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Envelope], list[OutgoingRecord]]:
         envelopes: list[Envelope] = []
         poison: list[OutgoingRecord] = []
-        for record in records:
-            try:
-                envelope = decode(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=record.value,
-                    headers=record.headers,
-                    max_value_bytes=self.max_value_bytes,
-                    topic_prefix=self.topic_prefix,  # the type must belong to the topic
+        max_future_s = self.max_future_s
+        decoded = decode_batch(
+            records,
+            max_value_bytes=self.max_value_bytes,
+            topic_prefix=self.topic_prefix,  # the type must belong to the topic
+        )
+        for record, outcome in zip(records, decoded, strict=True):
+            if isinstance(outcome, Envelope) and max_future_s is not None:
+                timestamp = getattr(record, "timestamp", None)  # fakes and old formats
+                if reason := future_reason(outcome, timestamp, max_future_s):
+                    outcome = DecodeError(reason)
+            if isinstance(outcome, Envelope):
+                envelopes.append(outcome)
+                continue
+            log.warning(
+                "dead-lettering %s[%d]@%d: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                outcome.reason,
+            )
+            poison.append(
+                dead_letter(
+                    record,
+                    outcome.reason,
+                    service=self.service,
+                    topic_prefix=self.topic_prefix,
+                    detail=repr(outcome.detail) if outcome.detail else "",
                 )
-                if self.max_future_s is not None:
-                    timestamp = getattr(record, "timestamp", None)  # fakes and old formats
-                    if reason := future_reason(envelope, timestamp, self.max_future_s):
-                        raise DecodeError(reason)
-                envelopes.append(envelope)
-            except DecodeError as exc:
-                log.warning(
-                    "dead-lettering %s[%d]@%d: %s",
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    exc.reason,
-                )
-                poison.append(
-                    dead_letter(
-                        record,
-                        exc.reason,
-                        service=self.service,
-                        topic_prefix=self.topic_prefix,
-                        detail=repr(exc.detail) if exc.detail else "",
-                    )
-                )
+            )
         return envelopes, poison
 
     async def process(
@@ -213,8 +225,15 @@ class BatchProcessor:
         """Returns only when every record is durably applied or dead-lettered. `view` is what
         the consumer knew of its partitions when it handed the batch over (the clock needs it
         to tell an idle partition from one still to be read)."""
+        await self.apply(records, self.decode(records), view)
+
+    async def apply(
+        self, records: Sequence[RawRecord], decoded: Decoded, view: PartitionView | None = None
+    ) -> None:
+        """`process` for a batch already decoded (`decode`): returns only when every record is
+        durably applied or dead-lettered."""
         view = view or PartitionView()
-        envelopes, poison = self._decode(records)
+        envelopes, poison = decoded.envelopes, decoded.poison
         try:
             await self._with_transient_retry(lambda: self._apply(envelopes, poison, view))
         except Exception as exc:

@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.subscriber.usecase import LogicSubscriber
 
 from shared import metrics, telemetry
-from shared.consumer import BatchHandler, BatchProcessor
+from shared.consumer import BatchHandler, BatchProcessor, Decoded
 from shared.eventtime import ClockTopic, EventClock, PartitionView
 from shared.health import HealthServer
 from shared.kafka import broker_security, consumer_options, make_producer, producer_options
@@ -107,7 +109,7 @@ async def _lean_batch_parser(
     """FastStream's batch parser, given only the batch's first record: it decodes every
     record's headers into a dict (for `batch_headers`, which nothing here reads), 5-8 % of a
     stage service's CPU. The message still carries the whole batch as `raw_message`, which
-    is what the handler reads and what a nack rewinds each partition by."""
+    is what the handler reads (and what `Pipeline` rewinds by when a batch fails)."""
     if len(records) <= 1:
         return await original(records)
     message = await original(records[:1])
@@ -128,31 +130,287 @@ def subscribe_batches(
     """A batch subscriber on `broker` whose batches go to the processor `processor()` returns
     (it is built at start-up, after the subscriber): offsets are committed only once the
     batch's transaction committed. `ConsumingService` and the gateway's outbound delivery
-    worker (a second consumer group on the gateway's broker) both subscribe through this."""
+    worker (a second consumer group on the gateway's broker) both subscribe through this.
+
+    One batch's transaction and offset commit run while the next batch is fetched and decoded
+    (`Pipeline`; `FLYWHEEL_CONSUMER_OVERLAP=0` turns that off); transactions still run one at
+    a time, in the order the batches were read."""
     group = settings.topic_prefix + consumer_group
+    pipeline = Pipeline(
+        name=name,
+        group=group,
+        topic_prefix=settings.topic_prefix,
+        max_records=settings.consumer_max_records,
+        overlap=OVERLAP,
+    )
     subscriber: LogicSubscriber[Any] = broker.subscriber(
         *(settings.topic(t.name) for t in topics),
         group_id=group,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
+        # Offsets are committed by the pipeline, explicitly, after each batch's transaction:
+        # FastStream's ack would commit the consumer's position, which is past the next batch.
+        ack_policy=AckPolicy.MANUAL,
         decoder=_no_decode,
         parser=_lean_batch_parser,
+        listener=pipeline,
         **consumer_options(settings, consumer_group),
     )
+    pipeline.subscriber = subscriber
+    pipeline.processor = processor
+    pipeline.consumer_state = consumer_state
 
     async def _on_batch(msg: KafkaMessage) -> None:
-        current = processor()
-        assert current is not None, "batch before start-up finished"
         raw = msg.raw_message
         records: tuple[RawRecord, ...] = raw if isinstance(raw, tuple) else (raw,)
-        view = await partition_view(subscriber.consumer, settings.topic_prefix)
-        with (
-            telemetry.consuming(name, group, records),
-            metrics.measuring_batch(name, records, consumer_state),
-        ):
-            await current.process(records, view)
+        await pipeline.on_batch(records)
 
     subscriber(_on_batch)
+    stop_subscriber = subscriber.stop
+
+    async def stop() -> None:
+        """The batch whose transaction is in flight finishes and commits its offsets before
+        the consumer stops (FastStream waits only for the handler in hand)."""
+        pipeline.closing = True
+        await pipeline.drain(quietly=True)
+        await stop_subscriber()
+
+    subscriber.stop = stop  # type: ignore[method-assign]
     return subscriber
+
+
+OVERLAP = os.environ.get("FLYWHEEL_CONSUMER_OVERLAP", "1") != "0"
+"""Decode (and fill) batch N+1 while batch N's transaction and offset commit run: on by
+default; `FLYWHEEL_CONSUMER_OVERLAP=0` runs the batches one after the other (the same
+guarantees either way: tests/test_pipeline.py runs both), for measuring one against the other
+(`python -m bench --service-env FLYWHEEL_CONSUMER_OVERLAP=0`). docs/PERFORMANCE.md, "second
+round", has what each gave."""
+
+TOP_UP_WAIT_MS = 5
+"""How long one look for more records waits while the previous batch is in flight."""
+
+
+class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Batch N's transaction and offset commit in flight while batch N+1 is fetched (aiokafka
+    prefetches) and decoded (here, in the handler). A catch-up otherwise leaves the core idle
+    while PostgreSQL commits and the broker stores the offsets.
+
+    Nothing a batch promises changes: its transaction runs only after the previous one and its
+    offset commit finished (one in flight, in the order read); its offsets are committed
+    explicitly, after its transaction, and only its own. When partitions are revoked (a
+    rebalance) a batch read before the revocation and not yet begun is dropped unapplied: the
+    new assignment reads it again from the committed offsets. When a batch fails, it and the
+    batch read behind it are rewound (each partition to its earliest record of the two) and
+    read again, as FastStream's nack did.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        group: str,
+        topic_prefix: str,
+        max_records: int = 2000,
+        overlap: bool = True,
+    ) -> None:
+        self.name = name
+        self.overlap = overlap
+        """Off: each batch's transaction and offset commit finish before the handler returns
+        (FastStream then fetches the next). See OVERLAP."""
+        self.max_records = max_records
+        self.group = group
+        self.topic_prefix = topic_prefix
+        self.subscriber: LogicSubscriber[Any] | None = None
+        self.processor: Callable[[], BatchProcessor | None] = lambda: None
+        self.consumer_state: metrics.ConsumerState | None = None
+        self.pending: asyncio.Task[None] | None = None
+        self.pending_records: tuple[RawRecord, ...] = ()
+        self.generation = 0
+        """Bumped at every revocation: a batch read before it is not applied."""
+        self.closing = False
+        self.dropped = 0
+        """Batches read before a revocation and dropped unapplied (read again)."""
+
+    async def on_batch(self, first: tuple[RawRecord, ...]) -> None:
+        current = self.processor()
+        assert current is not None, "batch before start-up finished"
+        assert self.subscriber is not None
+        consumer = self.subscriber.consumer
+        generation = self.generation
+        behind = self.pending_records
+        batch = list(first)
+        parts: list[Decoded] = []
+        try:
+            parts.append(current.decode(first))  # while the previous batch commits
+            if self.overlap:
+                await self._top_up(consumer, current, batch, parts, generation)
+            view = await partition_view(consumer, self.topic_prefix)
+            await self.drain()
+        except BaseException:
+            # Not applied: read this batch again, and the one before it unless it is known to
+            # have committed (it rewinds itself when it fails; no partition may then be sought
+            # past its records; if it did commit, its records come again as duplicates, which
+            # the inbox drops).
+            _rewind(consumer, (*behind, *batch))
+            raise
+        records = tuple(batch)
+        decoded = (
+            parts[0]
+            if len(parts) == 1
+            else Decoded(
+                [e for p in parts for e in p.envelopes], [d for p in parts for d in p.poison]
+            )
+        )
+        if generation != self.generation or not _assigned(consumer, records):
+            # Each partition still ours goes back to this batch's first record of it: records
+            # the top-up read after the new assignment moved the position past them (those
+            # read before it were sought back to the committed offset by the assignment, and
+            # the batch before this one is known to have committed: drain returned).
+            _rewind(consumer, records)
+            self.dropped += 1
+            log.info(
+                "%s: batch of %d read before a rebalance dropped; read again from the "
+                "committed offsets",
+                self.name,
+                len(records),
+            )
+            return
+        self.pending_records = records
+        self.pending = asyncio.create_task(self._apply_and_commit(current, records, decoded, view))
+        if not self.overlap or self.closing or not self.subscriber.running:
+            await self.drain()
+
+    async def _top_up(
+        self,
+        consumer: Any,
+        current: BatchProcessor,
+        batch: list[RawRecord],
+        parts: list[Decoded],
+        generation: int,
+    ) -> None:
+        """Fill this batch up to `max_records` with what the fetcher holds or, while the
+        previous batch is still in flight, with what arrives meanwhile, decoded as it comes.
+        Without it a catch-up's batches would hold only what the fetcher had buffered when the
+        previous batch began, and pay a transaction, an fsync, an offset commit and (with a
+        clock) a sweep per few hundred records. Once nothing is in flight it never waits: a
+        live batch is what has arrived. Records are appended in the order read, so each
+        partition's stay in order."""
+        pending = self.pending
+        while (
+            consumer is not None
+            and len(batch) < self.max_records
+            and generation == self.generation
+            and not self.closing
+        ):
+            in_flight = pending is not None and not pending.done()
+            more = await consumer.getmany(
+                timeout_ms=TOP_UP_WAIT_MS if in_flight else 0,
+                max_records=self.max_records - len(batch),
+            )
+            got = [r for records in more.values() for r in records]
+            if got:
+                batch.extend(got)
+                parts.append(current.decode(got))
+            elif not in_flight:
+                return
+
+    async def _apply_and_commit(
+        self,
+        current: BatchProcessor,
+        records: tuple[RawRecord, ...],
+        decoded: Decoded,
+        view: PartitionView,
+    ) -> None:
+        consumer = self.subscriber.consumer if self.subscriber is not None else None
+        try:
+            with (
+                telemetry.consuming(self.name, self.group, records),
+                metrics.measuring_batch(self.name, records, self.consumer_state),
+            ):
+                await current.apply(records, decoded, view)
+            if consumer is not None:
+                await consumer.commit(_next_offsets(records))
+        except CommitFailedError as exc:
+            # The group rebalanced while the transaction ran: the partitions' new owner (or
+            # this replica again) reads the records from the last commit, and the inbox drops
+            # what this transaction applied. Nothing to redo here.
+            log.info("%s: offsets of a batch of %d not committed: %s", self.name, len(records), exc)
+        except BaseException:
+            _rewind(consumer, records)  # at once: no later batch may be needed to retry it
+            raise
+
+    async def drain(self, *, quietly: bool = False) -> bool:
+        """Wait for the batch in flight (its transaction, then its offsets). Its failure is
+        raised to every waiter but a quiet one, which gets False (its records are read again:
+        the batch rewound its partitions). Several may wait at once: the handler for the next
+        batch, a revocation, the shutdown."""
+        task = self.pending
+        if task is None:
+            return True
+        try:
+            await asyncio.shield(task)  # a waiter cancelled does not cancel the batch
+        except BaseException as exc:
+            if not task.done():
+                raise  # this waiter was cancelled; the batch goes on
+            if not quietly:
+                raise
+            log.warning(
+                "%s: batch of %d not committed (%s: %s); it is read again",
+                self.name,
+                len(self.pending_records),
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        finally:
+            if task.done() and self.pending is task:
+                self.pending = None
+                self.pending_records = ()
+        return True
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before the group rebalances: a batch read but not yet begun is dropped (its
+        partitions may go to another replica, which reads them from the committed offsets).
+        The batch in flight is not waited for (a slow transaction must not hold up the whole
+        group): it finishes, and its offset commit may fail, as a batch in hand always could
+        (`_apply_and_commit`)."""
+        self.generation += 1
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None
+
+
+def _next_offsets(records: Sequence[RawRecord]) -> dict[TopicPartition, int]:
+    """What to commit once the batch is durable: each partition's last offset + 1."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        if r.offset >= last.get(key, -1):
+            last[key] = r.offset
+    return {TopicPartition(t, p): offset + 1 for (t, p), offset in last.items()}
+
+
+def _rewind(consumer: Any, records: Sequence[RawRecord]) -> None:
+    """Seek each partition to its earliest record among `records` (still assigned ones only):
+    the next fetch reads them again."""
+    if consumer is None:
+        return
+    earliest: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.topic, r.partition)
+        if r.offset < earliest.get(key, r.offset + 1):
+            earliest[key] = r.offset
+    assigned = consumer.assignment()
+    for (topic, partition), offset in earliest.items():
+        tp = TopicPartition(topic, partition)
+        if tp in assigned:
+            consumer.seek(tp, offset)
+
+
+def _assigned(consumer: Any, records: Sequence[RawRecord]) -> bool:
+    """Every partition of `records` is still assigned to this consumer."""
+    if consumer is None:
+        return True
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    return {(r.topic, r.partition) for r in records} <= assigned
 
 
 async def partition_view(consumer: Any, topic_prefix: str) -> PartitionView:

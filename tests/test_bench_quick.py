@@ -73,6 +73,7 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
         "6. replay",
         "7. history",
         "7b. backfill",
+        "9. 1 x engagement",
     ):
         assert figure in proc.stdout
     (written,) = out.glob("bench-quick-*.json")
@@ -88,6 +89,7 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     assert figures["end_to_end"]["transitions_matched"] > 0
     assert figures["memory"]["checkpoints"] or figures["memory"]["final"]
     assert figures["replay"]["wall_s"] > 0
+    assert all(r["rate_per_s"] > 0 for r in figures["replicas"]["runs"].values())
     imported = figures["import"]
     assert imported["settled"] and imported["rate_per_s"] > 0, imported
     assert imported["plain_ingest"]["rate_per_s"] > 0 and imported["ratio_to_plain"] > 0

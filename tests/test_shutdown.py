@@ -37,7 +37,11 @@ async def test_sigterm_mid_stream_stops_cleanly_within_the_grace(
     records = crashkit.community_records(people=400, weeks=16, seed=5)
     records.append(crashkit.flush_tick(records))
     env = crashkit.deterministic_env(
-        crashkit.write_rules(tmp_path), FLYWHEEL_SHUTDOWN_GRACE_S=str(GRACE_S)
+        crashkit.write_rules(tmp_path),
+        FLYWHEEL_SHUTDOWN_GRACE_S=str(GRACE_S),
+        # small batches: ~30 of them, so SIGTERM lands mid-stream (with 2,000 a batch and the
+        # next one filled while it commits, the ~9,400 records took too few batches to aim at)
+        FLYWHEEL_CONSUMER_MAX_RECORDS="300",
     )
     expected = await crashkit.undisturbed(
         namespace, records, env, tmp_path, services=("engagement",)
