@@ -141,7 +141,7 @@ def subscribe_batches(
         group=group,
         topic_prefix=settings.topic_prefix,
         max_records=settings.consumer_max_records,
-        overlap=OVERLAP,
+        overlap=settings.consumer_overlap,
     )
     subscriber: LogicSubscriber[Any] = broker.subscriber(
         *(settings.topic(t.name) for t in topics),
@@ -177,13 +177,6 @@ def subscribe_batches(
     return subscriber
 
 
-OVERLAP = os.environ.get("FLYWHEEL_CONSUMER_OVERLAP", "1") != "0"
-"""Decode (and fill) batch N+1 while batch N's transaction and offset commit run: on by
-default; `FLYWHEEL_CONSUMER_OVERLAP=0` runs the batches one after the other (the same
-guarantees either way: tests/test_pipeline.py runs both), for measuring one against the other
-(`python -m bench --service-env FLYWHEEL_CONSUMER_OVERLAP=0`). docs/PERFORMANCE.md, "second
-round", has what each gave."""
-
 TOP_UP_WAIT_MS = 5
 """How long one look for more records waits while the previous batch is in flight."""
 
@@ -214,7 +207,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
         self.name = name
         self.overlap = overlap
         """Off: each batch's transaction and offset commit finish before the handler returns
-        (FastStream then fetches the next). See OVERLAP."""
+        (FastStream then fetches the next). See `Settings.consumer_overlap`."""
         self.max_records = max_records
         self.group = group
         self.topic_prefix = topic_prefix

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         description="Most records in one batch (live traffic batches what has arrived; a "
         "catch-up or replay pays the transaction, fsync and offset commit once per this many).",
     )
+    consumer_overlap: bool = Field(
+        True,
+        description="Fetch and decode the next batch while this one's transaction and offset "
+        "commit run (one transaction at a time either way, in the order read; offsets "
+        "committed only after it). Off: batches one after the other (docs/PERFORMANCE.md).",
+    )
     consumer_batch_timeout_ms: int = Field(
         100, ge=1, description="Longest wait for a batch to fill before it is processed."
     )
