@@ -10,7 +10,10 @@ from pydantic import BaseModel, Field
 
 class MemberRow(BaseModel):
     member_id: str
-    handle: str | None = Field(description="The latest `actor.handle` seen.")
+    handle: str | None = Field(
+        description="The latest `actor.handle` the gateway took in (kept by identity, never "
+        "published)."
+    )
     stages: dict[str, str | None] = Field(
         description="Current stage per dimension (awareness, engagement, advocacy)."
     )
