@@ -200,30 +200,52 @@ async def publish(
                 request_timeout_ms=10_000,
             )
             try:
-                await producer.start()
-                futures = []
-                for r in part:
-                    partitions: list[int | None] = [r.partition]
-                    if r.partition == BROADCAST:  # a clock tick: one copy per partition
-                        partitions = sorted(await producer.partitions_for(prefix + r.topic))
-                    futures += [
-                        await producer.send(
-                            prefix + r.topic, r.value, key=r.key, headers=r.headers, partition=p
-                        )
-                        for p in partitions
-                    ]
-                await asyncio.gather(*futures)
+                # Bounded: a client that bootstrapped from a broker still starting up can be
+                # left with no broker to ask and wait forever (aiokafka logs "Unable to update
+                # metadata from []"); a fresh client gets out of it.
+                await asyncio.wait_for(_send_all(producer, prefix, part), ATTEMPT_S)
                 break
             except Exception:
                 if attempt == 59:
                     raise
                 await asyncio.sleep(1.0)
             finally:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
+                await _close(producer)
         done += len(part)
         if pause_s and done < len(records) and not (hurry is not None and hurry.is_set()):
             await asyncio.sleep(pause_s)
+
+
+ATTEMPT_S = 30.0
+"""How long one attempt at sending a chunk may take (the broker restarts within seconds)."""
+
+
+async def _send_all(
+    producer: AIOKafkaProducer, prefix: str, part: Sequence[OutgoingRecord]
+) -> None:
+    await producer.start()
+    futures = []
+    for r in part:
+        partitions: list[int | None] = [r.partition]
+        if r.partition == BROADCAST:  # a clock tick: one copy per partition
+            partitions = sorted(await producer.partitions_for(prefix + r.topic))
+        futures += [
+            await producer.send(
+                prefix + r.topic, r.value, key=r.key, headers=r.headers, partition=p
+            )
+            for p in partitions
+        ]
+    await asyncio.gather(*futures)
+
+
+async def _close(producer: AIOKafkaProducer) -> None:
+    """Stop a producer; one that cannot finish stopping has its connections closed, so that
+    nothing it still holds lands after the chunk is sent again (it would reorder the log)."""
+    try:
+        await asyncio.wait_for(producer.stop(), 10.0)
+    except Exception:
+        with contextlib.suppress(Exception):
+            await producer.client.close()
 
 
 # --- waiting for a quiet system -----------------------------------------------------------------
@@ -504,6 +526,15 @@ def as_promised(body: bytes) -> bytes:
     return json.dumps(data, sort_keys=True).encode()
 
 
+def _frozen(value: Any) -> Any:
+    """A row made hashable: PostgreSQL arrays come back as lists, JSON as dicts."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    return value
+
+
 def differences(expected: Outcome, actual: Outcome, owners: Mapping[str, str]) -> list[str]:
     """What differs between two runs, readably (empty when they agree)."""
     problems: list[str] = []
@@ -511,8 +542,9 @@ def differences(expected: Outcome, actual: Outcome, owners: Mapping[str, str]) -
         for table, rows in tables.items():
             got = actual.state[service][table]
             if got != rows:
-                missing = [r for r in rows if r not in set(got)][:3]
-                extra = [r for r in got if r not in set(rows)][:3]
+                got_set, rows_set = {_frozen(r) for r in got}, {_frozen(r) for r in rows}
+                missing = [r for r in rows if _frozen(r) not in got_set][:3]
+                extra = [r for r in got if _frozen(r) not in rows_set][:3]
                 problems.append(
                     f"{service}.{table}: {len(rows)} rows expected, {len(got)} found;"
                     f" e.g. missing {missing}, unexpected {extra}"

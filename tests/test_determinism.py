@@ -197,3 +197,16 @@ async def test_the_same_history_gives_the_same_journey_at_any_pace(
 @pytest.mark.timeout(7200)
 async def test_the_same_history_at_scale(namespace: Namespace, tmp_path: Path) -> None:
     await determinism(namespace, tmp_path, people=1000, weeks=56)
+
+
+def test_a_difference_in_rows_holding_arrays_is_reported_not_raised() -> None:
+    """PostgreSQL arrays come back as lists (awareness's touchpoint ids): the comparison names
+    the differing rows instead of failing on them (a CI run once ended in `unhashable type`)."""
+    expected = crashkit.Outcome(state={"awareness": {"people": [("m1", ["a", "b"]), ("m2", [])]}})
+    actual = crashkit.Outcome(state={"awareness": {"people": [("m1", ["b", "a"]), ("m2", [])]}})
+    problems = crashkit.differences(expected, actual, {})
+    assert problems == [
+        "awareness.people: 2 rows expected, 2 found;"
+        " e.g. missing [('m1', ['a', 'b'])], unexpected [('m1', ['b', 'a'])]"
+    ]
+    assert crashkit.differences(expected, expected, {}) == []
