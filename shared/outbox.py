@@ -4,6 +4,11 @@ One relay per database publishes at a time (a PostgreSQL advisory lock elects it
 order, so events about one member keep their order per partition. Rows are deleted only once
 the broker has acknowledged them (acks=all), so a crash re-sends rather than loses; the
 re-sent events carry the same ids and consumers drop them.
+
+A round of sends is bounded (`round_timeout_s`): a producer that bootstrapped from a broker
+still starting up can be left with no broker to ask and wait forever (aiokafka logs "Unable to
+update metadata from []"). The relay then closes that producer and starts a fresh one; the
+rows are still there, and go again.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from shared.telemetry import traced_send
 
 log = logging.getLogger(__name__)
 
+ROUND_TIMEOUT_S = 120.0
+"""How long one round of sends (or a producer's start) may take before the producer is given
+up: well beyond the producer's own 30 s request timeout, so a slow broker is waited for and
+only a stuck client is replaced."""
+
 
 class OutboxRelay:
     def __init__(
@@ -36,8 +46,10 @@ class OutboxRelay:
         poll_interval_s: float = 0.05,
         retry_max_s: float = 10.0,
         topic_prefix: str = "",
+        round_timeout_s: float = ROUND_TIMEOUT_S,
     ) -> None:
         self.service = service
+        self._round_timeout_s = round_timeout_s
         self._database_url = database_url
         self._producer_factory = producer_factory
         self._batch_size = batch_size
@@ -101,7 +113,7 @@ class OutboxRelay:
                 await asyncio.sleep(1.0)
             self.is_leader = True
             producer = self._producer_factory()
-            await producer.start()
+            await asyncio.wait_for(producer.start(), self._round_timeout_s)
             while True:
                 sent = await self._publish_once(conn, producer)
                 if sent:
@@ -114,7 +126,7 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         finally:
             if producer is not None:
-                await producer.stop()
+                await close_producer(producer, min(10.0, self._round_timeout_s))
             await conn.close()
 
     async def _publish_once(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
@@ -125,6 +137,16 @@ class OutboxRelay:
         )
         if not rows:
             return 0
+        await asyncio.wait_for(self._send(producer, rows), self._round_timeout_s)
+        # By id, not by range: a transaction that took a lower seq may commit after we read.
+        await conn.execute(
+            "DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [row["seq"] for row in rows]
+        )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _send(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> None:
+        """Every row sent and acknowledged, in outbox order."""
         futures = [
             await traced_send(  # a producer span continuing the row's stored trace context
                 producer,
@@ -139,12 +161,17 @@ class OutboxRelay:
             for partition in await partitions_of(producer, topic, row["partition"])
         ]
         await asyncio.gather(*futures)
-        # By id, not by range: a transaction that took a lower seq may commit after we read.
-        await conn.execute(
-            "DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [row["seq"] for row in rows]
-        )
-        self.published += len(rows)
-        return len(rows)
+
+
+async def close_producer(producer: AIOKafkaProducer, timeout_s: float = 10.0) -> None:
+    """Stop a producer; one that cannot finish stopping (a stuck client) has its connections
+    closed, so nothing it still holds is sent after the rows go again through a fresh one."""
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except Exception as exc:
+        log.warning("outbox relay: producer did not stop (%s); closing its connections", exc)
+        with contextlib.suppress(Exception):
+            await producer.client.close()
 
 
 async def partitions_of(

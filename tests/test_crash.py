@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from devstack.common import read_pidfile, tail
+from shared.topics import MEMBER_ACTIVITY
 from tests import crashkit
 from tests.conftest import Namespace
 
@@ -159,6 +160,7 @@ async def crash_run(
             bootstrap, namespace.prefix, urls, timeout_s=120, alive=check_alive
         )
         actual = await crashkit.outcome(bootstrap, namespace.prefix, urls)
+        log = await crashkit.read_all(bootstrap, namespace.prefix + MEMBER_ACTIVITY.name)
     finally:
         publisher.cancel()
         if replica.alive():
@@ -178,6 +180,11 @@ async def crash_run(
     report.emitted = {t: len(expected.ids(t)) for t in expected.events if expected.ids(t)}
     print(f"\ncrash run: {report}")
 
+    out_of_order = crashkit.reordered(log, records[:-1])
+    assert not out_of_order, (
+        f"the test's publisher wrote {len(out_of_order)} members' activities out of order"
+        f" (e.g. {out_of_order[:3]}): the runs read different logs"
+    )
     problems = crashkit.differences(expected, actual, crashkit.owners(records))
     if problems:
         import pickle

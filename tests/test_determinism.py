@@ -210,3 +210,25 @@ def test_a_difference_in_rows_holding_arrays_is_reported_not_raised() -> None:
         " e.g. missing [('m1', ['a', 'b'])], unexpected [('m1', ['b', 'a'])]"
     ]
     assert crashkit.differences(expected, expected, {}) == []
+
+
+def test_a_log_written_out_of_order_is_told_apart_from_a_service_fault() -> None:
+    """`reordered` names the members whose records the topic holds in another order than the
+    test meant to publish them (its first copies; a chunk sent twice is in order)."""
+    records = crashkit.community_records(people=20, weeks=2, seed=3)
+    by_key: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_key.setdefault(r.key.decode(), []).append(i)
+    member, (first, second, *_) = next((k, v) for k, v in by_key.items() if len(v) >= 2)
+
+    def log(order: Sequence[int]) -> list[crashkit.Seen]:
+        return [
+            crashkit.Seen(0, n, records[i].key.decode(), records[i].event_id, "", ())
+            for n, i in enumerate(order)
+        ]
+
+    in_order = range(len(records))
+    resent = [*in_order, *in_order]  # a chunk sent again after a partial failure
+    assert crashkit.reordered(log(resent), records) == []
+    swapped = [second if i == first else first if i == second else i for i in in_order]
+    assert crashkit.reordered(log(swapped), records) == [member]
