@@ -109,6 +109,7 @@ SERVICE_PORT_ENV: dict[str, str] = {
     "advocacy": "FLYWHEEL_ADVOCACY_HEALTH_PORT",
 }
 SERVICE_STOP_TIMEOUT_S = 20.0  # services finish their batch within shutdown_grace_s (15 s)
+RESTART_TIMEOUT_S = 180.0  # a broker restarted on its data: see DevStack.restart_kafka
 
 Backend = Literal["auto", "local", "testcontainers"]
 Source = Literal["local", "external", "container"]
@@ -392,7 +393,9 @@ class DevStack:
         if self._kafka is None:
             raise StackError("Kafka is not run by this DevStack (external or not started)")
         self._kafka.stop(kill=hard)
-        self._kafka.start(timeout_s=self.kafka_timeout_s)
+        # A broker restarted on its data loads every partition it holds first: after a whole
+        # test suite's topics that took 39 s on an idle machine and over 60 s on a busy one.
+        self._kafka.start(timeout_s=max(self.kafka_timeout_s, RESTART_TIMEOUT_S))
         self._wait_topics_online()
 
     def restart_postgres(self, *, immediate: bool = False) -> None:
