@@ -14,7 +14,6 @@ Dead letters are outbox rows, so they are as durable as the state change beside 
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import logging
 import traceback
@@ -40,7 +39,6 @@ from shared.eventtime import (
     is_clock_only,
     watermark,
 )
-from shared.loopthread import LoopThread
 from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.records import RawRecord
 from shared.uow import UnitOfWork, unit_of_work
@@ -178,25 +176,6 @@ class BatchProcessor:
         self.topic_prefix = topic_prefix
         self.max_future_s = max_future_s
         self.stats = BatchStats()
-        self.runner: LoopThread | None = None
-        """Set by `on_loop`: the loop each batch's transaction runs on."""
-
-    def on_loop(self, runner: LoopThread, pool: asyncpg.Pool) -> BatchProcessor:
-        """This processor with each batch's transaction (inbox, handler, outbox, retries) run
-        on `runner`'s loop over `pool`, a pool created on that loop; decoding stays with the
-        caller. Called on the caller's loop, which `on_committed` is then called on. The
-        counters are shared with this processor."""
-        moved = copy.copy(self)
-        moved.pool = pool
-        moved.runner = runner
-        caller = asyncio.get_running_loop()
-        on_committed = self.on_committed
-
-        def committed() -> None:
-            caller.call_soon_threadsafe(on_committed)
-
-        moved.on_committed = committed
-        return moved
 
     def decode(self, records: Sequence[RawRecord]) -> Decoded:
         """The batch's events and its dead letters: pure CPU, no I/O. The consumer runs it for
@@ -253,14 +232,6 @@ class BatchProcessor:
     ) -> None:
         """`process` for a batch already decoded (`decode`): returns only when every record is
         durably applied or dead-lettered."""
-        if self.runner is not None:
-            await self.runner.run(self._apply_batch(records, decoded, view))
-        else:
-            await self._apply_batch(records, decoded, view)
-
-    async def _apply_batch(
-        self, records: Sequence[RawRecord], decoded: Decoded, view: PartitionView | None
-    ) -> None:
         view = view or PartitionView()
         envelopes, poison = decoded.envelopes, decoded.poison
         try:

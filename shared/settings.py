@@ -287,13 +287,6 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a dashboard login lasts before the API key must be entered again.",
     )
-    read_model_own_loop: bool = Field(
-        True,
-        description="The gateway's read model runs each batch's transaction on an event loop "
-        "of its own (a thread, with a pool of 2 connections of its own), so its statements do "
-        "not wait behind the API's requests on the gateway's loop (docs/PERFORMANCE.md, phase "
-        "7b). Off: on the gateway's loop and pool.",
-    )
     directory_recent_activities: int = Field(
         20,
         ge=1,

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
@@ -46,8 +45,7 @@ from shared.consumer import BatchHandler
 from shared.contracts import ACTIVITY, CLOCK_TICK, MEMBER_ERASED, MEMBER_MERGED
 from shared.eventtime import clock_tick
 from shared.health import HealthServer
-from shared.loopthread import LoopThread
-from shared.postgres import TRANSIENT_DB_ERRORS, create_pool
+from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.service import ConsumingService, ServiceSpec
 from shared.settings import Settings
 from shared.topics import (
@@ -272,46 +270,6 @@ async def tick_clock(service: ConsumingService, interval_s: float) -> None:
             log.warning("clock tick not written (next one will be): %s", exc)
 
 
-READ_MODEL_POOL_SIZE = 2
-"""The read model holds one connection at a time (one transaction in flight); a spare for a
-reconnect."""
-
-
-class ReadModelLoop:
-    """The read model's transactions on a loop of its own (`FLYWHEEL_READ_MODEL_OWN_LOOP`):
-    each batch is still one transaction holding inbox, projections and outbox, and its offsets
-    are still committed after it (the consumer on the gateway's loop awaits it); only where its
-    statements wait their turn changes. Its pool is its own, created on that loop."""
-
-    def __init__(self, service: ConsumingService) -> None:
-        self.service = service
-        self.thread = LoopThread("gateway-read-model")
-        self.pool: asyncpg.Pool | None = None
-
-    async def start(self) -> None:
-        """After the service's resources started (migrations, the processor), before the broker
-        starts consuming."""
-        processor = self.service.processor
-        assert processor is not None, "the gateway's resources are not started"
-        self.thread.start()
-        self.pool = await self.thread.run(
-            create_pool(self.service.settings.database_url, max_size=READ_MODEL_POOL_SIZE)
-        )
-        self.service.processor = processor.on_loop(self.thread, self.pool)
-
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """After the broker stopped (the batch in flight committed)."""
-        pool = self.pool
-        if pool is not None and self.thread.running:
-            try:
-                await asyncio.wait_for(self.thread.run(pool.close()), timeout_s)
-            except Exception:  # timed out or broken: closed the hard way
-                if self.thread.loop is not None:
-                    self.thread.loop.call_soon_threadsafe(pool.terminate)
-        self.pool = None
-        await self.thread.stop()
-
-
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # placeholders and guessable secrets stop the gateway here, before anything starts
@@ -330,7 +288,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
     guarded = identity.GuardedPublisher(publisher, identities)  # erased people: not published
     # outbound webhooks: a second subscriber on the same broker (its own group) and a sender
     delivery = DeliveryWorker(service.broker, settings)
-    read_model = ReadModelLoop(service) if settings.read_model_own_loop else None
 
     async def readiness() -> dict[str, str]:
         # Any replica serves the API; the read model is fed by whichever holds partitions.
@@ -363,8 +320,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                 search_path=await service.pool.fetchval("SELECT current_setting('search_path')"),
             )
             await delivery.start(service)
-            if read_model is not None:
-                await read_model.start()
             await service.broker.start()
             if settings.clock_tick_interval_s > 0:
                 ticker = asyncio.create_task(tick_clock(service, settings.clock_tick_interval_s))
@@ -376,8 +331,6 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             delivery.on_shutdown_signal()
             await service.broker.stop()
             await delivery.stop()
-            if read_model is not None:
-                await read_model.stop()
             await reports.stop()
             await service.stop_resources()
 
