@@ -451,6 +451,45 @@ async def test_fan_out_queues_each_event_once_per_matching_subscription(
     ]
 
 
+async def test_fan_out_builds_no_body_for_events_nobody_subscribed_to(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+    real = fanout.structured_body
+
+    def counting(envelope: Any) -> str:
+        built.append(envelope.id)
+        return real(envelope)
+
+    monkeypatch.setattr(fanout, "structured_body", counting)
+    await queue(pool, [transition("ada", 0)])  # no subscription at all
+    async with pool.acquire() as conn:
+        wants = await store.create_subscription(
+            conn,
+            url="http://127.0.0.1:9/a",
+            event_types=["signal.peer_help.v1"],
+            secret=generate_secret(),
+            description=None,
+        )
+    await queue(pool, [transition("bob", 0)])  # a subscription, not for transitions
+    assert built == []
+    assert await pool.fetchval("SELECT count(*) FROM outbound_deliveries") == 0
+    async with pool.acquire() as conn:
+        await store.delete_subscription(conn, wants.id)
+        wants = await store.create_subscription(
+            conn,
+            url="http://127.0.0.1:9/b",
+            event_types=["journey.stage_changed.v1"],
+            secret=generate_secret(),
+            description=None,
+        )
+    record = transition("cyd", 0)
+    await queue(pool, [record])  # now someone wants them: queued, from then on
+    assert built == [record.event_id]
+    rows = await pool.fetch("SELECT subscription_id, event_id FROM outbound_deliveries")
+    assert [(r["subscription_id"], r["event_id"]) for r in rows] == [(wants.id, record.event_id)]
+
+
 # ---- the API ----------------------------------------------------------------------------------
 
 

@@ -318,3 +318,35 @@ async def test_dashboard_wants_a_login_and_shows_an_empty_state(pool: asyncpg.Po
     (await client.post("/dashboard/logout"))
     client.cookies.clear()
     assert (await client.get("/dashboard")).status_code == 303
+
+
+async def test_recent_activities_keep_exactly_each_members_newest(pool: asyncpg.Pool) -> None:
+    """The prune keeps, per member, the N newest in the profile's order (occurred_at, then
+    activity id, both descending), whatever order the activities arrive in, ties in time
+    included; a member with N or fewer keeps all; members not in the batch are not touched."""
+    recent = 3
+    days = {  # member: activity days, arriving out of order over three batches; ties at 5
+        "ada": [5, 1, 5, 9, 2, 5, 0, 7],
+        "bob": [3, 1],
+        "cy": [4, 4, 4, 4, 4],
+    }
+    made = {
+        m: [activity(m, "post", day=d, activity_id=f"{m}-{i}") for i, d in enumerate(ds)]
+        for m, ds in days.items()
+    }
+    every = [a for m in sorted(made) for a in made[m]]
+    for start in range(0, len(every), 6):  # batches of 6
+        await apply(pool, [act(a) for a in every[start : start + 6]], recent)
+    # a later batch of someone else's leaves the others as they are
+    await apply(pool, [act(activity("dee", "post", day=3, activity_id="dee-0"))], recent)
+
+    rows = await pool.fetch(
+        "SELECT member_id, activity_id FROM directory_activities ORDER BY member_id, activity_id"
+    )
+    kept = {(r["member_id"], r["activity_id"]) for r in rows}
+    expected = {("dee", "discourse:dee-0")}
+    for m, acts in made.items():
+        newest = sorted(acts, key=lambda a: (a.occurred_at, f"discourse:{a.activity_id}"))
+        expected |= {(m, f"discourse:{a.activity_id}") for a in newest[-recent:]}
+    assert kept == expected
+    assert len([k for k in kept if k[0] == "bob"]) == 2

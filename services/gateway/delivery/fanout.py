@@ -56,9 +56,16 @@ about the member."""
 
 
 async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:
-    """Set-based: one INSERT for the whole batch, whatever the number of subscriptions."""
-    wanted = [to_queued(e) for e in events if e.type in DELIVERABLE_TYPES]
-    await store.queue_deliveries(uow.conn, wanted)
+    """Set-based: one INSERT for the whole batch, whatever the number of subscriptions. Only
+    the events of a type some subscription wants (looked up in the same transaction, as the
+    INSERT's join would) get a body built and sent: a backfill's hundreds of thousands of
+    transitions and signals nobody subscribed to cost a set lookup each, not a JSON document
+    (a tenth of the gateway's CPU in a backfill: docs/PERFORMANCE.md, phase 7b)."""
+    deliverable = [e for e in events if e.type in DELIVERABLE_TYPES]
+    if deliverable:
+        subscribed = await store.subscribed_types(uow.conn)
+        wanted = [to_queued(e) for e in deliverable if e.type in subscribed]
+        await store.queue_deliveries(uow.conn, wanted)
     erased = [e.key for e in events if e.type == ERASED]
     if erased:
         await store.forget_members(uow.conn, erased, keep_type=ERASED)

@@ -139,6 +139,12 @@ async def delete_subscription(conn: Connection, subscription_id: str) -> bool:
 # ---- fan-out -----------------------------------------------------------------------------
 
 
+async def subscribed_types(conn: Connection) -> frozenset[str]:
+    """The event types at least one subscription wants."""
+    rows = await conn.fetch("SELECT DISTINCT unnest(event_types) AS t FROM outbound_subscriptions")
+    return frozenset(r["t"] for r in rows)
+
+
 async def queue_deliveries(conn: Connection, events: Sequence[QueuedEvent]) -> int:
     """One delivery per (subscription wanting the event's type, event), in event order, so
     delivery ids follow each member's order. An event queued before for a subscription is not

@@ -89,14 +89,22 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::
 ON CONFLICT DO NOTHING
 """
 
-# keep the newest N per member touched by the batch
+# Keep the newest N per member touched by the batch: per member, its (N+1)-th newest row (in
+# the profile's order: occurred_at DESC, activity_id DESC) is the newest to go, and every row
+# at or below it goes. Each member's lookup reads its N+1 newest rows by the (member_id,
+# occurred_at DESC) index; a member with N rows or fewer finds none and loses nothing. (It was
+# a row_number() window over every row of the batch's members, sorted whole, each batch: the
+# read model's largest statement, 16.7 of 52 s of SQL: docs/PERFORMANCE.md, phase 7b.)
 _TRIM_RECENT = """
 DELETE FROM directory_activities d
-USING (SELECT member_id, activity_id,
-              row_number() OVER (PARTITION BY member_id ORDER BY occurred_at DESC,
-                                 activity_id DESC) AS r
-       FROM directory_activities WHERE member_id = ANY($1::text[])) old
-WHERE old.r > $2 AND d.member_id = old.member_id AND d.activity_id = old.activity_id
+USING unnest($1::text[]) AS m(member_id)
+CROSS JOIN LATERAL (
+    SELECT a.occurred_at, a.activity_id FROM directory_activities a
+    WHERE a.member_id = m.member_id
+    ORDER BY a.occurred_at DESC, a.activity_id DESC
+    OFFSET $2 LIMIT 1) cut
+WHERE d.member_id = m.member_id
+  AND (d.occurred_at, d.activity_id) <= (cut.occurred_at, cut.activity_id)
 """
 
 # the batch's members' current stages, copied from member_stages (the journey projection ran);
