@@ -169,7 +169,7 @@ async def close_producer(producer: AIOKafkaProducer, timeout_s: float = 10.0) ->
     try:
         await asyncio.wait_for(producer.stop(), timeout_s)
     except Exception as exc:
-        log.warning("outbox relay: producer did not stop (%s); closing its connections", exc)
+        log.warning("a producer did not stop (%r); closing its connections", exc)
         with contextlib.suppress(Exception):
             await producer.client.close()
 

@@ -45,6 +45,7 @@ from shared.cloudevents import BROADCAST, OutgoingRecord, encode, header_map
 from shared.contracts import ACTIVITY, ActivityV1
 from shared.eventtime import CLOCK_ONLY_TYPES, clock_tick
 from shared.kafka import consumer_lag, ensure_topics
+from shared.outbox import close_producer
 from shared.topics import (
     JOURNEY_TRANSITIONS,
     MEMBER_LIFECYCLE,
@@ -215,7 +216,7 @@ async def publish(
                     raise
                 await asyncio.sleep(1.0)
             finally:
-                await _close(producer)
+                await close_producer(producer)  # nothing it holds may land after a re-send
         done += len(part)
         if pause_s and done < len(records) and not (hurry is not None and hurry.is_set()):
             await asyncio.sleep(pause_s)
@@ -241,16 +242,6 @@ async def _send_all(
             for p in partitions
         ]
     await asyncio.gather(*futures)
-
-
-async def _close(producer: AIOKafkaProducer) -> None:
-    """Stop a producer; one that cannot finish stopping has its connections closed, so that
-    nothing it still holds lands after the chunk is sent again (it would reorder the log)."""
-    try:
-        await asyncio.wait_for(producer.stop(), 10.0)
-    except Exception:
-        with contextlib.suppress(Exception):
-            await producer.client.close()
 
 
 # --- waiting for a quiet system -----------------------------------------------------------------
