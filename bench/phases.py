@@ -38,6 +38,7 @@ from bench.env import (
     outbox_rows,
 )
 from bench.workload import Record, community, e2e_activity
+from devstack.common import free_ports
 from devstack.stack import DevStack
 from services import registry
 from shared.kafka import FETCH_MAX_WAIT_MS, client_security
@@ -98,6 +99,7 @@ class Bench:
         self.admin_url = stack.endpoints.postgres_admin_url
         self.infra = self._infra_pids()
         self.service_env: dict[str, str] = {}  # experiments: --service-env KEY=VALUE
+        self.read_model_apart = False  # --gateway-read-model own-process (phases 7, 7b)
         self._n = 0
 
     def _infra_pids(self) -> dict[str, int]:
@@ -119,13 +121,32 @@ class Bench:
     def stop_service(self, name: str) -> None:
         self.stack.stop_service(name)
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def start_read_model(self, ns: Namespace, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+        """A gateway process running only the read model (`FLYWHEEL_GATEWAY_ROLE=read-model`)
+        on the namespace's gateway database, and the URL of its /readyz."""
+        port = free_ports(1)[0]
+        extra = {**self.service_env, **env}
+        proc_env = {
+            **os.environ,
+            **self.stack.service_env("gateway"),
+            **ns.env("gateway", **extra),
+            "FLYWHEEL_GATEWAY_ROLE": "read-model",
+            "FLYWHEEL_HEALTH_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
+        proc = self.spawn("gateway-read-model", ["services.gateway"], env=proc_env)
+        return proc, f"http://127.0.0.1:{port}/readyz"
+
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """A bench process (the ceiling, the Quix peer), logging beside the services."""
         log = (self.state_dir / "logs" / f"{name}.log").open("ab")
         with log:
             return subprocess.Popen(
                 [sys.executable, "-m", *argv],
                 cwd=Path(__file__).resolve().parents[1],
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -85,6 +85,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--profile", action="store_true", help="py-spy each stage service while it catches up"
     )
     p.add_argument(
+        "--gateway-read-model",
+        choices=("own-process", "in-process"),
+        default="own-process",
+        help="phases 7 and 7b: the gateway's read model in a process of its own "
+        "(FLYWHEEL_GATEWAY_ROLE=api beside =read-model) or inside the API's (=all)",
+    )
+    p.add_argument(
         "--service-env",
         action="append",
         default=[],
@@ -192,6 +199,7 @@ async def _measure(
     }
     figures: dict[str, Any] = report["figures"]
     bench.service_env = dict(kv.split("=", 1) for kv in args.service_env)
+    bench.read_model_apart = args.gateway_read_model == "own-process"
     want = set(args.phases)
 
     if want & {"ceiling", "stages", "quix"}:

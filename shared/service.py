@@ -426,7 +426,15 @@ async def partition_view(consumer: Any, topic_prefix: str) -> PartitionView:
 
 
 class ConsumingService:
-    def __init__(self, spec: ServiceSpec, settings: Settings | None = None) -> None:
+    """A service's resources (pool, migrations, outbox relay, health) around its consumer.
+
+    `consume=False` leaves the consumer out: the gateway's API process when its read model
+    runs in a process of its own (`FLYWHEEL_GATEWAY_ROLE=api`), which still needs the pool,
+    the migrations and the relay for what its requests publish."""
+
+    def __init__(
+        self, spec: ServiceSpec, settings: Settings | None = None, *, consume: bool = True
+    ) -> None:
         self.spec = spec
         self.settings = settings or Settings()
         self.pool: asyncpg.Pool | None = None
@@ -452,14 +460,18 @@ class ConsumingService:
             security=broker_security(s),  # TLS and SASL, FLYWHEEL_KAFKA_* (docs/SECURITY.md)
             **producer_options(s),
         )
-        self.subscriber = subscribe_batches(
-            self.broker,
-            s,
-            name=spec.name,
-            consumer_group=spec.consumer_group,
-            topics=spec.consumes,
-            processor=lambda: self.processor,
-            consumer_state=self.consumer_state,
+        self.subscriber: LogicSubscriber[Any] | None = (
+            subscribe_batches(
+                self.broker,
+                s,
+                name=spec.name,
+                consumer_group=spec.consumer_group,
+                topics=spec.consumes,
+                processor=lambda: self.processor,
+                consumer_state=self.consumer_state,
+            )
+            if consume
+            else None
         )
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -493,7 +505,7 @@ class ConsumingService:
             service=self.spec.name,
             group=s.topic_prefix + self.spec.consumer_group,
             pool=self.pool,
-            consumer=lambda: self.subscriber.consumer,
+            consumer=lambda: self.subscriber.consumer if self.subscriber is not None else None,
             state=self.consumer_state,
         )
         self.metrics_poller.start()
@@ -566,7 +578,7 @@ class ConsumingService:
         """{component: problem}; a consumer with no partitions (rebalancing, or more replicas
         than partitions) is not ready unless `need_assignment` is off (the gateway's API)."""
         problems: dict[str, str] = {}
-        consumer = self.subscriber.consumer
+        consumer = self.subscriber.consumer if self.subscriber is not None else None
         if need_assignment and (consumer is None or not consumer.assignment()):
             problems["consumer"] = "no partitions assigned (joining the group, or idle replica)"
         try:

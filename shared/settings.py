@@ -157,8 +157,18 @@ class Settings(BaseSettings):
     # --- HTTP ---------------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Interface the HTTP endpoints listen on.")
     http_port: int = Field(8080, description="Gateway API port.")
+    gateway_role: Literal["all", "api", "read-model"] = Field(
+        "all",
+        description="What a gateway process runs. all: the API and its read model's consumer "
+        "in one process; api: the API (with ingest, webhooks and the outbound fan-out) without "
+        "the read model; read-model: only the read model's consumer, health on "
+        "FLYWHEEL_HEALTH_PORT. Split, each gets its own core (docs/OPERATIONS.md).",
+    )
     health_port: int = Field(
-        0, ge=0, description="Port of a stage service's /healthz, /readyz (0: not served)."
+        0,
+        ge=0,
+        description="Port of a stage service's (or a read-model gateway's) /healthz, /readyz "
+        "(0: not served).",
     )
     max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted HTTP body.")
     max_batch_items: int = Field(1000, ge=1, description="Most activities in one POST.")

@@ -94,6 +94,9 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     assert imported["settled"] and imported["rate_per_s"] > 0, imported
     assert imported["plain_ingest"]["rate_per_s"] > 0 and imported["ratio_to_plain"] > 0
     assert imported["importer_peak_rss_mib"] > 0
+    # the read model ran in a process of its own (--gateway-read-model's default) and worked
+    assert report["parameters"]["gateway_read_model"] == "own-process"
+    assert imported["cpu_s"]["gateway-read-model"] > 0
     backfill = figures["backfill"]  # issue 13: the same activities POSTed, every service up
     assert backfill["settled"] and backfill["rate_per_s"] > 0, backfill
     assert set(backfill["group_settled_s"]) <= set(backfill["lag_when_fed"])

@@ -26,6 +26,9 @@ from tests.conftest import REPO
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.33.0"
 STAGES = {s.name: s for s in (AWARENESS, ENGAGEMENT, ADVOCACY)}
+GATEWAYS = {"gateway": "api", "gateway-read-model": "read-model"}
+"""The gateway's two processes as deployed, and the FLYWHEEL_GATEWAY_ROLE of each."""
+FLYWHEEL_PROCESSES = (*STAGES, *GATEWAYS)
 
 # Test-only dependencies (the dev extra): without them these checks are skipped, not failed.
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -72,10 +75,15 @@ def test_compose_file_follows_the_compose_specification() -> None:
     jsonschema.validators.validator_for(schema)(schema).validate(compose)
 
     services = compose["services"]
-    for name in ("kafka", "postgres", "awareness", "engagement", "advocacy", "gateway"):
+    for name in ("kafka", "postgres", *FLYWHEEL_PROCESSES):
         assert name in services and "profiles" not in services[name], name
-    images = {services[n]["image"] for n in ("awareness", "engagement", "advocacy", "gateway")}
+    images = {services[n]["image"] for n in FLYWHEEL_PROCESSES}
     assert images == {"flywheel:dev"}, "the four services run from one image"
+    # the gateway's read model runs apart from its API, on the gateway's database
+    roles = {n: services[n]["environment"].get("FLYWHEEL_GATEWAY_ROLE") for n in GATEWAYS}
+    assert roles == {"gateway": "api", "gateway-read-model": "read-model"}
+    urls = {services[n]["environment"]["FLYWHEEL_DATABASE_URL"] for n in GATEWAYS}
+    assert len(urls) == 1, urls
     observability = {n for n, s in services.items() if "observability" in s.get("profiles", [])}
     assert observability == {"otel-collector", "jaeger", "prometheus", "grafana"}
     for service in services.values():
@@ -90,7 +98,7 @@ def test_prometheus_scrapes_every_service_where_it_listens() -> None:
     listening = {
         name: compose[name]["environment"].get("FLYWHEEL_HEALTH_PORT")
         or compose[name]["environment"].get("FLYWHEEL_METRICS_PORT")  # the gateway's
-        for name in ("awareness", "engagement", "advocacy", "gateway")
+        for name in FLYWHEEL_PROCESSES
     }
     config = yaml.safe_load((REPO / "deploy/otel/prometheus.yml").read_text())
     targets = {
@@ -126,12 +134,13 @@ def test_kubernetes_manifests_agree_with_the_code() -> None:
     config = _by_kind(objects, "ConfigMap")["flywheel-config"]["data"]
     secret_keys = set(_by_kind(objects, "Secret")["flywheel-secrets"]["stringData"])
     deployments = _by_kind(objects, "Deployment")
-    assert set(deployments) == {*STAGES, "gateway"}
+    assert set(deployments) == set(FLYWHEEL_PROCESSES)
     grace = float(config["FLYWHEEL_SHUTDOWN_GRACE_S"])
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]
-        assert container["command"] == ["python", "-m", f"services.{name}"]
+        module = "gateway" if name in GATEWAYS else name
+        assert container["command"] == ["python", "-m", f"services.{module}"]
         ports = [8080, 9464] if name == "gateway" else [int(config["FLYWHEEL_HEALTH_PORT"])]
         assert [p["containerPort"] for p in container["ports"]] == ports
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -139,6 +148,10 @@ def test_kubernetes_manifests_agree_with_the_code() -> None:
         assert container["resources"]["requests"] and container["resources"]["limits"]
         assert pod["terminationGracePeriodSeconds"] > grace
         variables = {env["name"]: env for env in container.get("env", [])}
+        if name in GATEWAYS:  # the API and the read model apart, on one database
+            assert variables["FLYWHEEL_GATEWAY_ROLE"]["value"] == GATEWAYS[name], name
+            database = variables["FLYWHEEL_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            assert database["key"] == "gateway-database-url", name
         # static membership: one member name per replica, the pod's (shared.kafka)
         instance = variables["FLYWHEEL_INSTANCE_ID"]["valueFrom"]["fieldRef"]
         assert instance["fieldPath"] == "metadata.name", name

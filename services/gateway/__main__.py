@@ -1,4 +1,5 @@
-"""`python -m services.gateway`: the HTTP gateway and its journey read model, under uvicorn."""
+"""`python -m services.gateway`: the HTTP gateway and its journey read model, under uvicorn;
+or one of the two alone (`FLYWHEEL_GATEWAY_ROLE`: `api`, `read-model`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from services.gateway.bootstrap import build_app
+from services.gateway.bootstrap import build_app, run_read_model
 from shared.logs import configure_logging
 from shared.settings import Settings
 
@@ -48,6 +49,9 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
 
 def main() -> None:
     settings = Settings()
+    if settings.gateway_role == "read-model":
+        run_read_model()  # no API: the read model's consumer, as a stage service runs
+        return
     configure_logging("gateway", settings.log_level, settings.log_format)
     _Server(server_config(build_app(settings), settings)).run()
 

@@ -47,6 +47,7 @@ from shared.eventtime import clock_tick
 from shared.health import HealthServer
 from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.service import ConsumingService, ServiceSpec
+from shared.service import run as service_run
 from shared.settings import Settings
 from shared.topics import (
     JOURNEY_TRANSITIONS,
@@ -270,12 +271,30 @@ async def tick_clock(service: ConsumingService, interval_s: float) -> None:
             log.warning("clock tick not written (next one will be): %s", exc)
 
 
+def run_read_model() -> None:
+    """`FLYWHEEL_GATEWAY_ROLE=read-model`: only the read model's consumer group, run as a
+    stage service is (health and /metrics on FLYWHEEL_HEALTH_PORT), so its projections have
+    an event loop, and a core, of their own instead of sharing the API's. Replicas of it
+    share the group's partitions like any consumer."""
+    service_run(SPEC)
+
+
 def build_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    if settings.gateway_role == "read-model":
+        raise ValueError(
+            "FLYWHEEL_GATEWAY_ROLE=read-model runs no API: start it with"
+            " `python -m services.gateway`, which then runs only the read model"
+        )
     # placeholders and guessable secrets stop the gateway here, before anything starts
     strength.check_settings(settings)
-    # /healthz and /readyz are served by the API itself, on http_port.
-    service = ConsumingService(SPEC, settings.model_copy(update={"health_port": 0}))
+    # /healthz and /readyz are served by the API itself, on http_port. With
+    # FLYWHEEL_GATEWAY_ROLE=api the read model's consumer runs elsewhere (`run_read_model`).
+    service = ConsumingService(
+        SPEC,
+        settings.model_copy(update={"health_port": 0}),
+        consume=settings.gateway_role == "all",
+    )
     publisher = KafkaActivityPublisher(
         service.broker, topic_prefix=settings.topic_prefix, timeout_s=settings.publish_timeout_s
     )
