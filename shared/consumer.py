@@ -39,13 +39,18 @@ from shared.eventtime import (
     is_clock_only,
     watermark,
 )
-from shared.postgres import TRANSIENT_DB_ERRORS
+from shared.postgres import TRANSIENT_DB_ERRORS, Connection
 from shared.records import RawRecord
 from shared.uow import UnitOfWork, unit_of_work
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[UnitOfWork, list[Envelope]], Awaitable[None]]
+
+WantedTypes = Callable[[Connection], Awaitable[frozenset[str]]]
+"""The event types a consumer acts on now, read from its database once per batch: a consumer
+that only acts on some types (the gateway's webhook fan-out: those some subscription wants)
+leaves the others undecoded (`BatchProcessor`, `wanted_types`)."""
 
 
 @dataclass
@@ -64,11 +69,37 @@ class BatchStats:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A batch decoded (`BatchProcessor.decode`): its events in order, and the dead letters of
-    the records that could not be events."""
+    """A batch decoded (`BatchProcessor.decode`): its events in order, the dead letters of
+    the records that could not be events, and the records left undecoded because their type
+    was not wanted when they were read (with that type; `BatchProcessor.apply` decodes those
+    whose type has become wanted since)."""
 
     envelopes: list[Envelope]
     poison: list[OutgoingRecord]
+    skipped: list[tuple[RawRecord, str]] = field(default_factory=list)
+
+    @staticmethod
+    def joined(parts: Sequence[Decoded]) -> Decoded:
+        """Parts of one batch decoded one after the other, as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return Decoded(
+            [e for p in parts for e in p.envelopes],
+            [d for p in parts for d in p.poison],
+            [k for p in parts for k in p.skipped],
+        )
+
+
+def record_type(record: RawRecord) -> str | None:
+    """The record's `ce_type` header, or None when it has none readable (it is then decoded,
+    and dead-lettered if it is not an event)."""
+    for name, value in record.headers or ():
+        if name == "ce_type":
+            try:
+                return value.decode()
+            except (AttributeError, UnicodeDecodeError):
+                return None
+    return None
 
 
 DLQ_MAX_VALUE_BYTES = 900_000
@@ -158,9 +189,17 @@ class BatchProcessor:
         max_future_s: float | None = None,
         clock: EventClock | None = None,
         watermark_topics: Sequence[str] = (),
+        wanted_types: WantedTypes | None = None,
     ) -> None:
-        """`max_future_s`: see `future_reason`; None accepts any event time."""
+        """`max_future_s`: see `future_reason`; None accepts any event time.
+
+        `wanted_types`: records of other types are neither decoded, nor claimed in the inbox,
+        nor given to the handler, nor dead-lettered; each batch reads the set once, before its
+        transaction, and decodes what became wanted since the batch was read. A record without
+        a readable type is decoded (and dead-lettered) as always. None: every record."""
         self.service = service
+        self.wanted_types = wanted_types
+        self._wanted: frozenset[str] | None = None  # as of the last batch; None: not read yet
         self.clock = clock
         self.watermark_topics = tuple(watermark_topics)
         """Logical topics this service feeds downstream: each gets the service's watermark on
@@ -180,9 +219,39 @@ class BatchProcessor:
     def decode(self, records: Sequence[RawRecord]) -> Decoded:
         """The batch's events and its dead letters: pure CPU, no I/O. The consumer runs it for
         the next batch while this one's transaction and offset commit are in flight
-        (`shared.service`), then hands both to `apply`."""
+        (`shared.service`), then hands both to `apply`. With `wanted_types`, the records of
+        a type the last batch's look found unwanted are set aside undecoded."""
+        wanted = self._wanted
+        skipped: list[tuple[RawRecord, str]] = []
+        if wanted is not None:
+            kept: list[RawRecord] = []
+            for record in records:
+                type_name = record_type(record)
+                if type_name is None or type_name in wanted:
+                    kept.append(record)
+                else:
+                    skipped.append((record, type_name))
+            records = kept
         envelopes, poison = self._decode(records)
-        return Decoded(envelopes, poison)
+        return Decoded(envelopes, poison, skipped)
+
+    async def _now_wanted(self, records: Sequence[RawRecord], decoded: Decoded) -> Decoded:
+        """`decoded` with the set-aside records whose type is wanted now decoded too, the
+        events in the order of `records` (the batch as read), as if none had been set aside."""
+        assert self.wanted_types is not None
+        async with self.pool.acquire() as conn:
+            self._wanted = wanted = await self.wanted_types(conn)
+        late = [record for record, type_name in decoded.skipped if type_name in wanted]
+        if not late:
+            return decoded
+        envelopes, poison = self._decode(late)
+        read_at = {(r.topic, r.partition, r.offset): i for i, r in enumerate(records)}
+        envelopes = sorted(
+            [*decoded.envelopes, *envelopes],
+            key=lambda e: read_at[(e.topic, e.partition, e.offset)],
+        )
+        skipped = [(r, t) for r, t in decoded.skipped if t not in wanted]
+        return Decoded(envelopes, [*decoded.poison, *poison], skipped)
 
     def _decode(self, records: Sequence[RawRecord]) -> tuple[list[Envelope], list[OutgoingRecord]]:
         envelopes: list[Envelope] = []
@@ -233,6 +302,9 @@ class BatchProcessor:
         """`process` for a batch already decoded (`decode`): returns only when every record is
         durably applied or dead-lettered."""
         view = view or PartitionView()
+        if self.wanted_types is not None:
+            current = decoded
+            decoded = await self._with_transient_retry(lambda: self._now_wanted(records, current))
         envelopes, poison = decoded.envelopes, decoded.poison
         try:
             await self._with_transient_retry(lambda: self._apply(envelopes, poison, view))

@@ -245,13 +245,7 @@ class Pipeline(ConsumerRebalanceListener):  # type: ignore[misc]
             _rewind(consumer, (*behind, *batch))
             raise
         records = tuple(batch)
-        decoded = (
-            parts[0]
-            if len(parts) == 1
-            else Decoded(
-                [e for p in parts for e in p.envelopes], [d for p in parts for d in p.poison]
-            )
-        )
+        decoded = Decoded.joined(parts)
         if generation != self.generation or not _assigned(consumer, records):
             # Each partition still ours goes back to this batch's first record of it: records
             # the top-up read after the new assignment moved the position past them (those

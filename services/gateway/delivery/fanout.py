@@ -11,6 +11,7 @@ from services.gateway.delivery import store
 from services.gateway.delivery.signing import structured_body
 from shared import contracts
 from shared.cloudevents import Envelope
+from shared.postgres import Connection
 from shared.topics import (
     JOURNEY_TRANSITIONS,
     MEMBER_LIFECYCLE,
@@ -53,6 +54,14 @@ def to_queued(envelope: Envelope) -> store.QueuedEvent:
 ERASED = "member.erased.v1"
 """Keyed by the erased member: subscribers are told, and the queue forgets everything else
 about the member."""
+
+
+async def wanted_types(conn: Connection) -> frozenset[str]:
+    """What the fan-out acts on: the types some subscription wants, and erasures (the queue
+    forgets the member). The batch processor leaves every other event undecoded, out of the
+    fan-out's inbox and its dead letters: most of a backfill's transitions and signals when
+    few types are subscribed, all of them when none is."""
+    return await store.subscribed_types(conn) | {ERASED}
 
 
 async def handle_batch(uow: UnitOfWork, events: list[Envelope]) -> None:

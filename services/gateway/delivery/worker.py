@@ -91,6 +91,7 @@ class DeliveryWorker:
             service=NAME,
             pool=self.pool,
             handle_batch=fanout.handle_batch,
+            wanted_types=fanout.wanted_types,  # the rest is left undecoded
             max_attempts=s.handler_max_attempts,
             retry_initial_s=s.transient_retry_initial_s,
             retry_max_s=s.transient_retry_max_s,
