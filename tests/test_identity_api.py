@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from services.gateway import identity
 from services.gateway.bootstrap import create_app
-from shared.cloudevents import OutgoingRecord, encode
+from shared.cloudevents import encode
 from shared.contracts import ACTIVITY, CLOCK_TICK, ClockTickV1
 from tests.factories import T0, activity
 from tests.test_gateway_api import FakeJourney, Readiness, RecordingPublisher, settings
@@ -86,8 +86,8 @@ class Blocking(identity.IdentityStore):
     def __init__(self) -> None:
         super().__init__(lambda: None)
 
-    async def blocked(self, records: Sequence[OutgoingRecord]) -> list[bool]:
-        return [r.key == b"m-erased" for r in records]
+    async def blocked(self, screened: Sequence[identity.Screened]) -> list[bool]:
+        return [s.record.key == b"m-erased" for s in screened]
 
 
 async def test_the_guarded_publisher_drops_blocked_activities_and_publishes_the_rest() -> None:
@@ -106,4 +106,6 @@ async def test_the_guarded_publisher_drops_blocked_activities_and_publishes_the_
 
 async def test_only_activities_are_checked() -> None:
     tick = encode(CLOCK_TICK, ClockTickV1(occurred_at=T0), event_id="tick", source="/gateway")
-    assert await NoDatabase().blocked([tick]) == [False]  # no database needed for a tick
+    assert await NoDatabase().blocked([identity.screen(tick)]) == [
+        False
+    ]  # no database needed for a tick

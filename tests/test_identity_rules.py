@@ -13,7 +13,14 @@ import pytest
 from services.advocacy import domain as advocacy
 from services.awareness import domain as awareness
 from services.engagement import domain as engagement
-from services.gateway.identity.rules import Handle, personal_data
+from services.gateway.identity.rules import (
+    Handle,
+    Screened,
+    email_hash,
+    identity_hash,
+    personal_data,
+    screen,
+)
 from shared import lifecycle
 from shared.cloudevents import Envelope, encode
 from shared.contracts import (
@@ -475,3 +482,28 @@ def test_published_activities_keep_no_handle_email_or_platform_user_id() -> None
     assert personal_data(encode(ACTIVITY, visitor, event_id="e-2", source="t"))[1] is None
     tick = clock_tick(T0)
     assert personal_data(tick) == (tick, None)
+
+
+def test_the_guard_reads_what_blocks_an_activity_from_the_same_parse() -> None:
+    """`screen`: the hashes an erasure or a blocked identity matches, taken from the activity
+    as sent (before its personal fields are removed for publishing)."""
+    a = activity("m-1", "post", day=1).model_copy(
+        update={
+            "actor": Actor(
+                member_id="m-1", handle="ada", email=" Ada@Example.com", platform_user_id="583231"
+            )
+        }
+    )
+    screened = screen(encode(ACTIVITY, a, event_id="e-1", source="test"))
+    assert screened.member_hashes == (lifecycle.member_hash("m-1"),)
+    assert screened.identity_hashes == (
+        identity_hash(a.source, "583231"),
+        email_hash("ada@example.com"),
+    )
+    assert b"583231" not in screened.public.value and screened.handle is not None
+    plain = activity("m-2", "post").model_copy(update={"actor": Actor(member_id="m-2")})
+    bare = screen(encode(ACTIVITY, plain, event_id="e-2", source="t"))
+    assert bare.identity_hashes == () and bare.handle is None
+    assert b'"email"' not in bare.public.value  # even a null personal field is not published
+    tick = clock_tick(T0)
+    assert screen(tick) == Screened(tick)  # anything but an activity: nothing to check

@@ -10,16 +10,24 @@ from services.gateway.identity import store
 from services.gateway.identity.directory import IdentityStore
 from services.gateway.identity.guard import GuardedPublisher
 from services.gateway.identity.routes import router
-from services.gateway.identity.rules import email_hash, identity_hash, normalize_email
+from services.gateway.identity.rules import (
+    Screened,
+    email_hash,
+    identity_hash,
+    normalize_email,
+    screen,
+)
 from shared.members import derived_member_id
 
 __all__ = [
     "GuardedPublisher",
     "IdentityStore",
+    "Screened",
     "derived_member_id",
     "email_hash",
     "identity_hash",
     "normalize_email",
     "router",
+    "screen",
     "store",
 ]

@@ -39,14 +39,14 @@ from services.gateway.identity.models import Erased, IdentityView, Linked, Membe
 from services.gateway.identity.pseudonyms import Pseudonyms
 from services.gateway.identity.rules import (
     Handle,
+    Screened,
     email_hash,
-    hashes_to_check,
     identity_hash,
     normalize_email,
     now,
 )
 from shared import lifecycle
-from shared.cloudevents import OutgoingRecord, derive_event_id, encode, source_of
+from shared.cloudevents import derive_event_id, encode, source_of
 from shared.contracts import (
     MEMBER_ERASED,
     MEMBER_ID_PROPERTIES,
@@ -511,11 +511,11 @@ class IdentityStore:
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
 
-    async def blocked(self, records: Sequence[OutgoingRecord]) -> list[bool]:
+    async def blocked(self, screened: Sequence[Screened]) -> list[bool]:
         """For each record: is it an activity of an erased member or a blocked identity?"""
-        wanted = [hashes_to_check(record) for record in records]
+        wanted = [(s.member_hashes, s.identity_hashes) for s in screened]
         if not any(m or i for m, i in wanted):
-            return [False] * len(records)
+            return [False] * len(screened)
         try:
             async with self._ready_pool().acquire() as conn:
                 rows = await conn.fetch(
@@ -529,7 +529,7 @@ class IdentityStore:
         except TRANSIENT_DB_ERRORS as exc:
             raise Unavailable("database", type(exc).__name__) from exc
         found = {r["h"] for r in rows}
-        return [bool(found.intersection(m + i)) for m, i in wanted]
+        return [bool(found.intersection((*m, *i))) for m, i in wanted]
 
 
 def _mentions(activity: ActivityV1) -> list[str]:

@@ -1,6 +1,6 @@
 """The activity publisher behind identity's guard: what an erased person does after the
 erasure is acknowledged and never published, and no one's handle, email or platform user id
-is (`rules.personal_data`): the handle is kept in the gateway's database instead."""
+is (`rules.screen`): the handle is kept in the gateway's database instead."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from services.gateway.identity.directory import IdentityStore
-from services.gateway.identity.rules import Handle, personal_data
+from services.gateway.identity.rules import screen
 from services.gateway.ingest.publisher import ActivityPublisher
 from shared import metrics
 from shared.cloudevents import OutgoingRecord
@@ -27,20 +27,15 @@ class GuardedPublisher:
         self.store = store
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
-        blocked = await self.store.blocked(records)
-        kept = [r for r, b in zip(records, blocked, strict=True) if not b]
+        screened = [screen(record) for record in records]  # each activity parsed once
+        blocked = await self.store.blocked(screened)
+        kept = [s for s, b in zip(screened, blocked, strict=True) if not b]
         if len(kept) < len(records):
             metrics.record_published("blocked", len(records) - len(kept))
             log.info("dropped %d activit(ies) of erased members", len(records) - len(kept))
         if not kept:
             return
-        public: list[OutgoingRecord] = []
-        handles: list[Handle] = []
-        for record in kept:
-            published, handle = personal_data(record)
-            public.append(published)
-            if handle is not None:
-                handles.append(handle)
+        handles = [s.handle for s in kept if s.handle is not None]
         if handles:
             await self.store.remember_handles(handles)
-        await self.inner.publish(public)
+        await self.inner.publish([s.public for s in kept])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,24 +32,6 @@ def email_hash(email: str) -> str:
     return hashlib.sha256(f"flywheel:email\x1f{normalize_email(email)}".encode()).hexdigest()
 
 
-def hashes_to_check(record: OutgoingRecord) -> tuple[list[str], list[str]]:
-    """(member hashes, identity and email hashes) that block this record if erased or blocked:
-    none for anything but an activity."""
-    if header_map(record.headers).get("ce_type") != ACTIVITY.type:
-        return [], []
-    activity: dict[str, Any] = json.loads(record.value)
-    actor = activity.get("actor") or {}
-    members = [lifecycle.member_hash(str(actor.get("member_id", "")))]
-    identities = []
-    if actor.get("platform_user_id"):
-        identities.append(
-            identity_hash(str(activity.get("source")), str(actor["platform_user_id"]))
-        )
-    if actor.get("email"):
-        identities.append(email_hash(str(actor["email"])))
-    return members, identities
-
-
 PERSONAL_ACTOR_FIELDS: tuple[str, ...] = ("handle", "email", "platform_user_id")
 """What an activity's actor says that names the person: used at the gateway (identity
 resolution, the erasure guard, the directory's handle), never published. Retained topics keep
@@ -66,15 +47,40 @@ class Handle:
     seen_at: datetime
 
 
-def personal_data(record: OutgoingRecord) -> tuple[OutgoingRecord, Handle | None]:
-    """The record as it is published (an activity's actor without `PERSONAL_ACTOR_FIELDS`;
-    anything else as it is), and the handle it carried."""
+@dataclass(frozen=True)
+class Screened:
+    """An outgoing record as identity's guard reads it, once: the hashes that block it if
+    their member was erased or their identity or email blocked (none for anything but an
+    activity), the record as it is published (an activity's actor without
+    `PERSONAL_ACTOR_FIELDS`; anything else as it is), and the handle it carried."""
+
+    record: OutgoingRecord
+    member_hashes: tuple[str, ...] = ()
+    identity_hashes: tuple[str, ...] = ()
+    published: OutgoingRecord | None = None
+    handle: Handle | None = None
+
+    @property
+    def public(self) -> OutgoingRecord:
+        return self.published if self.published is not None else self.record
+
+
+def screen(record: OutgoingRecord) -> Screened:
+    """`Screened` for one record: an activity's JSON parsed once for both questions."""
     if header_map(record.headers).get("ce_type") != ACTIVITY.type:
-        return record, None
+        return Screened(record)
     activity: dict[str, Any] = orjson.loads(record.value)
     actor = activity.get("actor") or {}
+    members = (lifecycle.member_hash(str(actor.get("member_id", ""))),)
+    identities: list[str] = []
+    if actor.get("platform_user_id"):
+        identities.append(
+            identity_hash(str(activity.get("source")), str(actor["platform_user_id"]))
+        )
+    if actor.get("email"):
+        identities.append(email_hash(str(actor["email"])))
     if not any(field in actor for field in PERSONAL_ACTOR_FIELDS):
-        return record, None
+        return Screened(record, members, tuple(identities))
     handle = actor.get("handle")
     for field in PERSONAL_ACTOR_FIELDS:
         actor.pop(field, None)
@@ -87,7 +93,14 @@ def personal_data(record: OutgoingRecord) -> tuple[OutgoingRecord, Handle | None
         if isinstance(handle, str) and handle and not actor.get("anonymous")
         else None
     )
-    return dataclasses.replace(record, value=orjson.dumps(activity)), seen
+    published = dataclasses.replace(record, value=orjson.dumps(activity))
+    return Screened(record, members, tuple(identities), published, seen)
+
+
+def personal_data(record: OutgoingRecord) -> tuple[OutgoingRecord, Handle | None]:
+    """The record as it is published, and the handle it carried (`screen`)."""
+    screened = screen(record)
+    return screened.public, screened.handle
 
 
 def now() -> datetime:
