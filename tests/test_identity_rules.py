@@ -18,7 +18,6 @@ from services.gateway.identity.rules import (
     Screened,
     email_hash,
     identity_hash,
-    personal_data,
     screen,
 )
 from shared import lifecycle
@@ -467,7 +466,8 @@ def test_published_activities_keep_no_handle_email_or_platform_user_id() -> None
         }
     )
     record = encode(ACTIVITY, a, event_id="e-1", source="test")
-    published, handle = personal_data(record)
+    screened = screen(record)
+    published, handle = screened.public, screened.handle
     assert b"ada" not in published.value and b"583231" not in published.value
     assert published.headers == record.headers and published.key == record.key
     assert json.loads(published.value)["actor"] == {
@@ -479,9 +479,9 @@ def test_published_activities_keep_no_handle_email_or_platform_user_id() -> None
     assert handle == Handle("m-1", "ada", a.occurred_at)
     # a visitor's handle is not kept; anything but an activity passes as it is
     visitor = a.model_copy(update={"actor": Actor(member_id="v-1", handle="x", anonymous=True)})
-    assert personal_data(encode(ACTIVITY, visitor, event_id="e-2", source="t"))[1] is None
+    assert screen(encode(ACTIVITY, visitor, event_id="e-2", source="t")).handle is None
     tick = clock_tick(T0)
-    assert personal_data(tick) == (tick, None)
+    assert screen(tick).public is tick and screen(tick).handle is None
 
 
 def test_the_guard_reads_what_blocks_an_activity_from_the_same_parse() -> None:

@@ -97,12 +97,6 @@ def screen(record: OutgoingRecord) -> Screened:
     return Screened(record, members, tuple(identities), published, seen)
 
 
-def personal_data(record: OutgoingRecord) -> tuple[OutgoingRecord, Handle | None]:
-    """The record as it is published, and the handle it carried (`screen`)."""
-    screened = screen(record)
-    return screened.public, screened.handle
-
-
 def now() -> datetime:
     """The time a merge or an erasure happens, to the second."""
     return datetime.now(UTC).replace(microsecond=0)

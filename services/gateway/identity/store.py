@@ -28,7 +28,7 @@ async def merge_member(conn: Connection, survivor: str, merged: str) -> None:
 
 
 async def remember_handles(conn: Connection, handles: Sequence[Handle]) -> None:
-    """Each member's latest handle (published activities carry none: `rules.personal_data`),
+    """Each member's latest handle (published activities carry none: `rules.screen`),
     never one of an erased member's: the caller holds identity's lock shared, so an erasure
     is wholly before or after."""
     latest: dict[str, Handle] = {}
