@@ -285,3 +285,22 @@ def envelopes(records: list[Any], *, with_clocks: bool = False) -> list[Envelope
         for r in records
     ]
     return [e for e in decoded if with_clocks or not is_clock_only(e)]
+
+
+async def wait_for_journeys(
+    client: Any, members: set[str], dimensions: set[str], timeout_s: float = 60
+) -> dict[str, Any]:
+    """GET each member's journey (`client`: an httpx client on the gateway) until all answer
+    and, between them, show every one of `dimensions`; fails naming what was seen."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    journeys: dict[str, Any] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        for member in members:
+            response = await client.get(f"/v1/members/{member}/journey")
+            if response.status_code == 200:
+                journeys[member] = response.json()
+        seen = set().union(*(j["stages"].keys() for j in journeys.values())) if journeys else set()
+        if set(journeys) == members and seen >= dimensions:
+            return journeys
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"journeys incomplete after {timeout_s} s: {journeys}")

@@ -48,3 +48,29 @@ def activity(
         target=target,
         properties=properties or {},
     )
+
+
+def helped_threads(asker: str = "ada", helper: str = "bob") -> list[ActivityV1]:
+    """A small community through every stage: both sign up (the helper referred by the
+    asker), the asker posts three questions, the helper answers each and has it accepted.
+    The asker becomes a member; the helper engaged and, once the clock passes day 6, an
+    advocate."""
+    return [
+        activity(asker, "signup", day=1, source="web"),
+        activity(helper, "signup", day=1, source="web", properties={"referred_by": asker}),
+        *[activity(asker, "post", day=2 + i / 10, thread_id=f"q-{i}") for i in range(3)],
+        *[
+            activity(helper, "reply", day=3 + i / 10, thread_id=f"q-{i}", thread_author=asker)
+            for i in range(3)
+        ],
+        *[
+            activity(
+                helper,
+                "answer_accepted",
+                day=3.5 + i / 10,
+                thread_id=f"q-{i}",
+                thread_author=asker,
+            )
+            for i in range(3)
+        ],
+    ]

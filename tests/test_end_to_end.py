@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import Namespace, envelopes, publish_tick, read_topic
+from tests.conftest import Namespace, envelopes, publish_tick, read_topic, wait_for_journeys
 from tests.factories import T0, activity
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
         # clock passes the history, and advocacy credits it in event time
         await publish_tick(namespace, T0 + timedelta(days=6))
 
-        journeys = await _wait_for_journeys(
+        journeys = await wait_for_journeys(
             client, {"ada", "bob"}, {"awareness", "engagement", "advocacy"}
         )
 
@@ -174,20 +174,3 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
     ]
     assert ada_stage is None
     assert "advocacy" not in ada["stages"]
-
-
-async def _wait_for_journeys(
-    client: httpx.AsyncClient, members: set[str], dimensions: set[str], timeout_s: float = 60
-) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    journeys: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
-        for member in members:
-            response = await client.get(f"/v1/members/{member}/journey")
-            if response.status_code == 200:
-                journeys[member] = response.json()
-        seen = set().union(*(j["stages"].keys() for j in journeys.values())) if journeys else set()
-        if set(journeys) == members and seen >= dimensions:
-            return journeys
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"journeys incomplete after {timeout_s} s: {journeys}")

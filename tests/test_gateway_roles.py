@@ -25,8 +25,8 @@ from devstack.common import free_ports
 from services.gateway.bootstrap import SPEC as GATEWAY
 from services.gateway.bootstrap import build_app
 from shared.settings import Settings
-from tests.conftest import REPO, Namespace, publish_tick, read_topic
-from tests.factories import T0, activity
+from tests.conftest import REPO, Namespace, publish_tick, read_topic, wait_for_journeys
+from tests.factories import T0, helped_threads
 
 pytestmark = pytest.mark.integration
 
@@ -141,21 +141,7 @@ async def _group_members(namespace: Namespace) -> list[str]:
 async def test_the_read_model_runs_apart_from_the_api(
     namespace: Namespace, split: dict[str, Any]
 ) -> None:
-    log = [
-        activity("ada", "signup", day=1, source="web"),
-        activity("bob", "signup", day=1, source="web", properties={"referred_by": "ada"}),
-        *[activity("ada", "post", day=2 + i / 10, thread_id=f"q-{i}") for i in range(3)],
-        *[
-            activity("bob", "reply", day=3 + i / 10, thread_id=f"q-{i}", thread_author="ada")
-            for i in range(3)
-        ],
-        *[
-            activity(
-                "bob", "answer_accepted", day=3.5 + i / 10, thread_id=f"q-{i}", thread_author="ada"
-            )
-            for i in range(3)
-        ],
-    ]
+    log = helped_threads()
     headers = {"Authorization": f"Bearer {API_KEY}"}
     async with httpx.AsyncClient(base_url=split["gateway"], timeout=30, headers=headers) as client:
         body = {"activities": [a.model_dump(mode="json") for a in log]}
@@ -170,27 +156,12 @@ async def test_the_read_model_runs_apart_from_the_api(
 
         read_model = await split["start_read_model"]()
         assert await _group_members(namespace) == ["flywheel-gateway"]
-        journeys = await _wait_for(client, {"ada", "bob"})
+        journeys = await wait_for_journeys(
+            client, {"ada", "bob"}, {"awareness", "engagement", "advocacy"}
+        )
         assert journeys["ada"]["stages"]["awareness"]["stage"] == "member"
         assert journeys["bob"]["stages"]["engagement"]["stage"] == "engaged"
         assert journeys["bob"]["stages"]["advocacy"]["stage"] == "advocate"
 
     read_model.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(read_model.wait(), 30) == 0, _text(split["log"])
-
-
-async def _wait_for(client: httpx.AsyncClient, members: set[str]) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + 60
-    journeys: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
-        for member in members:
-            response = await client.get(f"/v1/members/{member}/journey")
-            if response.status_code == 200:
-                journeys[member] = response.json()
-        done = {"awareness", "engagement", "advocacy"} <= set(
-            journeys.get("bob", {}).get("stages", {})
-        )
-        if set(journeys) == members and done:
-            return journeys
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"journeys incomplete after 60 s: {journeys}")

@@ -31,7 +31,8 @@ from ops.acls import describe_acls, required_acls
 from shared.cloudevents import derive_event_id, encode, header_map
 from shared.contracts import MEMBER_ERASED, MemberErasedV1
 from shared.eventtime import clock_tick
-from tests.factories import T0, activity
+from tests.conftest import wait_for_journeys
+from tests.factories import T0, activity, helped_threads
 
 pytestmark = pytest.mark.integration
 
@@ -85,23 +86,6 @@ def _as(secured: Any, principal: str) -> dict[str, Any]:
     }
 
 
-async def _journeys(
-    client: httpx.AsyncClient, members: set[str], dimensions: set[str], timeout_s: float = 120
-) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    journeys: dict[str, Any] = {}
-    while asyncio.get_running_loop().time() < deadline:
-        for member in members:
-            response = await client.get(f"/v1/members/{member}/journey")
-            if response.status_code == 200:
-                journeys[member] = response.json()
-        seen = set().union(*(j["stages"].keys() for j in journeys.values())) if journeys else set()
-        if set(journeys) == members and seen >= dimensions:
-            return journeys
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"journeys incomplete after {timeout_s} s: {journeys}")
-
-
 async def test_the_services_run_end_to_end_each_as_its_own_principal(
     secured: Any, gateway: httpx.AsyncClient
 ) -> None:
@@ -109,21 +93,7 @@ async def test_the_services_run_end_to_end_each_as_its_own_principal(
     assert env["FLYWHEEL_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert env["FLYWHEEL_KAFKA_SASL_USERNAME"] == "engagement"
 
-    log = [
-        activity("ada", "signup", day=1, source="web"),
-        activity("bob", "signup", day=1, source="web", properties={"referred_by": "ada"}),
-        *[activity("ada", "post", day=2 + i / 10, thread_id=f"q-{i}") for i in range(3)],
-        *[
-            activity("bob", "reply", day=3 + i / 10, thread_id=f"q-{i}", thread_author="ada")
-            for i in range(3)
-        ],
-        *[
-            activity(
-                "bob", "answer_accepted", day=3.5 + i / 10, thread_id=f"q-{i}", thread_author="ada"
-            )
-            for i in range(3)
-        ],
-    ]
+    log = helped_threads()
     body = {"activities": [a.model_dump(mode="json") for a in log]}
     response = await gateway.post("/v1/activities", json=body)
     assert response.status_code == 202, response.text
@@ -140,7 +110,9 @@ async def test_the_services_run_end_to_end_each_as_its_own_principal(
     finally:
         await producer.stop()
 
-    journeys = await _journeys(gateway, {"ada", "bob"}, {"awareness", "engagement", "advocacy"})
+    journeys = await wait_for_journeys(
+        gateway, {"ada", "bob"}, {"awareness", "engagement", "advocacy"}, timeout_s=120
+    )
     bob = journeys["bob"]
     assert bob["stages"]["awareness"]["stage"] == "member"
     assert bob["stages"]["engagement"]["stage"] == "engaged"
@@ -228,7 +200,7 @@ async def test_an_erasure_on_the_activity_topic_is_dead_lettered_and_erases_nobo
         },
     )
     assert response.status_code == 202, response.text
-    await _journeys(gateway, {"cyd"}, {"awareness"})
+    await wait_for_journeys(gateway, {"cyd"}, {"awareness"}, timeout_s=120)
 
     # the gateway's principal may write member-activity: the broker lets this through
     erasure = _erasure("cyd")
