@@ -27,7 +27,6 @@ from bench.phases import (
     POLL_S,
     STAGES,
     Bench,
-    _api_key,
     _py_spy,
     _settle_groups,
     _spread,
@@ -35,56 +34,8 @@ from bench.phases import (
     stop,
 )
 from bench.workload import Record
-from devstack.stack import http_ok
 
 LAG_EVERY_S = 1.0
-
-
-READ_MODEL = "gateway-read-model"
-"""The read model's own process, when the bench runs it apart (`--gateway-read-model`)."""
-
-
-async def _start_all(
-    bench: Bench, ns: Namespace, **gateway_env: str
-) -> tuple[str, dict[str, subprocess.Popen[bytes]]]:
-    """Every service, and the gateway's read model in a process of its own unless the run
-    keeps it in the API's (then the gateway runs both, as `FLYWHEEL_GATEWAY_ROLE=all`)."""
-    for name in (*STAGES, "gateway"):
-        await ns.database(name)
-    key = _api_key()
-    procs = {s: bench.start_service(s, ns) for s in STAGES}
-    role = "api" if bench.read_model_apart else "all"
-    procs["gateway"] = bench.start_service(
-        "gateway",
-        ns,
-        FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin",
-        FLYWHEEL_GATEWAY_ROLE=role,
-        **gateway_env,
-    )
-    for name in procs:
-        await asyncio.to_thread(bench.stack.wait_service_ready, name, 180)
-    if bench.read_model_apart:  # after the API's start: its migrations ran
-        procs[READ_MODEL], ready_url = bench.start_read_model(ns, **gateway_env)
-        await _wait_ready(procs[READ_MODEL], ready_url, 180)
-    return key, procs
-
-
-async def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(http_ok, url):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{READ_MODEL} exited with {proc.returncode}; see its log")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{READ_MODEL} not ready at {url} within {timeout_s:.0f} s")
-        await asyncio.sleep(0.2)
-
-
-async def _stop_all(bench: Bench, procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for name, proc in procs.items():
-        if name == READ_MODEL:
-            await asyncio.to_thread(stop, proc)
-        else:
-            await asyncio.to_thread(bench.stop_service, name)
 
 
 async def _until_settled(
@@ -236,7 +187,7 @@ async def history_import(
     """Every service up (the gateway with clock ticks off, as for any backfill), then
     `python -m ops.cli import stackexchange DUMP` as its own process; the time counts from the
     importer's start until everything settled. The importer's resident memory is sampled."""
-    key, procs = await _start_all(bench, ns)
+    key, procs = await bench.start_all(ns)
     url = bench.stack.endpoints.gateway_url
     assert url is not None
     argv = [
@@ -264,7 +215,7 @@ async def history_import(
     finally:
         profiles = _summaries(spies)
         stop(importer)
-        await _stop_all(bench, procs)
+        await bench.stop_all(procs)
     if not result["settled"]:
         result["at_bound"]["sent"] = _sent(bench.state_dir / f"{ns.prefix}import.json")
         result["projected_settle_s"] = _projection(result, activities)
@@ -300,7 +251,7 @@ async def gateway_backfill(
 ) -> dict[str, Any]:
     """Issue 13's backfill: the activities POSTed to `/v1/activities` (batches of `batch`,
     `concurrency` in flight) with every service up, until everything settled."""
-    key, procs = await _start_all(bench, ns)
+    key, procs = await bench.start_all(ns)
     url = bench.stack.endpoints.gateway_url
     assert url is not None
     pids = {n: p.pid for n, p in procs.items()}
@@ -337,7 +288,7 @@ async def gateway_backfill(
         cpu_all = watch.cpu_seconds()
     finally:
         profiles = _summaries(spies)
-        await _stop_all(bench, procs)
+        await bench.stop_all(procs)
     result.pop("_rss")
     if not result["settled"]:
         result["at_bound"]["sent"] = len(records) - len(starts) * batch  # about: posted so far

@@ -39,7 +39,7 @@ from bench.env import (
 )
 from bench.workload import Record, community, e2e_activity
 from devstack.common import free_ports
-from devstack.stack import DevStack
+from devstack.stack import DevStack, http_ok
 from services import registry
 from shared.kafka import FETCH_MAX_WAIT_MS, client_security
 from shared.settings import Settings
@@ -99,7 +99,7 @@ class Bench:
         self.admin_url = stack.endpoints.postgres_admin_url
         self.infra = self._infra_pids()
         self.service_env: dict[str, str] = {}  # experiments: --service-env KEY=VALUE
-        self.read_model_apart = False  # --gateway-read-model own-process (phases 7, 7b)
+        self.read_model_apart = False  # --gateway-read-model own-process (phases 4, 7, 7b)
         self._n = 0
 
     def _infra_pids(self) -> dict[str, int]:
@@ -120,6 +120,37 @@ class Bench:
 
     def stop_service(self, name: str) -> None:
         self.stack.stop_service(name)
+
+    async def start_all(
+        self, ns: Namespace, **gateway_env: str
+    ) -> tuple[str, dict[str, subprocess.Popen[bytes]]]:
+        """Every service, ready, with an API key made for the run; the gateway's read model
+        in a process of its own (`READ_MODEL`) unless the run keeps it in the API's
+        (`--gateway-read-model in-process`: the gateway then runs both, role `all`)."""
+        for name in (*STAGES, "gateway"):
+            await ns.database(name)
+        key = _api_key()
+        procs = {s: self.start_service(s, ns) for s in STAGES}
+        procs["gateway"] = self.start_service(
+            "gateway",
+            ns,
+            FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin",
+            FLYWHEEL_GATEWAY_ROLE="api" if self.read_model_apart else "all",
+            **gateway_env,
+        )
+        for name in procs:
+            await asyncio.to_thread(self.stack.wait_service_ready, name, 180)
+        if self.read_model_apart:  # after the API's start: its migrations ran
+            procs[READ_MODEL], ready_url = self.start_read_model(ns, **gateway_env)
+            await _wait_ready(procs[READ_MODEL], ready_url, 180)
+        return key, procs
+
+    async def stop_all(self, procs: dict[str, subprocess.Popen[bytes]]) -> None:
+        for name, proc in procs.items():
+            if name == READ_MODEL:
+                await asyncio.to_thread(stop, proc)
+            else:
+                await asyncio.to_thread(self.stop_service, name)
 
     def start_read_model(self, ns: Namespace, **env: str) -> tuple[subprocess.Popen[bytes], str]:
         """A gateway process running only the read model (`FLYWHEEL_GATEWAY_ROLE=read-model`)
@@ -152,6 +183,20 @@ class Bench:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+
+READ_MODEL = "gateway-read-model"
+"""The read model's own process, when the run keeps it apart (`--gateway-read-model`)."""
+
+
+async def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(http_ok, url):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{READ_MODEL} exited with {proc.returncode}; see its log")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{READ_MODEL} not ready at {url} within {timeout_s:.0f} s")
+        await asyncio.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -538,22 +583,13 @@ async def end_to_end(
 ) -> dict[str, Any]:
     """Every service running; `rate` activities/s over HTTP (open loop: the schedule does not
     wait for answers); latency from the 202 to the transition on journey-transitions."""
-    for name in (*STAGES, "gateway"):
-        await ns.database(name)
-    key = _api_key()
-    procs = {s: bench.start_service(s, ns) for s in STAGES}
-    procs["gateway"] = bench.start_service(
-        "gateway", ns, FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin"
-    )
+    key, procs = await bench.start_all(ns)
     try:
-        for name in procs:
-            await asyncio.to_thread(bench.stack.wait_service_ready, name, 180)
         url = bench.stack.endpoints.gateway_url
         assert url is not None
         return await _drive(bench, ns, url, key, rate, seconds, drain_s, procs)
     finally:
-        for name in procs:
-            await asyncio.to_thread(bench.stop_service, name)
+        await bench.stop_all(procs)
 
 
 async def _drive(

@@ -86,10 +86,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--gateway-read-model",
-        choices=("own-process", "in-process"),
-        default="own-process",
-        help="phases 7 and 7b: the gateway's read model in a process of its own "
-        "(FLYWHEEL_GATEWAY_ROLE=api beside =read-model) or inside the API's (=all)",
+        choices=("in-process", "own-process"),
+        default="in-process",
+        help="phases 4, 7 and 7b: the gateway's read model inside the API's process "
+        "(FLYWHEEL_GATEWAY_ROLE=all, as devstack and compose) or in one of its own "
+        "(=api beside =read-model, as deploy/k8s)",
     )
     p.add_argument(
         "--service-env",

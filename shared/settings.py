@@ -162,7 +162,8 @@ class Settings(BaseSettings):
         description="What a gateway process runs. all: the API and its read model's consumer "
         "in one process; api: the API (with ingest, webhooks and the outbound fan-out) without "
         "the read model; read-model: only the read model's consumer, health on "
-        "FLYWHEEL_HEALTH_PORT. Split, each gets its own core (docs/OPERATIONS.md).",
+        "FLYWHEEL_HEALTH_PORT. Apart, each scales on its own; that pays only where the read "
+        "model has CPU of its own (docs/OPERATIONS.md).",
     )
     health_port: int = Field(
         0,

@@ -26,8 +26,10 @@ from tests.conftest import REPO
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.33.0"
 STAGES = {s.name: s for s in (AWARENESS, ENGAGEMENT, ADVOCACY)}
+COMPOSED = (*STAGES, "gateway")
+"""The services docker-compose.yml runs (the gateway in one process, role `all`)."""
 GATEWAYS = {"gateway": "api", "gateway-read-model": "read-model"}
-"""The gateway's two processes as deployed, and the FLYWHEEL_GATEWAY_ROLE of each."""
+"""The gateway's two Kubernetes Deployments, and the FLYWHEEL_GATEWAY_ROLE of each."""
 FLYWHEEL_PROCESSES = (*STAGES, *GATEWAYS)
 
 # Test-only dependencies (the dev extra): without them these checks are skipped, not failed.
@@ -75,15 +77,12 @@ def test_compose_file_follows_the_compose_specification() -> None:
     jsonschema.validators.validator_for(schema)(schema).validate(compose)
 
     services = compose["services"]
-    for name in ("kafka", "postgres", *FLYWHEEL_PROCESSES):
+    for name in ("kafka", "postgres", *COMPOSED):
         assert name in services and "profiles" not in services[name], name
-    images = {services[n]["image"] for n in FLYWHEEL_PROCESSES}
+    images = {services[n]["image"] for n in COMPOSED}
     assert images == {"flywheel:dev"}, "the four services run from one image"
-    # the gateway's read model runs apart from its API, on the gateway's database
-    roles = {n: services[n]["environment"].get("FLYWHEEL_GATEWAY_ROLE") for n in GATEWAYS}
-    assert roles == {"gateway": "api", "gateway-read-model": "read-model"}
-    urls = {services[n]["environment"]["FLYWHEEL_DATABASE_URL"] for n in GATEWAYS}
-    assert len(urls) == 1, urls
+    # one host: the gateway's API and read model in one process, as devstack runs them
+    assert services["gateway"]["environment"]["FLYWHEEL_GATEWAY_ROLE"] == "all"
     observability = {n for n, s in services.items() if "observability" in s.get("profiles", [])}
     assert observability == {"otel-collector", "jaeger", "prometheus", "grafana"}
     for service in services.values():
@@ -98,7 +97,7 @@ def test_prometheus_scrapes_every_service_where_it_listens() -> None:
     listening = {
         name: compose[name]["environment"].get("FLYWHEEL_HEALTH_PORT")
         or compose[name]["environment"].get("FLYWHEEL_METRICS_PORT")  # the gateway's
-        for name in FLYWHEEL_PROCESSES
+        for name in COMPOSED
     }
     config = yaml.safe_load((REPO / "deploy/otel/prometheus.yml").read_text())
     targets = {
