@@ -124,25 +124,32 @@ class Bench:
     async def start_all(
         self, ns: Namespace, **gateway_env: str
     ) -> tuple[str, dict[str, subprocess.Popen[bytes]]]:
-        """Every service, ready, with an API key made for the run; the gateway's read model
-        in a process of its own (`READ_MODEL`) unless the run keeps it in the API's
-        (`--gateway-read-model in-process`: the gateway then runs both, role `all`)."""
+        """Every service, ready, with an API key made for the run: the gateway runs its read
+        model (role `all`), or with `--gateway-read-model own-process` the read model runs in
+        a process of its own (`READ_MODEL`) beside an `api` gateway. What started is stopped
+        again if anything fails to."""
         for name in (*STAGES, "gateway"):
             await ns.database(name)
         key = _api_key()
-        procs = {s: self.start_service(s, ns) for s in STAGES}
-        procs["gateway"] = self.start_service(
-            "gateway",
-            ns,
-            FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin",
-            FLYWHEEL_GATEWAY_ROLE="api" if self.read_model_apart else "all",
-            **gateway_env,
-        )
-        for name in procs:
-            await asyncio.to_thread(self.stack.wait_service_ready, name, 180)
-        if self.read_model_apart:  # after the API's start: its migrations ran
-            procs[READ_MODEL], ready_url = self.start_read_model(ns, **gateway_env)
-            await _wait_ready(procs[READ_MODEL], ready_url, 180)
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        try:
+            for name in STAGES:
+                procs[name] = self.start_service(name, ns)
+            procs["gateway"] = self.start_service(
+                "gateway",
+                ns,
+                FLYWHEEL_API_KEYS=f"bench={key}:ingest,read,admin",
+                FLYWHEEL_GATEWAY_ROLE="api" if self.read_model_apart else "all",
+                **gateway_env,
+            )
+            for name in list(procs):
+                await asyncio.to_thread(self.stack.wait_service_ready, name, 180)
+            if self.read_model_apart:  # after the API's start: its migrations ran
+                procs[READ_MODEL], ready_url = self.start_read_model(ns, **gateway_env)
+                await _wait_ready(procs[READ_MODEL], ready_url, 180)
+        except BaseException:
+            await self.stop_all(procs)
+            raise
         return key, procs
 
     async def stop_all(self, procs: dict[str, subprocess.Popen[bytes]]) -> None:
