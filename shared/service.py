@@ -503,21 +503,24 @@ class ConsumingService:
             state=self.consumer_state,
         )
         self.metrics_poller.start()
-        self.processor = BatchProcessor(
-            service=self.spec.name,
-            pool=self.pool,
-            handle_batch=self.spec.build_handler(s),
-            max_attempts=s.handler_max_attempts,
-            retry_initial_s=s.transient_retry_initial_s,
-            retry_max_s=s.transient_retry_max_s,
-            max_value_bytes=s.max_request_bytes,
-            on_committed=self.relay.wake,
-            is_stopping=lambda: self._stopping,
-            topic_prefix=s.topic_prefix,
-            max_future_s=s.max_future_s,
-            clock=self._clock(),
-            watermark_topics=[t.name for t in DATA_TOPICS if t.watermark_from == self.spec.name],
-        )
+        if self.subscriber is not None:  # without a consumer (the API-only gateway), no batches
+            self.processor = BatchProcessor(
+                service=self.spec.name,
+                pool=self.pool,
+                handle_batch=self.spec.build_handler(s),
+                max_attempts=s.handler_max_attempts,
+                retry_initial_s=s.transient_retry_initial_s,
+                retry_max_s=s.transient_retry_max_s,
+                max_value_bytes=s.max_request_bytes,
+                on_committed=self.relay.wake,
+                is_stopping=lambda: self._stopping,
+                topic_prefix=s.topic_prefix,
+                max_future_s=s.max_future_s,
+                clock=self._clock(),
+                watermark_topics=[
+                    t.name for t in DATA_TOPICS if t.watermark_from == self.spec.name
+                ],
+            )
         if s.health_port:
             self.health = HealthServer(
                 s.http_host,

@@ -182,14 +182,15 @@ async def queue(pool: asyncpg.Pool, records: Sequence[OutgoingRecord]) -> None:
         await fanout.handle_batch(uow, envelopes)
 
 
-async def subscribe(pool: asyncpg.Pool, url: str, secret: str) -> str:
+async def subscribe(
+    pool: asyncpg.Pool,
+    url: str,
+    secret: str,
+    event_types: Sequence[str] = ("journey.stage_changed.v1",),
+) -> str:
     async with pool.acquire() as conn:
         row = await store.create_subscription(
-            conn,
-            url=url,
-            event_types=["journey.stage_changed.v1"],
-            secret=secret,
-            description=None,
+            conn, url=url, event_types=list(event_types), secret=secret, description=None
         )
     return row.id
 
@@ -463,31 +464,20 @@ async def test_fan_out_builds_no_body_for_events_nobody_subscribed_to(
 
     monkeypatch.setattr(fanout, "structured_body", counting)
     await queue(pool, [transition("ada", 0)])  # no subscription at all
-    async with pool.acquire() as conn:
-        wants = await store.create_subscription(
-            conn,
-            url="http://127.0.0.1:9/a",
-            event_types=["signal.peer_help.v1"],
-            secret=generate_secret(),
-            description=None,
-        )
+    other = await subscribe(
+        pool, "http://127.0.0.1:9/a", generate_secret(), event_types=["signal.peer_help.v1"]
+    )
     await queue(pool, [transition("bob", 0)])  # a subscription, not for transitions
     assert built == []
     assert await pool.fetchval("SELECT count(*) FROM outbound_deliveries") == 0
     async with pool.acquire() as conn:
-        await store.delete_subscription(conn, wants.id)
-        wants = await store.create_subscription(
-            conn,
-            url="http://127.0.0.1:9/b",
-            event_types=["journey.stage_changed.v1"],
-            secret=generate_secret(),
-            description=None,
-        )
+        await store.delete_subscription(conn, other)
+    wants = await subscribe(pool, "http://127.0.0.1:9/b", generate_secret())
     record = transition("cyd", 0)
     await queue(pool, [record])  # now someone wants them: queued, from then on
     assert built == [record.event_id]
     rows = await pool.fetch("SELECT subscription_id, event_id FROM outbound_deliveries")
-    assert [(r["subscription_id"], r["event_id"]) for r in rows] == [(wants.id, record.event_id)]
+    assert [(r["subscription_id"], r["event_id"]) for r in rows] == [(wants, record.event_id)]
 
 
 # ---- the API ----------------------------------------------------------------------------------
