@@ -36,6 +36,7 @@ from shared.logs import configure_logging
 from shared.outbox import OutboxRelay
 from shared.postgres import PLUMBING_MIGRATIONS, create_pool, migrate, redact
 from shared.records import RawRecord
+from shared.runtime import tune_garbage_collector
 from shared.settings import Settings
 from shared.topics import DATA_TOPICS, Topic
 
@@ -634,5 +635,6 @@ def run(spec: ServiceSpec) -> None:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a declared dependency
         pass
-    service = ConsumingService(spec, settings)
-    asyncio.run(service.app().run())
+    app = ConsumingService(spec, settings).app()
+    tune_garbage_collector(settings.gc_threshold)
+    asyncio.run(app.run())

@@ -7,10 +7,11 @@ the `FLYWHEEL_` prefix, except the Kafka bootstrap servers, which also honour th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, NonNegativeInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -365,6 +366,12 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         15.0, gt=0, description="Bound on finishing the batch in hand and flushing at SIGTERM."
     )
+    gc_threshold: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] = Field(
+        (50_000, 20, 100),
+        description="Python's garbage-collector thresholds (generations 0, 1, 2), as JSON: "
+        "`[700,10,10]` is Python's own, which costs the consumers 10-35 % of their CPU per "
+        "record (shared/runtime.py, docs/PERFORMANCE.md).",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: Literal["text", "json"] = Field(
         "text", description="`json` for one JSON object per line (production), `text` to read."
@@ -411,6 +418,8 @@ def markdown_table() -> str:
             else f"`FLYWHEEL_{name.upper()}`"
         )
         default = field.default if field.default not in ("", None) else "-"
+        if isinstance(default, tuple):
+            default = json.dumps(list(default), separators=(",", ":"))  # as the variable takes it
         rows.append(f"| {variable} | `{default}` | {field.description or ''} |")
     return "\n".join(rows)
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from services.gateway.bootstrap import build_app, run_read_model
 from shared.logs import configure_logging
+from shared.runtime import tune_garbage_collector
 from shared.settings import Settings
 
 
@@ -53,7 +54,9 @@ def main() -> None:
         run_read_model()  # no API: the read model's consumer, as a stage service runs
         return
     configure_logging("gateway", settings.log_level, settings.log_format)
-    _Server(server_config(build_app(settings), settings)).run()
+    config = server_config(build_app(settings), settings)
+    tune_garbage_collector(settings.gc_threshold)
+    _Server(config).run()
 
 
 if __name__ == "__main__":
