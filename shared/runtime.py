@@ -12,10 +12,10 @@ def tune_garbage_collector(threshold: tuple[int, int, int]) -> None:
     envelopes, rows), nearly all freed by reference counting and none of them cyclic. With
     Python's own thresholds (700 allocations) the collector runs every few records and, every
     tenth and hundredth time, walks the older generations: the batch in hand, the caches, the
-    framework. Measured in bench phase 2 (docs/PERFORMANCE.md): 25-35 % of awareness's and
-    advocacy's CPU per record, 10-15 % of engagement's. Collections still run, on 50,000
-    allocations; cyclic garbage is rare here, so memory does not grow by more than a
-    generation's worth.
+    framework. Measured in bench phase 2 (docs/PERFORMANCE.md): with 50,000, awareness and
+    advocacy caught up with 21-25 % less CPU per record, engagement with 10 % less.
+    Collections still run, every 50,000 allocations; cyclic garbage is rare here, so memory
+    does not grow by more than a generation's worth.
 
     `gc.freeze()` moves every object alive at start (modules, the contracts' validators, the
     app) to a generation the collector never walks: call this once the process has imported

@@ -369,8 +369,8 @@ class Settings(BaseSettings):
     gc_threshold: tuple[NonNegativeInt, NonNegativeInt, NonNegativeInt] = Field(
         (50_000, 20, 100),
         description="Python's garbage-collector thresholds (generations 0, 1, 2), as JSON: "
-        "`[700,10,10]` is Python's own, which costs the consumers 10-35 % of their CPU per "
-        "record (shared/runtime.py, docs/PERFORMANCE.md).",
+        "`[700,10,10]` is Python's own, with which a catch-up costs 10-25 % more CPU per "
+        "record (shared/runtime.py, docs/OPERATIONS.md).",
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: Literal["text", "json"] = Field(

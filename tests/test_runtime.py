@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ def _probe(env: dict[str, str]) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-c", PROBE],
         env={"PATH": "/usr/bin:/bin", **env},
+        cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
         check=True,
