@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.cloudevents import BROADCAST
-from shared.postgres import TRANSIENT_DB_ERRORS
+from shared.postgres import SERVER_SETTINGS, TRANSIENT_DB_ERRORS
 from shared.telemetry import traced_send
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,9 @@ class OutboxRelay:
                 delay = min(delay * 2, self._retry_max_s)
 
     async def _lead(self) -> None:
-        conn: asyncpg.Connection = await asyncpg.connect(self._database_url)
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._database_url, server_settings=SERVER_SETTINGS
+        )
         producer: AIOKafkaProducer | None = None
         try:
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._lock_key):

@@ -51,16 +51,33 @@ def redact(url: str) -> str:
 _QUERY_PASSWORD = re.compile(r"([?&](?:password|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
+SERVER_SETTINGS: dict[str, str] = {"plan_cache_mode": "force_custom_plan"}
+"""Set on every connection a service opens. asyncpg prepares each statement once per
+connection, and after five executions PostgreSQL may plan it once for all parameters (a
+generic plan) and keep that plan for as long as the connection lives. Such a plan knows
+neither the length of a `= ANY($1)` array nor how big the table has grown since: one planned
+while a service's table was still a few pages (the start of a catch-up or a replay) is a
+sequential scan, and stays one when the table holds millions of rows. Caught in the bench:
+engagement's select of a batch's questions by primary key ran as `Seq Scan ... rows=10` for a
+whole catch-up, 40-70 ms a call instead of ~1 ms, in one run of three (docs/PERFORMANCE.md).
+Planning each execution with its parameters costs well under a millisecond per statement."""
+
+
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 5, wait_s: float = 60.0
 ) -> asyncpg.Pool:
-    """Connect, retrying while the server is starting; a clear error if it never answers."""
+    """Connect, retrying while the server is starting; a clear error if it never answers.
+    Every connection has `SERVER_SETTINGS`."""
     deadline = asyncio.get_running_loop().time() + wait_s
     delay = 0.2
     while True:
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=60
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=60,
+                server_settings=SERVER_SETTINGS,
             )
             assert pool is not None
             return pool

@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import asyncpg
 
 from services.gateway.http.problems import Unavailable
-from shared.postgres import TRANSIENT_DB_ERRORS, Connection, redact
+from shared.postgres import SERVER_SETTINGS, TRANSIENT_DB_ERRORS, Connection, redact
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class ReportsDb:
 
     async def start(self, database_url: str, *, search_path: str | None = None) -> None:
         server_settings = {
+            **SERVER_SETTINGS,
             "statement_timeout": str(int(self.statement_timeout_s * 1000)),
             "default_transaction_read_only": "on",  # reports read; nothing else runs here
             "application_name": "flywheel-gateway-reports",

@@ -23,6 +23,7 @@ from services.gateway.delivery import fanout, routes, targets, vault
 from services.gateway.delivery.sender import AttemptReport, DeliveryObserver, Sender
 from shared import metrics
 from shared.consumer import BatchProcessor
+from shared.postgres import SERVER_SETTINGS
 from shared.service import ConsumingService, subscribe_batches
 from shared.settings import Settings
 
@@ -85,7 +86,7 @@ class DeliveryWorker:
             min_size=1,
             max_size=4,
             command_timeout=60,
-            server_settings={"search_path": f"{INBOX_SCHEMA}, {search_path}"},
+            server_settings={**SERVER_SETTINGS, "search_path": f"{INBOX_SCHEMA}, {search_path}"},
         )
         self.processor = BatchProcessor(
             service=NAME,
