@@ -56,7 +56,7 @@ SERVER_SETTINGS: dict[str, str] = {"plan_cache_mode": "force_custom_plan"}
 connection, and after five executions PostgreSQL may plan it once for all parameters (a
 generic plan) and keep that plan for as long as the connection lives. Such a plan knows
 neither the length of a `= ANY($1)` array nor how big the table has grown since: one planned
-while a service's table was still a few pages (the start of a catch-up or a replay) is a
+while a service's table was still a few pages (the start of a catch-up or a replay) can be a
 sequential scan, and stays one when the table holds millions of rows. Caught in the bench:
 engagement's select of a batch's questions by primary key ran as `Seq Scan ... rows=10` for a
 whole catch-up, 40-70 ms a call instead of ~1 ms, in one run of three (docs/PERFORMANCE.md).
