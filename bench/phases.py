@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -641,8 +642,9 @@ async def _drive(
     tick_s = 0.05
     per_tick = max(1, round(rate * tick_s))
     n = 0
-    members: list[str] = []  # signed up, not yet given a talk
-    causes: set[str] = set()  # activities that must each cause one transition
+    members: list[str] = []  # signed up (accepted), not yet given a talk
+    retried = 0  # requests sent again after a transport error
+    causes: dict[str, str] = {}  # activities that must each cause one transition: their kind
     late = 0
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     try:
@@ -650,16 +652,35 @@ async def _drive(
             base_url=url,
             headers=headers,
             timeout=30,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            # Idle connections closed by us before the gateway's keep-alive (5 s) can: one it
+            # closes as a request starts on it is an httpx.ReadError, and a lost request.
+            limits=httpx.Limits(
+                max_connections=64, max_keepalive_connections=64, keepalive_expiry=2.0
+            ),
         ) as client:
             in_flight: set[asyncio.Task[None]] = set()
 
             async def post(activities: list[dict[str, Any]]) -> None:
-                response = await client.post("/v1/activities", json={"activities": activities})
+                nonlocal retried
+                body = {"activities": activities}
+                for attempt in range(3):
+                    try:
+                        response = await client.post("/v1/activities", json=body)
+                        break
+                    except httpx.TransportError:
+                        if attempt == 2:
+                            raise
+                        retried += 1  # the same ids again: the services drop a duplicate
                 now = time.monotonic()
                 if response.status_code == 202:
                     for a in activities:
                         accepted[a["activity_id"]] = now
+                        if a["kind"] == "signup":
+                            # Talked about only once the sign-up is in the log: requests in
+                            # flight together may be written in any order, and a talk read
+                            # first would make the member (awareness's "first seen as a
+                            # member"), leaving the sign-up nothing to transition.
+                            members.append(a["actor"]["member_id"])
 
             loop = asyncio.get_running_loop()
             begin = loop.time()
@@ -673,20 +694,21 @@ async def _drive(
                     late += 1
                 at = datetime.now(UTC)
                 batch: list[dict[str, Any]] = []
+                newest = "e2e-m-0"
                 for i in range(per_tick):
                     n += 1
                     slot = i % 5
                     if slot in (0, 1):  # a new member: awareness moves them to member
-                        member = f"e2e-m-{n}"
-                        batch.append(e2e_activity(n, member, "signup", at, email=True))
-                        members.append(member)
-                        causes.add(batch[-1]["activity_id"])
+                        newest = f"e2e-m-{n}"
+                        batch.append(e2e_activity(n, newest, "signup", at, email=True))
+                        causes[batch[-1]["activity_id"]] = "signup"
                     elif slot == 2 and len(members) > 50:  # a talk: engaged at once
                         batch.append(e2e_activity(n, members.pop(0), "event_talk", at))
-                        causes.add(batch[-1]["activity_id"])
+                        causes[batch[-1]["activity_id"]] = "event_talk"
                     else:  # reading and reacting: no transition
-                        member = members[-1] if members else "e2e-m-0"
-                        batch.append(e2e_activity(n, member, "reaction", at))
+                        # by a member this request signs up, after the sign-up: a few
+                        # reactions each, never enough to engage before the talk
+                        batch.append(e2e_activity(n, newest, "reaction", at))
                 task = asyncio.create_task(post(batch))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
@@ -714,6 +736,7 @@ async def _drive(
             lat.setdefault(dimension, []).append(max(0.0, t_seen - t_ok))
             by_second.setdefault(int(t_ok - t0), []).append(max(0.0, t_seen - t_ok))
     every = [x for xs in lat.values() for x in xs]
+    missing = [a for a in causes if a not in seen]
     result: dict[str, Any] = {
         "offered_rate_per_s": rate,
         "seconds": seconds,
@@ -721,9 +744,17 @@ async def _drive(
         "accepted": len(accepted),
         "achieved_rate_per_s": round(len(accepted) / sent_s, 1) if sent_s else 0,
         "late_ticks": late,
+        "retried_requests": retried,
         "transitions_matched": len(every),
         "transitions_expected": len(causes),
-        "transitions_missing": sum(1 for a in causes if a not in seen),
+        "transitions_missing": len(missing),
+        "transitions_missing_by_kind": dict(Counter(causes[a] for a in missing)),
+        "missing_never_accepted": sum(1 for a in missing if a not in accepted),
+        # when the missing were accepted, in seconds after the first: the run's last moments
+        # (still in flight when the drain ended) or anywhere (lost, or held back)
+        "missing_accepted_at_s": sorted(
+            round(accepted[a] - t0, 1) for a in missing if a in accepted
+        )[:20],
         "p50_ms": round(_pct(every, 50) * 1000, 1),
         "p95_ms": round(_pct(every, 95) * 1000, 1),
         "p99_ms": round(_pct(every, 99) * 1000, 1),
