@@ -451,7 +451,6 @@ class ConsumingService:
             graceful_timeout=s.shutdown_grace_s * BATCH_SHARE,  # the batch in hand
             log_level=logging.DEBUG,  # one line per batch is noise at INFO
             logger=logging.getLogger("faststream.access.kafka"),  # our handler, our format
-            middlewares=telemetry.broker_middlewares(),
             security=broker_security(s),  # TLS and SASL, FLYWHEEL_KAFKA_* (docs/SECURITY.md)
             **producer_options(s),
         )

@@ -5,8 +5,8 @@ headers on Kafka, and in the outbox row's stored headers between a handler's tra
 the relay's publish. What does what:
 
 - the gateway's HTTP server span: FastAPI instrumentation (`instrument_fastapi`);
-- the gateway's publish: FastStream's `KafkaTelemetryMiddleware` on the broker, which opens a
-  producer span under the HTTP span and injects `traceparent` into the record's headers;
+- the gateway's publish: `publishing()`, one producer span per request under the HTTP span,
+  whose `traceparent` every record of the request carries;
 - consuming: `consuming()` here, not FastStream's middleware. For a batch subscriber FastStream
   opens one span per batch as the *root of a new trace* with links to the records (and only
   to records carrying its own `correlation_id` header), so no request would ever be one trace
@@ -46,7 +46,6 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
     from fastapi import FastAPI
-    from faststream._internal.types import BrokerMiddleware
 
     from shared.cloudevents import OutgoingRecord
     from shared.records import RawRecord
@@ -184,29 +183,6 @@ def instrument_fastapi(app: FastAPI) -> None:
     FastAPIInstrumentor.instrument_app(
         app, excluded_urls="healthz,readyz,metrics", exclude_spans=["receive", "send"]
     )
-
-
-def broker_middlewares() -> tuple[BrokerMiddleware[Any, Any], ...]:
-    """FastStream's publish spans and `traceparent` injection; its consume side is replaced
-    by `consuming()` (see the module docstring for why)."""
-    from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-    from faststream.opentelemetry.middleware import BaseTelemetryMiddleware
-
-    class _PublishOnly(BaseTelemetryMiddleware[Any]):
-        async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-            return await call_next(msg)
-
-    class PublishTelemetryMiddleware(KafkaTelemetryMiddleware):
-        def __call__(self, msg: Any | None, /, *, context: Any) -> _PublishOnly:
-            return _PublishOnly(
-                msg,
-                tracer=self._tracer,
-                metrics_container=self._metrics,
-                settings_provider_factory=self._settings_provider_factory,
-                context=context,
-            )
-
-    return (PublishTelemetryMiddleware(),)
 
 
 # ---- consuming ----------------------------------------------------------------------------
@@ -382,6 +358,32 @@ def stamp(record: OutgoingRecord, ctx: Context | None = None) -> OutgoingRecord:
     if not extra:
         return record
     return dataclasses.replace(record, headers=[*record.headers, *extra])
+
+
+# ---- publishing a request's records ------------------------------------------------------
+
+
+@contextmanager
+def publishing(topic: str, count: int) -> Iterator[list[tuple[str, bytes]]]:
+    """One producer span for records sent together (a request's activities, a webhook's),
+    under the current context (the HTTP span); yields the trace headers each of those records
+    must carry, so every consumer's span is a child of this one. The span ends with the block,
+    after the acknowledgements; an exception leaves it with an error status.
+
+    One span per request, not per record: OpenTelemetry's messaging conventions allow a
+    batch's records one creation context, and a span per record cost the gateway as much as
+    the publish itself."""
+    with TRACER.start_as_current_span(
+        f"{topic} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "publish",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": count,
+        },
+    ) as span:
+        yield trace_headers() if span.get_span_context().is_valid else []
 
 
 # ---- the outbox relay ---------------------------------------------------------------------

@@ -396,33 +396,43 @@ def test_an_unavailable_broker_is_a_503_to_retry(
     assert publisher.records == []
 
 
-class FakeBroker:
-    """Stands in for FastStream's KafkaBroker.publish(..., no_confirm=True): enqueues the
-    record and returns the future of its acknowledgement."""
+class FakeProducer:
+    """Stands in for aiokafka's AIOKafkaProducer: `send` enqueues the record and returns the
+    future of its acknowledgement; `stop` records that it was stopped."""
 
     def __init__(self, fail_on: set[bytes] | None = None, delay_s: float = 0.0) -> None:
         self.fail_on = fail_on or set()
         self.delay_s = delay_s
-        self.sent: list[tuple[bytes, str, bytes, dict[str, str]]] = []
+        self.sent: list[tuple[str, bytes | None, bytes | None, dict[str, bytes]]] = []
+        self.started = self.stopped = False
 
-    async def publish(
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(
         self,
-        message: bytes,
         topic: str,
         *,
-        key: bytes,
-        headers: dict[str, str],
-        correlation_id: str,
-        no_confirm: bool,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
     ) -> asyncio.Future[None]:
-        assert no_confirm, "records are enqueued in order, then acknowledged together"
-        self.sent.append((message, topic, key, headers))
+        self.sent.append((topic, value, key, dict(headers)))
         return asyncio.ensure_future(self._ack(key))
 
-    async def _ack(self, key: bytes) -> None:
+    async def _ack(self, key: bytes | None) -> None:
         await asyncio.sleep(self.delay_s)
         if key in self.fail_on:
             raise KafkaConnectionError("no broker")
+
+
+async def _started(producer: FakeProducer, **options: Any) -> KafkaActivityPublisher:
+    publisher = KafkaActivityPublisher(lambda: producer, **options)
+    await publisher.start()
+    return publisher
 
 
 def _records(*members: str) -> list[OutgoingRecord]:
@@ -434,27 +444,39 @@ def _records(*members: str) -> list[OutgoingRecord]:
 
 
 async def test_the_kafka_publisher_sends_every_record_to_the_prefixed_topic() -> None:
-    broker = FakeBroker()
-    publisher = KafkaActivityPublisher(broker, topic_prefix="staging.")  # type: ignore[arg-type]
+    producer = FakeProducer()
+    publisher = await _started(producer, topic_prefix="staging.")
     await publisher.publish(_records("m-1", "m-2"))
 
-    assert [key for _, _, key, _ in broker.sent] == [b"m-1", b"m-2"]  # in request order
-    assert {topic for _, topic, _, _ in broker.sent} == {"staging.member-activity"}
-    assert all(h["ce_type"] == "community.activity.v1" for *_, h in broker.sent)
+    assert [key for _, _, key, _ in producer.sent] == [b"m-1", b"m-2"]  # in request order
+    assert {topic for topic, *_ in producer.sent} == {"staging.member-activity"}
+    assert all(h["ce_type"] == b"community.activity.v1" for *_, h in producer.sent)
+    await publisher.stop()
+    assert producer.stopped
 
 
 async def test_the_kafka_publisher_reports_a_broker_fault_as_unavailable() -> None:
-    broker = FakeBroker(fail_on={b"m-2"})
-    publisher = KafkaActivityPublisher(broker)  # type: ignore[arg-type]
+    publisher = await _started(FakeProducer(fail_on={b"m-2"}))
     with pytest.raises(Unavailable):
         await publisher.publish(_records("m-1", "m-2", "m-3"))
 
 
 async def test_the_kafka_publisher_gives_up_after_its_timeout() -> None:
-    broker = FakeBroker(delay_s=5)
-    publisher = KafkaActivityPublisher(broker, timeout_s=0.05)  # type: ignore[arg-type]
+    publisher = await _started(FakeProducer(delay_s=5), timeout_s=0.05)
     with pytest.raises(Unavailable, match="did not acknowledge"):
         await publisher.publish(_records("m-1"))
+
+
+async def test_the_kafka_publisher_before_start_or_after_stop_is_unavailable() -> None:
+    producer = FakeProducer()
+    publisher = KafkaActivityPublisher(lambda: producer)
+    with pytest.raises(Unavailable, match="not connected"):
+        await publisher.publish(_records("m-1"))
+    await publisher.start()
+    await publisher.stop()
+    with pytest.raises(Unavailable, match="not connected"):
+        await publisher.publish(_records("m-1"))
+    assert producer.sent == []
 
 
 # ---- the journey read model -------------------------------------------------------------------

@@ -45,6 +45,7 @@ from shared.consumer import BatchHandler
 from shared.contracts import ACTIVITY, CLOCK_TICK, MEMBER_ERASED, MEMBER_MERGED
 from shared.eventtime import clock_tick
 from shared.health import HealthServer
+from shared.kafka import make_producer
 from shared.postgres import TRANSIENT_DB_ERRORS
 from shared.service import ConsumingService, ServiceSpec
 from shared.service import run as service_run
@@ -296,7 +297,9 @@ def build_app(settings: Settings | None = None) -> FastAPI:
         consume=settings.gateway_role == "all",
     )
     publisher = KafkaActivityPublisher(
-        service.broker, topic_prefix=settings.topic_prefix, timeout_s=settings.publish_timeout_s
+        lambda: make_producer(settings, "flywheel-gateway-ingest"),
+        topic_prefix=settings.topic_prefix,
+        timeout_s=settings.publish_timeout_s,
     )
     # reports (/v1/flywheel, journeys, stages) have connections of their own: never ingest's
     reports = ReportsDb(settings)
@@ -340,6 +343,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
             )
             await delivery.start(service)
             await service.broker.start()
+            await publisher.start()
             if settings.clock_tick_interval_s > 0:
                 ticker = asyncio.create_task(tick_clock(service, settings.clock_tick_interval_s))
             yield
@@ -348,6 +352,7 @@ def build_app(settings: Settings | None = None) -> FastAPI:
                 ticker.cancel()
             service.on_shutdown_signal()
             delivery.on_shutdown_signal()
+            await publisher.stop()
             await service.broker.stop()
             await delivery.stop()
             await reports.stop()

@@ -1,4 +1,4 @@
-"""Publishing accepted activities to Kafka through the service's FastStream broker.
+"""Publishing accepted activities to Kafka with a producer of the gateway's own.
 
 `ActivityPublisher` is what the routes that publish (ingest, webhooks) depend on, so tests
 drive them with in-memory fakes; identity's `GuardedPublisher` wraps the real one."""
@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
-from faststream.exceptions import IncorrectState
-from faststream.kafka import KafkaBroker
 
 from services.gateway.http.problems import Unavailable
-from shared import metrics
+from shared import metrics, telemetry
 from shared.cloudevents import OutgoingRecord
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class ActivityPublisher(Protocol):
         ...
 
 
-_BROKER_FAULTS: tuple[type[BaseException], ...] = (KafkaError, IncorrectState, OSError)
+_BROKER_FAULTS: tuple[type[BaseException], ...] = (KafkaError, OSError)
 
 
 class KafkaActivityPublisher:
@@ -45,43 +44,65 @@ class KafkaActivityPublisher:
     Records are handed to the producer one after the other (which keeps a member's activities
     in request order on its partition, idempotence keeping it through retries), and their
     acknowledgements are awaited together, so a batch costs one round trip, not one per record.
-    The broker is built with `producer_options` (acks=all), so an acknowledged record is
-    replicated; `topic_prefix` maps the registry's logical topic to the broker's.
+    The producer is `shared.kafka.make_producer`'s (acks=all, idempotent), so an acknowledged
+    record is replicated; `topic_prefix` maps the registry's logical topic to the broker's.
+
+    Straight to aiokafka, not through FastStream's `broker.publish`: its per-record
+    middleware chain and span were a quarter of the gateway's CPU per ingested activity
+    (docs/PERFORMANCE.md); the request's records share one producer span instead
+    (`telemetry.publishing`).
     """
 
     def __init__(
         self,
-        broker: KafkaBroker,
+        make_producer: Callable[[], AIOKafkaProducer],
         *,
         topic_prefix: str = "",
         timeout_s: float = DEFAULT_PUBLISH_TIMEOUT_S,
     ) -> None:
-        self.broker = broker
+        """`make_producer` is called by `start` (aiokafka builds a producer inside a running
+        event loop only)."""
+        self.make_producer = make_producer
         self.topic_prefix = topic_prefix
         self.timeout_s = timeout_s
+        self.producer: AIOKafkaProducer | None = None
 
-    async def _enqueue(self, record: OutgoingRecord) -> asyncio.Future[RecordMetadata]:
-        return await self.broker.publish(
-            record.value,
-            self.topic_prefix + record.topic,
-            key=record.key,
-            headers={name: value.decode() for name, value in record.headers},
-            correlation_id=record.event_id,
-            no_confirm=True,
-        )
+    async def start(self) -> None:
+        producer = self.make_producer()
+        await producer.start()
+        self.producer = producer
+
+    async def stop(self) -> None:
+        """Waits for what was sent to be acknowledged (aiokafka flushes on stop)."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        if not records:
+            return
+        if self.producer is None:
+            raise Unavailable("kafka", "the gateway is not connected to the broker")
         pending: list[asyncio.Future[RecordMetadata]] = []
         failure: BaseException | None = None
+        send, prefix = self.producer.send, self.topic_prefix
         try:
             async with asyncio.timeout(self.timeout_s):
-                try:
-                    for record in records:
-                        pending.append(await self._enqueue(record))
-                except _BROKER_FAULTS as exc:
-                    failure = exc
-                # return_exceptions: wait for every ack, so none is left unobserved.
-                results = await asyncio.gather(*pending, return_exceptions=True)
+                with telemetry.publishing(prefix + records[0].topic, len(records)) as traced:
+                    try:
+                        for record in records:
+                            pending.append(
+                                await send(
+                                    prefix + record.topic,
+                                    value=record.value,
+                                    key=record.key,
+                                    headers=[*record.headers, *traced],
+                                )
+                            )
+                    except _BROKER_FAULTS as exc:
+                        failure = exc
+                    # return_exceptions: wait for every ack, so none is left unobserved.
+                    results = await asyncio.gather(*pending, return_exceptions=True)
         except TimeoutError:
             for future in pending:
                 future.add_done_callback(_observe)  # its outcome no longer matters to anyone
