@@ -254,7 +254,9 @@ async def _measure(
         ns = await bench.namespace("e2e")
         figures["end_to_end"] = await phases.end_to_end(bench, ns, args.e2e_rate, args.e2e_seconds)
         e = figures["end_to_end"]
-        say(f"  p50 {e['p50_ms']} ms, p95 {e['p95_ms']} ms, p99 {e['p99_ms']} ms")
+        say(f"  p50 {e['p50_ms']} ms, p95 {e['p95_ms']} ms, p99 {e['p99_ms']} ms from the 202")
+        whole = e["from_request_p50_p95_p99_ms"]
+        say(f"  p50 {whole[0]} ms, p95 {whole[1]} ms, p99 {whole[2]} ms from the request sent")
 
     if "memory" in want:
         top = max(args.memory_sizes)
@@ -514,11 +516,19 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         )
     if "end_to_end" in f:
         e = f["end_to_end"]
-        ok = e["p99_ms"] == e["p99_ms"] and e["p99_ms"] < 250
+        whole_p99 = e.get("from_request_p50_p95_p99_ms", [0, 0, 0])[2]
+        ok = e["p99_ms"] == e["p99_ms"] and e["p99_ms"] < 250 and whole_p99 < 250
         rows.append(
             [
                 f"4. end to end at {e['offered_rate_per_s']}/s: p50 / p95 / p99 (ms)",
-                f"{e['p50_ms']} / {e['p95_ms']} / {e['p99_ms']}",
+                f"{e['p50_ms']} / {e['p95_ms']} / {e['p99_ms']}"
+                + (
+                    " (from the request sent: {} / {} / {})".format(
+                        *e["from_request_p50_p95_p99_ms"]
+                    )
+                    if "from_request_p50_p95_p99_ms" in e
+                    else ""
+                ),
                 "p99 < 250 ms",
                 f"{'met' if ok else 'NOT met'} ({e['achieved_rate_per_s']}/s achieved, "
                 f"{e['transitions_matched']} transitions, "
