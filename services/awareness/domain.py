@@ -13,6 +13,7 @@ erasure), read together against docs/JOURNEY-MODEL.md; split, each part would im
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -268,11 +269,18 @@ def contains_phrase(text: str, phrase: str) -> bool:
     """`phrase` occurs in `text` as whole words: "sso" is in "SSO login?" but not in "Which
     lesson covers replays?"; "integrate with" is in "integrate with okta". Case-insensitive,
     whitespace inside the phrase matches any run of whitespace."""
+    pattern = _phrase_pattern(phrase)
+    return pattern is not None and pattern.search(text.lower()) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _phrase_pattern(phrase: str) -> re.Pattern[str] | None:
+    """Built once per phrase: escaping and joining the words for every activity was an
+    eighth of awareness's CPU in a history import (docs/PERFORMANCE.md, fourth round)."""
     words = phrase.lower().split()
     if not words:
-        return False
-    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
-    return re.search(pattern, text.lower()) is not None
+        return None
+    return re.compile(r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)")
 
 
 def _path_of(activity: ActivityV1) -> str:
