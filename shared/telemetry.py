@@ -371,8 +371,8 @@ def publishing(topic: str, count: int) -> Iterator[list[tuple[str, bytes]]]:
     after the acknowledgements; an exception leaves it with an error status.
 
     One span per request, not per record: OpenTelemetry's messaging conventions allow a
-    batch's records one creation context, and a span per record cost the gateway as much as
-    the publish itself."""
+    batch's records one creation context, and a request of 500 activities then costs one span
+    and one header injection, not 500."""
     with TRACER.start_as_current_span(
         f"{topic} publish",
         kind=SpanKind.PRODUCER,

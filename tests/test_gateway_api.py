@@ -446,6 +446,7 @@ def _records(*members: str) -> list[OutgoingRecord]:
 async def test_the_kafka_publisher_sends_every_record_to_the_prefixed_topic() -> None:
     producer = FakeProducer()
     publisher = await _started(producer, topic_prefix="staging.")
+    assert producer.started
     await publisher.publish(_records("m-1", "m-2"))
 
     assert [key for _, _, key, _ in producer.sent] == [b"m-1", b"m-2"]  # in request order
