@@ -48,7 +48,7 @@ class KafkaActivityPublisher:
     record is replicated; `topic_prefix` maps the registry's logical topic to the broker's.
 
     Straight to aiokafka, not through FastStream's `broker.publish`, whose middleware chain,
-    span and header dict per record made the gateway's CPU per ingested activity 1.7x what it
+    span and header dict per record made the gateway's CPU per ingested activity 1.8x what it
     is now (docs/PERFORMANCE.md, fourth round); the request's records share one producer span
     instead (`telemetry.publishing`).
     """
