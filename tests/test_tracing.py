@@ -189,3 +189,46 @@ def test_stamp_keeps_an_existing_traceparent_and_adds_the_current_one() -> None:
         record.topic, record.key, record.value, [*record.headers, ("traceparent", b"x")], "e-1"
     )
     assert telemetry.stamp(again) is again  # a dead letter keeps its original's context
+
+
+class _CapturingProducer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[None]:
+        self.sent.append({"topic": topic, **kwargs})
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_without_an_sdk_tracer_the_relay_sends_a_row_as_it_is_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No span is built per row: the record carries exactly the stored headers, so the cause's
+    trace continues as it would under a non-recording span (the recording path, the relay's
+    span a child of the stored context, is the end-to-end test above)."""
+    monkeypatch.setattr(telemetry, "_recording", lambda: False)
+    tracer = TracerProvider().get_tracer("t")
+    with tracer.start_as_current_span("cause"):
+        stored = [("ce_id", b"e-1"), *telemetry.trace_headers()]
+    assert any(name == "traceparent" for name, _ in stored)
+    producer = _CapturingProducer()
+    future = await telemetry.traced_send(
+        producer,
+        "journey-transitions",
+        value=b"{}",
+        key=b"m-1",
+        headers=stored,
+        partition=2,
+    )
+    await future
+    assert producer.sent == [
+        {
+            "topic": "journey-transitions",
+            "value": b"{}",
+            "key": b"m-1",
+            "headers": stored,
+            "partition": 2,
+        }
+    ]
