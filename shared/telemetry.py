@@ -400,16 +400,7 @@ async def traced_send(
 ) -> asyncio.Future[Any]:
     """`producer.send` under a producer span that continues the context stored with the
     outbox row; the record carries the span's own context onwards. The span ends with the
-    broker's acknowledgement.
-
-    Without an SDK tracer the span would be its stored parent's non-recording span, and the
-    record would carry the very headers it has: it is sent as it is, without extracting a
-    context and building a span per row."""
-    if not _recording():
-        sent: asyncio.Future[Any] = await producer.send(
-            topic, value=value, key=key, headers=headers, partition=partition
-        )
-        return sent
+    broker's acknowledgement."""
     stored = context_of(headers)
     span = TRACER.start_span(
         f"{topic} publish",
