@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
+
+import orjson
 
 from services.advocacy.domain import (
     BatchResult,
@@ -22,7 +23,7 @@ _CONTRIBUTION_COLUMNS = "key, member_id, kind, weight, occurred_at, link, conten
 
 
 def _member(row: Any) -> Member:
-    evidence = json.loads(row["evidence"])
+    evidence = orjson.loads(row["evidence"])
     return Member(
         member_id=row["member_id"],
         stage=row["stage"],
@@ -227,7 +228,7 @@ class PgStore:
             [m.stage for m in members],
             [m.score for m in members],
             [
-                json.dumps({"counts": dict(sorted(m.counts.items())), "links": list(m.links)})
+                orjson.dumps({"counts": dict(sorted(m.counts.items())), "links": m.links}).decode()
                 for m in members
             ],
         )

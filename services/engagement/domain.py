@@ -275,9 +275,10 @@ def counts(activity: ActivityV1, rules: Rules) -> bool:
 
 def weight_of(activity: ActivityV1, rules: Rules) -> float:
     """The "source:kind" override first, then the kind's weight, then the default weight."""
-    key = f"{activity.source}:{activity.kind}"
-    if key in rules.source_weights:
-        return rules.source_weights[key]
+    if rules.source_weights:
+        key = f"{activity.source}:{activity.kind}"
+        if key in rules.source_weights:
+            return rules.source_weights[key]
     return rules.weights.get(activity.kind, rules.default_weight)
 
 
@@ -694,6 +695,8 @@ def is_question(activity: ActivityV1, rules: Rules) -> bool:
         return False
     if activity.properties.get("question") is True:
         return True
+    if not rules.question_mappings:
+        return False
     mappings = {m.lower() for m in rules.question_mappings}
     return bool(mappings & _mapping_keys(activity))
 
@@ -901,7 +904,9 @@ def observe_newcomer(
     trial; counted activities within it move its last activity."""
     if activity.actor.anonymous or activity.actor.is_bot or activity.actor.is_team_member:
         return n, []
-    if activity.actor.member_id in rules.team_member_ids + rules.bot_member_ids:
+    if activity.actor.member_id in rules.team_member_ids or (
+        activity.actor.member_id in rules.bot_member_ids
+    ):
         return n, []
     at = utc(activity.occurred_at)
     signals: list[Signal] = []
@@ -938,6 +943,8 @@ def feedback_kind(activity: ActivityV1, rules: Rules) -> tuple[str, str] | None:
     """(feedback kind, what matched): one of FEEDBACK_KINDS, or a `feedback_mappings` key."""
     if activity.kind in FEEDBACK_KINDS:
         return activity.kind, activity.kind
+    if not rules.feedback_mappings:
+        return None  # nothing to match: the activity's tags need not be read (most activities)
     mappings = {k.lower(): v for k, v in rules.feedback_mappings.items()}
     for key in sorted(_mapping_keys(activity)):
         if key in mappings:

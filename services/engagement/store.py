@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
+
+import orjson
 
 from services.engagement.domain import (
     ACTIVE_STAGES,
@@ -184,7 +185,7 @@ async def load_newcomers(
             r["newcomer_as"],
             r["started_at"],
             r["last_active_at"],
-            tuple(sorted(json.loads(r["did"]).items())),
+            tuple(sorted(orjson.loads(r["did"]).items())),
             r["signalled"],
         )
         for r in rows
@@ -211,7 +212,7 @@ async def save_newcomers(conn: Connection, newcomers: Iterable[Newcomer], rules:
         [n.newcomer_as for n in ns],
         [n.started_at for n in ns],
         [n.last_active_at for n in ns],
-        [json.dumps(dict(n.did)) for n in ns],
+        [orjson.dumps(dict(n.did)).decode() for n in ns],
         [n.signalled for n in ns],
         [newcomer_deadline(n, rules) for n in ns],
     )
