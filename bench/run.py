@@ -257,6 +257,7 @@ async def _measure(
         say(f"  p50 {e['p50_ms']} ms, p95 {e['p95_ms']} ms, p99 {e['p99_ms']} ms from the 202")
         whole = e["from_request_p50_p95_p99_ms"]
         say(f"  p50 {whole[0]} ms, p95 {whole[1]} ms, p99 {whole[2]} ms from the request sent")
+        say(f"  {_steady_state(e)}")
 
     if "memory" in want:
         top = max(args.memory_sizes)
@@ -424,6 +425,17 @@ def _run_line(run: Any) -> str:
     )
 
 
+def _steady_state(e: dict[str, Any]) -> str:
+    """The end-to-end p99s without the run's first seconds (the verdict is the whole run's)."""
+    steady, whole = e["steady_p50_p95_p99_ms"], e["steady_from_request_p50_p95_p99_ms"]
+    if steady is None or whole is None:
+        return f"no steady-state figure: the run is not longer than {e['steady_after_s']:g} s"
+    return (
+        f"after the first {e['steady_after_s']:g} s: p99 {steady[2]} ms from the 202, "
+        f"{whole[2]} ms from the request sent"
+    )
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -526,7 +538,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 "p99 < 250 ms",
                 f"{'met' if ok else 'NOT met'} ({e['achieved_rate_per_s']}/s achieved, "
                 f"{e['transitions_matched']} transitions, "
-                f"{e.get('transitions_missing', 0)} missing)",
+                f"{e.get('transitions_missing', 0)} missing; {_steady_state(e)})",
             ]
         )
     if "memory" in f:

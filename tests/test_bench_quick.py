@@ -90,7 +90,12 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     for run in ("passthrough_before", "awareness", "engagement", "advocacy"):
         assert figures["catch_up"][run]["rate_per_s"] > 0
     assert figures["gateway_ingest"]["rate_per_s"] > 0
-    assert figures["end_to_end"]["transitions_matched"] > 0
+    e2e = figures["end_to_end"]
+    assert e2e["transitions_matched"] > 0
+    assert len(e2e["from_request_p50_p95_p99_ms"]) == 3
+    # the quick run (8 s) is not longer than the warm-up the steady-state figures leave out
+    assert e2e["steady_after_s"] >= e2e["seconds"] and e2e["steady_p50_p95_p99_ms"] is None
+    assert "no steady-state figure" in proc.stdout
     assert figures["memory"]["checkpoints"] or figures["memory"]["final"]
     assert figures["replay"]["wall_s"] > 0
     assert all(r["rate_per_s"] > 0 for r in figures["replicas"]["runs"].values())
