@@ -112,7 +112,12 @@ class Settings(BaseSettings):
     )
     outbox_batch_size: int = Field(1000, ge=1, description="Outbox rows published per round.")
     producer_linger_ms: int = Field(
-        5, ge=0, description="How long the producer waits to fill a batch (latency for throughput)."
+        0,
+        ge=0,
+        description="How long the producer waits for more records before it sends a batch. "
+        "0: every producer of ours (the gateway's publish, the outbox relay) hands a whole "
+        "request or round to the producer at once, so its records are batched without a wait; "
+        "a linger only delays them (docs/PERFORMANCE.md, fifth round).",
     )
 
     # --- topics (used when the stack creates them) --------------------------------------------
