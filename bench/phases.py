@@ -748,9 +748,10 @@ async def _drive(
     # the figure from the 202 look shorter. This one is what a client waits in all.
     whole = [t_seen - posted[a] for a, (t_seen, _) in seen.items() if a in posted]
     answered = [accepted[a] - posted[a] for a in posted]
-    # The same two figures without the first WARM_UP_S seconds (services' first batches,
-    # connections and statements made on first use): what a long-running deployment sees. The
-    # target is judged on the whole run; this tells whether its p99 is the warm-up's.
+    # The same two figures without the first WARM_UP_S seconds, when the stack is new to the
+    # load (the broker's and PostgreSQL's first seconds more than the services': PERFORMANCE.md,
+    # fifth round): nearer what a long-running deployment sees. The target is judged on the
+    # whole run; this tells whether its p99 is the warm-up's.
     t0_sent = min(posted.values(), default=0.0)
     steady = [
         (t_seen - accepted[a], t_seen - posted[a])
