@@ -586,6 +586,11 @@ def _pct(values: Sequence[float], p: float) -> float:
     return ordered[index]
 
 
+def _p50_p95_p99_ms(seconds: Sequence[float]) -> list[float] | None:
+    """None when there is nothing to take percentiles of."""
+    return [round(_pct(seconds, q) * 1000, 1) for q in (50, 95, 99)] if seconds else None
+
+
 WARM_UP_S = 10.0
 """The end-to-end phase's steady-state figures leave out activities sent in its first seconds."""
 
@@ -753,11 +758,7 @@ async def _drive(
     # fifth round): nearer what a long-running deployment sees. The target is judged on the
     # whole run; this tells whether its p99 is the warm-up's.
     t0_sent = min(posted.values(), default=0.0)
-    steady = [
-        (t_seen - accepted[a], t_seen - posted[a])
-        for a, (t_seen, _) in seen.items()
-        if a in accepted and a in posted and posted[a] - t0_sent >= WARM_UP_S
-    ]
+    steady = [a for a in seen if a in posted and posted[a] - t0_sent >= WARM_UP_S]
     missing = [a for a in causes if a not in seen]
     result: dict[str, Any] = {
         "offered_rate_per_s": rate,
@@ -785,16 +786,10 @@ async def _drive(
         "request_p50_p99_ms": [round(_pct(answered, q) * 1000, 1) for q in (50, 99)],
         "steady_after_s": WARM_UP_S,
         # None when the run is no longer than the warm-up (`--quick`)
-        "steady_p50_p95_p99_ms": [
-            round(_pct([x for x, _ in steady], q) * 1000, 1) for q in (50, 95, 99)
-        ]
-        if steady
-        else None,
-        "steady_from_request_p50_p95_p99_ms": [
-            round(_pct([y for _, y in steady], q) * 1000, 1) for q in (50, 95, 99)
-        ]
-        if steady
-        else None,
+        "steady_p50_p95_p99_ms": _p50_p95_p99_ms([seen[a][0] - accepted[a] for a in steady]),
+        "steady_from_request_p50_p95_p99_ms": _p50_p95_p99_ms(
+            [seen[a][0] - posted[a] for a in steady]
+        ),
         "by_dimension_p99_ms": {d: round(_pct(xs, 99) * 1000, 1) for d, xs in lat.items()},
         "mean_ms": round(statistics.fmean(every) * 1000, 1) if every else None,
         "p99_ms_by_second": [
