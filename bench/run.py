@@ -436,6 +436,16 @@ def _steady_state(e: dict[str, Any]) -> str:
     )
 
 
+def _ratio(value: float, target: float) -> str:
+    """Two decimals, or as many more as it takes not to round across the target: 0.997x of a
+    1.0x target reads "0.997x (NOT met)", not "1.00x (NOT met)"."""
+    for decimals in range(2, 7):
+        text = f"{value:.{decimals}f}"
+        if (float(text) >= target) == (value >= target):
+            break
+    return text
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -494,7 +504,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         label = name if not name.startswith("quix") else f"engagement on Quix ({name[5:]})"
         if ceiling:
             ratio = r["rate_per_s"] / ceiling
-            verdict = f"{ratio:.2f}x ceiling"
+            verdict = f"{_ratio(ratio, CEILING_TARGET)}x ceiling"
             if not name.startswith("quix"):
                 verdict += " (met)" if ratio >= CEILING_TARGET else " (NOT met)"
         else:
@@ -502,7 +512,8 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         peer = ratios.get(name, {})
         if "to_quix" in peer:
             met = peer["to_quix"] >= QUIX_TARGET
-            verdict += f"; {peer['to_quix']:.2f}x Quix ({'met' if met else 'NOT met'})"
+            verdict += f"; {_ratio(peer['to_quix'], QUIX_TARGET)}x Quix"
+            verdict += " (met)" if met else " (NOT met)"
             verdict += f", {peer['to_quix_per_cpu_s']:.2f}x per CPU-s"
         if not r["finished"]:
             verdict += "; bounded"

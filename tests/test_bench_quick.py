@@ -50,6 +50,18 @@ def test_stage_topics_match_the_services() -> None:
         assert spec.consumer_group == spec.name
 
 
+def test_a_ratio_is_never_printed_on_the_wrong_side_of_its_target() -> None:
+    """The table's verdicts say met or NOT met; the ratio beside them must not say otherwise."""
+    from bench.run import _ratio
+
+    assert _ratio(0.997, 1.0) == "0.997"  # not "1.00", beside "NOT met"
+    assert _ratio(0.5996, 0.6) == "0.5996"
+    assert _ratio(0.596, 0.6) == "0.596"
+    assert _ratio(1.004, 1.0) == "1.00"
+    assert _ratio(0.77, 1.0) == "0.77"
+    assert _ratio(0.6, 0.6) == "0.60"
+
+
 @pytest.mark.integration
 def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
