@@ -1,4 +1,5 @@
-"""The outbox relay gives up a producer that is stuck, and publishes through a fresh one.
+"""The outbox relay gives up a producer that is stuck, and publishes through a fresh one; and
+it vacuums the rows it deleted.
 
 A producer that bootstrapped from a broker still starting up can be left with no broker to ask
 (aiokafka logs "Unable to update metadata from []") and wait forever: its sends never complete
@@ -108,3 +109,49 @@ async def test_a_stuck_producer_is_replaced_and_every_row_goes_in_order(
     assert stuck.client.closed, "its connections were closed when it would not stop"
     assert working.records == [("signals.support", f"{i}".encode()) for i in range(5)]
     assert relay.published == 5
+
+
+async def test_the_relay_vacuums_the_rows_it_deleted_and_every_row_still_goes_in_order(
+    database: tuple[str, asyncpg.Pool],
+) -> None:
+    """Deleted rows stay in the table and its index until a vacuum, and every read from the
+    outbox's head steps over them: the relay vacuums the outbox after every
+    `vacuum_every_rows` rows it deleted (here 10). 25 rows published in rounds of 5: two
+    vacuums (at 10 and 20; manual ones, which autovacuum's count leaves out), and every row
+    published once, in order."""
+    url, pool = database
+    async with unit_of_work(pool) as uow:
+        for i in range(25):
+            uow.emit(OutgoingRecord("signals.support", b"m-1", f"{i}".encode(), [], f"e{i}"))
+    working = WorkingProducer()
+    relay = OutboxRelay(
+        service="relay-vacuum-test",
+        database_url=url,
+        producer_factory=lambda: working,
+        batch_size=5,
+        vacuum_every_rows=10,
+    )
+
+    async def vacuums() -> int:
+        return int(
+            await pool.fetchval(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox'"
+            )
+        )
+
+    before = await vacuums()
+    relay.start()
+    try:
+        for _ in range(600):  # 30 s at most
+            if relay.published == 25:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await relay.stop(timeout_s=5)
+    assert working.records == [("signals.support", f"{i}".encode()) for i in range(25)]
+    for _ in range(100):  # the statistics are written as each vacuum ends
+        if await vacuums() - before >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert await vacuums() - before == 2  # at 10 and at 20 rows deleted
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
