@@ -36,7 +36,7 @@ from bench.env import (
     ProcessWatch,
     database_bytes,
     load,
-    outbox_rows,
+    outbox_empty,
 )
 from bench.workload import Record, community, e2e_activity
 from devstack.common import free_ports
@@ -252,7 +252,7 @@ async def watch_catch_up(
             run.timeline.append((now - started, lag))
             if lag >= run.backlog:
                 idle_until = now
-            if lag == 0 and (database_url is None or await outbox_rows(database_url) == 0):
+            if lag == 0 and (database_url is None or await outbox_empty(database_url)):
                 break
             if now - started > budget_s:
                 run.finished = False
@@ -421,7 +421,7 @@ async def replicas(
                 timeline.append((round(now - started, 2), lag))
                 if lag >= backlog:
                     idle_until = now
-                if lag == 0 and await outbox_rows(url) == 0:
+                if lag == 0 and await outbox_empty(url):
                     break
                 if now - started > budget_s:
                     finished = False
@@ -867,8 +867,7 @@ async def all_stages(
                         + f"  members {members:,}"
                     )
                 if all(v == 0 for v in lag.values()):
-                    outbox = [await outbox_rows(ns.databases[s]) for s in STAGES]
-                    if not any(outbox):
+                    if all([await outbox_empty(ns.databases[s]) for s in STAGES]):
                         finished = True
                         break
                     totals = {
