@@ -33,10 +33,10 @@ VACUUM_EVERY_ROWS = 10_000
 """The relay vacuums the outbox after deleting this many rows. A deleted row stays in the
 table and its index until a vacuum; the relay's next read (`ORDER BY seq LIMIT`) steps over
 every one of them first. Autovacuum comes at most once a minute per database (and later on a
-busy machine), and in a history import engagement's relay deleted 500,000 rows in three
-minutes: its reads took 18 ms each, a quarter of PostgreSQL's CPU (docs/PERFORMANCE.md).
-Vacuuming this often keeps each read to a few pages; the vacuum itself costs about as much as
-a few of those reads."""
+busy machine), and in a 300,000-activity history import engagement's relay deleted 500,000
+rows in three minutes: its reads took 18 ms each, 32 s in all. Vacuuming this often keeps
+them to a few pages (3 s in all; the vacuums 1 s), and the import took 5 % less CPU per
+activity (docs/PERFORMANCE.md, phase 7's seventh round)."""
 
 ROUND_TIMEOUT_S = 120.0
 """How long one round of sends (or a producer's start) may take before the producer is given
