@@ -812,9 +812,12 @@ PROPERTY_RULES = Rules(
 
 
 def replay(
-    events: Sequence[Envelope], cuts: Collection[int], rules: Rules = PROPERTY_RULES
+    events: Sequence[Envelope],
+    cuts: Collection[int],
+    rules: Rules = PROPERTY_RULES,
+    store: MemoryStore | None = None,
 ) -> tuple[list[OutgoingRecord], MemoryStore]:
-    store = MemoryStore()
+    store = store if store is not None else MemoryStore()
     out: list[OutgoingRecord] = []
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(events)), len(events)]
 
@@ -876,6 +879,37 @@ LEGAL = {(None, ADVOCATE), (ADVOCATE, CHAMPION), (CHAMPION, ADVOCATE)}
 
 def transitions(out: Sequence[OutgoingRecord]) -> list[Any]:
     return [json.loads(r.value) for r in out if r.topic == "journey-transitions"]
+
+
+def test_the_earliest_contribution_is_read_only_until_the_first_boundary_is_stored() -> None:
+    """It places the first review boundary and nothing else; in PostgreSQL it is a scan of every
+    contribution, so a clock move after that does not read it."""
+
+    @dataclass
+    class Counting(MemoryStore):
+        earliest_reads: list[datetime | None] = field(default_factory=list)
+
+        async def earliest_contribution(self) -> datetime | None:
+            self.earliest_reads.append(self.last_boundary_passed)
+            return await super().earliest_contribution()
+
+    events = [
+        envelope(e, f"ev-{i}")
+        for i, e in enumerate(
+            [act("m0", "event_talk", day=1), *(tick(day=d) for d in (3, 12, 20, 30, 40))]
+        )
+    ]
+    store = Counting()
+    out, _ = replay(events, set(range(1, len(events))), store=store)
+    assert store.last_boundary_passed is not None  # reviews ran
+    assert store.earliest_reads and all(b is None for b in store.earliest_reads)
+    assert len(store.earliest_reads) < len(events)  # not at every clock move
+    whole, _ = replay(events, set())  # the same result as read in one batch, per topic
+    for topic in ("journey-transitions", "signals.advocacy"):
+        assert [r.event_id for r in out if r.topic == topic] == [
+            r.event_id for r in whole if r.topic == topic
+        ]
+    assert len(out) == len(whole)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -166,9 +166,10 @@ async def settle(store: Store, rules: domain.Rules, until: datetime) -> domain.B
     pending = await store.pending_until(until)
     feedback = await store.feedback_until(until)
     last_boundary = await store.last_boundary()
-    new_boundary, due = domain.boundaries_due(
-        last_boundary, await store.earliest_contribution(), until, rules.period
-    )
+    # the earliest contribution places the first boundary only: once one is stored it is not
+    # read again (no index leads with the time: a scan of every contribution per clock move)
+    earliest = await store.earliest_contribution() if last_boundary is None else None
+    new_boundary, due = domain.boundaries_due(last_boundary, earliest, until, rules.period)
     if not pending and not due and not feedback:
         return domain.BatchResult((), {}, (), ())
     snapshot = await store.snapshot(
