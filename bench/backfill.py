@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from bench.env import LagWatch, Namespace, ProcessWatch, outbox_empty
+from bench.env import LagWatch, Namespace, ProcessWatch, outboxes_empty
 from bench.phases import (
     POLL_S,
     STAGES,
@@ -123,14 +123,13 @@ async def _settled(
 ) -> bool:
     """Outboxes empty, every group at lag 0, outboxes still empty: nothing left anywhere (an
     event an outbox published between the two looks shows as lag in the first)."""
-    for url in databases:
-        if not await outbox_empty(url):
-            return False
+    if not await outboxes_empty(databases):
+        return False
     for name, (group, topics) in groups.items():
         lags[name] = await lag_watch.lag(group, topics)
     if any(lags.values()):
         return False
-    return all([await outbox_empty(url) for url in databases])
+    return await outboxes_empty(databases)
 
 
 def _spies(

@@ -307,6 +307,14 @@ async def outbox_empty(database_url: str) -> bool:
         await conn.close()
 
 
+async def outboxes_empty(database_urls: Iterable[str]) -> bool:
+    """Every one of these outboxes empty; stops looking at the first that is not."""
+    for url in database_urls:
+        if not await outbox_empty(url):
+            return False
+    return True
+
+
 async def database_bytes(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:

@@ -37,6 +37,7 @@ from bench.env import (
     database_bytes,
     load,
     outbox_empty,
+    outboxes_empty,
 )
 from bench.workload import Record, community, e2e_activity
 from devstack.common import free_ports
@@ -867,7 +868,7 @@ async def all_stages(
                         + f"  members {members:,}"
                     )
                 if all(v == 0 for v in lag.values()):
-                    if all([await outbox_empty(ns.databases[s]) for s in STAGES]):
+                    if await outboxes_empty(ns.databases[s] for s in STAGES):
                         finished = True
                         break
                     totals = {
