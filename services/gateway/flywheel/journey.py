@@ -57,8 +57,9 @@ def takes_part(a: ActivityV1) -> bool:
     )
 
 
-async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) -> None:
-    """One statement per kind of fact, set-based; every insert is idempotent."""
+async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) -> list[str]:
+    """One statement per kind of fact, set-based; every insert is idempotent. Returns the
+    members whose first-touch channel the batch moved."""
     touches: dict[str, tuple[str | None, str | None, datetime, bool]] = {}
     conversions = []
     active: dict[tuple[str, object], datetime] = {}
@@ -103,8 +104,14 @@ async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) ->
         elif isinstance(d, ChampionFeedbackV1):  # advocacy's flag, decided in event time
             champions_feedback.append(d.feedback_event_id)
 
+    retouched: list[str] = []
     if touches:
-        await conn.execute(
+        rows = await conn.fetch(
+            # the members whose channel this moved (new ones included): their joinings' touch
+            # rows in the series move with it (the statement's CTEs read the rows before it)
+            "WITH before AS (SELECT member_id, channel FROM flywheel_first_touch"
+            " WHERE member_id = ANY($1::text[])),"
+            " written AS ("
             "INSERT INTO flywheel_first_touch (member_id, channel, detail, stated_at, settled)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
             " $5::bool[])"
@@ -112,13 +119,17 @@ async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) ->
             " detail = EXCLUDED.detail, stated_at = EXCLUDED.stated_at,"
             " settled = EXCLUDED.settled"
             " WHERE NOT flywheel_first_touch.settled"
-            " AND (EXCLUDED.settled OR flywheel_first_touch.stated_at <= EXCLUDED.stated_at)",
+            " AND (EXCLUDED.settled OR flywheel_first_touch.stated_at <= EXCLUDED.stated_at)"
+            " RETURNING member_id, channel)"
+            " SELECT w.member_id FROM written w LEFT JOIN before b USING (member_id)"
+            " WHERE b.member_id IS NULL OR b.channel IS DISTINCT FROM w.channel",
             list(touches),
             [t[0] for t in touches.values()],
             [t[1] for t in touches.values()],
             [t[2] for t in touches.values()],
             [t[3] for t in touches.values()],
         )
+        retouched = [r["member_id"] for r in rows]
     if conversions:
         await conn.execute(
             "INSERT INTO flywheel_conversions (event_id, member_id, from_stage, considered,"
@@ -175,6 +186,7 @@ async def project_journey_facts(conn: Connection, events: Sequence[Envelope]) ->
             "UPDATE flywheel_feedback SET from_champion = true WHERE event_id = ANY($1::text[])",
             champions_feedback,
         )
+    return retouched
 
 
 WINDOW = (

@@ -6,8 +6,9 @@ at 0.8-1.1 s for 100k members and ~10 s for 1M).
 Kept exact, not approximate: a figure is the day counters of the days strictly inside or
 outside the window's bounds, plus the rows that fall on a boundary day, compared to the
 boundary instant (the SQL comment in 008_flywheel_series.sql works it through). A member's rows
-are recomputed whenever a batch, a merge or an erasure touches it (`refresh`), and a rebuild
-from scratch (`refresh(conn, None)`) gives the same tables.
+are recomputed from the earliest time a batch can have moved (`refresh_after`, migration 016),
+or all of them after a merge or an erasure (`refresh`), and a rebuild from scratch
+(`refresh(conn, None)`) gives the same tables.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from services.gateway.flywheel.rules import FUNNEL
+from shared.contracts import StageChangedV1
 from shared.postgres import Connection
 
 ENGAGED_WITHIN_DAYS = 30
@@ -45,10 +47,32 @@ ENGAGED_30 = "engaged30"  # joined, and engaged within 30 days of it
 TOUCH = "touch:"  # joined, by first-touch channel
 
 
+async def refresh_after(
+    conn: Connection, transitions: Sequence[StageChangedV1], retouched: Collection[str]
+) -> None:
+    """After a batch's transitions are recorded (and its first touches, `retouched` being the
+    members whose channel moved), in the same transaction: recompute each member's entries and
+    spans from the earliest time the batch can have moved (its horizon, migration 016), not
+    from the member's first transition, and move the day counters by the difference."""
+    if not transitions and not retouched:
+        return
+    await conn.execute(
+        "SELECT flywheel_series_refresh_after($1::text[], $2::text[], $3::text[],"
+        " $4::timestamptz[], $5::text[], $6::jsonb, make_interval(days => $7))",
+        [t.member_id for t in transitions],
+        [t.dimension for t in transitions],
+        [t.to_stage for t in transitions],
+        [t.occurred_at for t in transitions],
+        sorted(retouched),
+        funnel_json(),
+        ENGAGED_WITHIN_DAYS,
+    )
+
+
 async def refresh(conn: Connection, members: Collection[str] | None) -> None:
-    """Recompute these members' entries and spans from journey_transitions (None: everyone,
-    from scratch) and move the day counters by the difference. Runs after the journey's part
-    of a batch, a merge or an erasure, in the same transaction."""
+    """Recompute every entry and span of these members from journey_transitions (None:
+    everyone, from scratch) and move the day counters by the difference: after a merge or an
+    erasure, in its transaction, and for a rebuild."""
     if members is not None and not members:
         return
     await conn.execute(

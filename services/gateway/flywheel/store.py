@@ -19,7 +19,6 @@ from shared.cloudevents import Envelope
 from shared.contracts import (
     ActivityV1,
     ChurnRiskV1,
-    FirstTouchV1,
     MemberAcquiredV1,
     PeerHelpV1,
     StageChangedV1,
@@ -35,12 +34,11 @@ async def project_facts(uow: UnitOfWork, events: Sequence[Envelope]) -> None:
     risks = [(e.id, e.data) for e in events if isinstance(e.data, ChurnRiskV1)]
     questions = [e.data for e in events if isinstance(e.data, ActivityV1) and is_question(e.data)]
     conn = uow.conn
-    await journey.project_journey_facts(conn, events)
-    # the series of the members whose journey (or first touch) this batch moved; after the
-    # journey's part of the batch (bootstrap.handle_batch) and the first touches above
-    await series.refresh(
-        conn,
-        {e.data.member_id for e in events if isinstance(e.data, StageChangedV1 | FirstTouchV1)},
+    retouched = await journey.project_journey_facts(conn, events)
+    # the series of the members whose journey (or first-touch channel) this batch moved; after
+    # the journey's part of the batch (bootstrap.handle_batch) and the first touches above
+    await series.refresh_after(
+        conn, [e.data for e in events if isinstance(e.data, StageChangedV1)], retouched
     )
     if acquired:
         await conn.execute(
