@@ -30,6 +30,13 @@
 -- those members (their horizon is -infinity). tests/test_flywheel_series.py holds the tables
 -- kept batch by batch equal to a rebuild after every batch, arrivals shuffled.
 
+-- A member's stored rows from its horizon on, read by a range of an index; and its latest
+-- entry into a stage before the horizon, read by one descent of an index
+CREATE INDEX IF NOT EXISTS flywheel_entries_member_at ON flywheel_entries (member_id, at);
+CREATE INDEX IF NOT EXISTS flywheel_spans_member_entered ON flywheel_spans (member_id, entered_at);
+CREATE INDEX IF NOT EXISTS journey_transitions_member_stage
+    ON journey_transitions (member_id, dimension, to_stage, occurred_at);
+
 -- The rows of each member at or after its horizon, recomputed and compared with the stored
 -- ones; only rows that differ are written, and the day counters move by them (as in 015).
 CREATE OR REPLACE FUNCTION flywheel_series_refresh_from(
@@ -39,31 +46,31 @@ CREATE OR REPLACE FUNCTION flywheel_series_refresh_from(
 SET plan_cache_mode = force_custom_plan
 AS $fn$
 BEGIN
-    WITH m AS (
-            SELECT u.member_id, u.h,
-                   -- the member's earliest engaged entry before the horizon
-                   (SELECT min(p.occurred_at) FROM journey_transitions p
-                    WHERE p.member_id = u.member_id AND p.dimension = 'engagement'
-                      AND p.to_stage = 'engaged' AND p.occurred_at < u.h) AS engaged_before
-            FROM unnest(members, horizons) AS u(member_id, h)),
+    WITH m AS (SELECT * FROM unnest(members, horizons) AS u(member_id, h)),
+        -- each member's transitions from its horizon on: an index range scan per member
+        -- (OFFSET 0 keeps it one; joined as a whole, the batch's members looked like a large
+        -- share of the table and were read by a scan of all of it)
         t AS (
-            SELECT x.member_id, x.dimension, x.to_stage, x.occurred_at, x.seq, x.event_id, m.h,
-                   m.engaged_before
-            FROM m JOIN journey_transitions x
-              ON x.member_id = m.member_id AND x.occurred_at >= m.h),
+            SELECT x.*, m.h
+            FROM m CROSS JOIN LATERAL (
+                SELECT member_id, dimension, to_stage, occurred_at, seq, event_id
+                FROM journey_transitions
+                WHERE member_id = m.member_id AND occurred_at >= m.h OFFSET 0) x),
         e AS (
             SELECT t.*,
                    -- the previous entry of the kind: in the window, else before the horizon
                    coalesce(
                        lag(occurred_at) OVER (PARTITION BY member_id, dimension, to_stage
                                               ORDER BY occurred_at, seq),
-                       (SELECT max(p.occurred_at) FROM journey_transitions p
-                        WHERE p.member_id = t.member_id AND p.dimension = t.dimension
-                          AND p.to_stage = t.to_stage AND p.occurred_at < t.h)) AS prev_at,
-                   least(min(occurred_at) FILTER (
-                             WHERE dimension = 'engagement' AND to_stage = 'engaged')
-                             OVER (PARTITION BY member_id),
-                         engaged_before) AS engaged_at
+                       CASE WHEN h > '-infinity' THEN
+                           (SELECT max(p.occurred_at) FROM journey_transitions p
+                            WHERE p.member_id = t.member_id AND p.dimension = t.dimension
+                              AND p.to_stage = t.to_stage AND p.occurred_at < t.h) END)
+                       AS prev_at,
+                   -- the earliest engaged entry in the window (and before it: `engaged30`)
+                   min(occurred_at) FILTER (
+                       WHERE dimension = 'engagement' AND to_stage = 'engaged')
+                       OVER (PARTITION BY member_id) AS engaged_at
             FROM t),
         f AS (
             SELECT i - 1 AS i, p -> 0 ->> 0 AS from_dim, p -> 0 ->> 1 AS from_stage,
@@ -97,16 +104,23 @@ BEGIN
             SELECT 'joined', event_id, member_id, occurred_at,
                    coalesce(
                        lag(occurred_at) OVER (PARTITION BY member_id ORDER BY occurred_at, seq),
-                       (SELECT max(p.occurred_at) FROM journey_transitions p
-                        WHERE p.member_id = t.member_id AND p.dimension = 'awareness'
-                          AND p.to_stage IN ('member', 'customer') AND p.occurred_at < t.h)),
+                       CASE WHEN h > '-infinity' THEN
+                           (SELECT max(p.occurred_at) FROM journey_transitions p
+                            WHERE p.member_id = t.member_id AND p.dimension = 'awareness'
+                              AND p.to_stage IN ('member', 'customer')
+                              AND p.occurred_at < t.h) END),
                    '-infinity'
             FROM t WHERE dimension = 'awareness' AND to_stage IN ('member', 'customer')
             UNION ALL
             -- joined, and engaged within `engaged_within` of joining
             SELECT 'engaged30', e.event_id, e.member_id, e.occurred_at, e.prev_at, '-infinity'
             FROM e WHERE e.dimension = 'awareness' AND e.to_stage = 'member'
-              AND e.engaged_at <= e.occurred_at + engaged_within
+              AND least(e.engaged_at,
+                        CASE WHEN e.h > '-infinity' THEN
+                            (SELECT min(p.occurred_at) FROM journey_transitions p
+                             WHERE p.member_id = e.member_id AND p.dimension = 'engagement'
+                               AND p.to_stage = 'engaged' AND p.occurred_at < e.h) END)
+                  <= e.occurred_at + engaged_within
             UNION ALL
             -- joined, by the first touch awareness stated for the member
             SELECT 'touch:' || coalesce(ft.channel, 'unknown'), e.event_id, e.member_id,
@@ -124,7 +138,9 @@ BEGIN
         stored AS (
             SELECT o.kind, o.event_id, o.member_id, o.at, o.prev_at, o.next_at, o.day,
                    o.prev_day, o.next_day
-            FROM m JOIN flywheel_entries o ON o.member_id = m.member_id AND o.at >= m.h),
+            FROM m CROSS JOIN LATERAL (
+                SELECT * FROM flywheel_entries
+                WHERE member_id = m.member_id AND at >= m.h OFFSET 0) o),
         -- the rows that differ: o.* the stored version (NULL: new), n.* the computed one
         -- (NULL: gone)
         moved AS (
@@ -166,13 +182,15 @@ BEGIN
             FROM (SELECT x.member_id, x.event_id, x.dimension, x.to_stage, x.occurred_at,
                          lead(x.occurred_at) OVER (PARTITION BY x.member_id, x.dimension
                                                    ORDER BY x.occurred_at, x.seq) AS left_at
-                  FROM m JOIN journey_transitions x
-                    ON x.member_id = m.member_id AND x.occurred_at >= m.h) s
+                  FROM m CROSS JOIN LATERAL (
+                      SELECT * FROM journey_transitions
+                      WHERE member_id = m.member_id AND occurred_at >= m.h OFFSET 0) x) s
             WHERE left_at IS NOT NULL),
         stored AS (
             SELECT o.member_id, o.event_id, o.dimension, o.stage, o.entered_at, o.left_at
-            FROM m JOIN flywheel_spans o
-              ON o.member_id = m.member_id AND o.entered_at >= m.h),
+            FROM m CROSS JOIN LATERAL (
+                SELECT * FROM flywheel_spans
+                WHERE member_id = m.member_id AND entered_at >= m.h OFFSET 0) o),
         moved AS (
             SELECT o.member_id AS o_member_id, o.event_id AS o_event_id, n.*
             FROM stored o FULL JOIN fresh n
