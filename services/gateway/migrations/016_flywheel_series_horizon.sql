@@ -21,7 +21,8 @@
 --     target: an entry before that arrival reached the target there already, an entry after
 --     it may now reach it at the new one (none: every entry of the pair may);
 --   * a new entry into engagement's `engaged`, less `engaged_within`: a joining up to that
---     long before it may now count as engaged within it;
+--     long before it may now count as engaged within it (FUNNEL's member -> engaged pair
+--     covers this today; kept so the horizon does not depend on the funnel);
 --   * a member whose first-touch channel changed: every row (its joinings' touch rows).
 -- The window's first entry of a kind takes its previous entry (and the member's earliest
 -- engaged entry) from before the horizon by an index probe, not by reading the history.
