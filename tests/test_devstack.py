@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devstack import postgres
 from devstack.cli import main
 from devstack.stack import (
     DevStack,
@@ -218,3 +219,32 @@ async def test_a_deleted_and_recreated_state_dir_gets_a_fresh_postgres(tmp_path:
             assert not old_data.exists()
     finally:
         second.stop()
+
+
+async def test_the_local_postgres_gets_a_page_cache_sized_to_the_machine(
+    devstack: DevStack,
+) -> None:
+    """devstack.postgres.shared_buffers(): PostgreSQL's 128 MB default made a long import's
+    server evict and rewrite pages (docs/PERFORMANCE.md, phase 7, eighth round)."""
+    if not _local(devstack):
+        pytest.skip("a PostgreSQL this stack did not start keeps its own settings")
+    conn = await asyncpg.connect(devstack.endpoints.database_urls["gateway"])
+    try:
+        pages = await conn.fetchval(
+            "SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'"
+        )
+    finally:
+        await conn.close()
+    assert f"{pages * 8192 // 2**20}MB" == postgres.shared_buffers()
+
+
+def test_the_page_cache_is_a_quarter_of_the_memory_within_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(postgres.SHARED_BUFFERS_ENV, raising=False)
+    for total_gib, expected in ((0.25, "128MB"), (2, "512MB"), (24, "1024MB")):
+        memory = type("Memory", (), {"total": int(total_gib * 2**30)})()
+        monkeypatch.setattr(postgres.psutil, "virtual_memory", lambda m=memory: m)
+        assert postgres.shared_buffers() == expected
+    monkeypatch.setenv(postgres.SHARED_BUFFERS_ENV, "256MB")
+    assert postgres.shared_buffers() == "256MB"
