@@ -720,9 +720,14 @@ class MemoryStore:
     async def last_boundary(self) -> datetime | None:
         return self.last_boundary_passed
 
-    async def earliest_contribution(self) -> datetime | None:
+    async def earliest_contribution(self, until: datetime) -> datetime | None:
         return min(
-            (c.occurred_at for c in [*self.log.values(), *self.pending.values()]), default=None
+            (
+                c.occurred_at
+                for c in [*self.log.values(), *self.pending.values()]
+                if c.occurred_at <= until
+            ),
+            default=None,
         )
 
     async def add_pending(self, contributions: Sequence[Contribution]) -> None:
@@ -881,6 +886,22 @@ def transitions(out: Sequence[OutgoingRecord]) -> list[Any]:
     return [json.loads(r.value) for r in out if r.topic == "journey-transitions"]
 
 
+def test_a_contribution_ahead_of_the_clock_does_not_place_the_first_boundary() -> None:
+    """Found by the batching property: feedback settles a clock move while the only
+    contribution is a day ahead of the clock. Whether that contribution had arrived yet depends
+    on the batching, so it must not decide whether a review boundary is stored."""
+    log = [
+        envelope(feedback("m0", day=0), "ev-0"),
+        envelope(peer_help("m0", "m0", day=1), "ev-1"),  # self-help: no contribution
+        envelope(peer_help("m0", "m1", day=1), "ev-2"),  # a contribution, ahead of the clock
+    ]
+    whole, whole_store = replay(log, set())
+    split, split_store = replay(log, {1, 2})
+    assert whole_store.pending and whole_store.last_boundary_passed is None
+    assert split_store == whole_store
+    assert [r.event_id for r in split] == [r.event_id for r in whole]
+
+
 def test_the_earliest_contribution_is_read_only_until_the_first_boundary_is_stored() -> None:
     """It places the first review boundary and nothing else; in PostgreSQL it is a scan of every
     contribution, so a clock move after that does not read it."""
@@ -889,9 +910,9 @@ def test_the_earliest_contribution_is_read_only_until_the_first_boundary_is_stor
     class Counting(MemoryStore):
         earliest_reads: list[datetime | None] = field(default_factory=list)
 
-        async def earliest_contribution(self) -> datetime | None:
+        async def earliest_contribution(self, until: datetime) -> datetime | None:
             self.earliest_reads.append(self.last_boundary_passed)
-            return await super().earliest_contribution()
+            return await super().earliest_contribution(until)
 
     events = [
         envelope(e, f"ev-{i}")

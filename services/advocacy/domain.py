@@ -515,8 +515,8 @@ def boundaries_due(
 ) -> tuple[datetime | None, list[datetime]]:
     """The review boundaries the service clock passed in moving to `until`, oldest first, and
     the new last reviewed boundary. Reviews start at the boundary before the earliest
-    contribution (`earliest`): before it nobody can be an advocate, and it is the same whatever
-    the pace the log was read at, unlike the time the clock first moved."""
+    contribution the clock has passed (`earliest`): before it nobody can be an advocate, and it
+    is the same whatever the pace the log was read at, unlike the time the clock first moved."""
     if last_boundary is None:
         if earliest is None:
             return None, []

@@ -50,7 +50,7 @@ class Store(Protocol):
 
     async def last_boundary(self) -> datetime | None: ...
 
-    async def earliest_contribution(self) -> datetime | None: ...
+    async def earliest_contribution(self, until: datetime) -> datetime | None: ...
 
     async def add_pending(self, contributions: Sequence[domain.Contribution]) -> None: ...
 
@@ -167,8 +167,10 @@ async def settle(store: Store, rules: domain.Rules, until: datetime) -> domain.B
     feedback = await store.feedback_until(until)
     last_boundary = await store.last_boundary()
     # the earliest contribution places the first boundary only: once one is stored it is not
-    # read again (no index leads with the time: a scan of every contribution per clock move)
-    earliest = await store.earliest_contribution() if last_boundary is None else None
+    # read again (no index leads with the time: a scan of every contribution per clock move).
+    # Only one the clock has passed counts: those ahead of it depend on how far the log was
+    # read, and a boundary placed from them would be stored or not by the pace of arrival
+    earliest = await store.earliest_contribution(until) if last_boundary is None else None
     new_boundary, due = domain.boundaries_due(last_boundary, earliest, until, rules.period)
     if not pending and not due and not feedback:
         return domain.BatchResult((), {}, (), ())

@@ -71,11 +71,14 @@ class PgStore:
         value: datetime | None = await self.conn.fetchval("SELECT last_boundary FROM review_clock")
         return value
 
-    async def earliest_contribution(self) -> datetime | None:
-        """Where reviews start: the earliest contribution, credited or pending."""
+    async def earliest_contribution(self, until: datetime) -> datetime | None:
+        """Where reviews start: the earliest contribution at or before `until`, credited or
+        pending."""
         value: datetime | None = await self.conn.fetchval(
-            "SELECT least((SELECT min(occurred_at) FROM contributions),"
-            " (SELECT min(occurred_at) FROM pending_contributions))"
+            "SELECT least("
+            "(SELECT min(occurred_at) FROM contributions WHERE occurred_at <= $1),"
+            " (SELECT min(occurred_at) FROM pending_contributions WHERE occurred_at <= $1))",
+            until,
         )
         return value
 
