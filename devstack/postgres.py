@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
@@ -44,6 +45,13 @@ def shared_buffers() -> str:
     million-activity import cost it 34 % more CPU than with 1 GB (docs/PERFORMANCE.md, phase 7,
     eighth round). The memory is touched as pages are used, not at start."""
     if configured := os.environ.get(SHARED_BUFFERS_ENV, "").strip():
+        # checked here: a malformed size would stop the server with only its own log to say why
+        if not re.fullmatch(r"[1-9][0-9]*(kB|MB|GB|TB)?", configured):
+            raise StackError(
+                f"{SHARED_BUFFERS_ENV}={configured!r} is not a PostgreSQL size: a whole number"
+                " with kB, MB, GB or TB (case as written), or of 8 kB pages without a unit,"
+                " e.g. 256MB"
+            )
         return configured
     quarter_mb = psutil.virtual_memory().total // 4 // 2**20
     return f"{min(max(quarter_mb, 128), 1024)}MB"

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack import postgres
 from devstack.cli import main
+from devstack.common import StackError
 from devstack.stack import (
     DevStack,
     Endpoints,
@@ -248,3 +249,12 @@ def test_the_page_cache_is_a_quarter_of_the_memory_within_bounds(
         assert postgres.shared_buffers() == expected
     monkeypatch.setenv(postgres.SHARED_BUFFERS_ENV, "256MB")
     assert postgres.shared_buffers() == "256MB"
+
+
+@pytest.mark.parametrize("value", ["256mb", "1.5GB", "-1", "256 MB", "lots"])
+def test_a_malformed_page_cache_size_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(postgres.SHARED_BUFFERS_ENV, value)
+    with pytest.raises(StackError, match=f"{postgres.SHARED_BUFFERS_ENV}=.*not a PostgreSQL size"):
+        postgres.shared_buffers()
