@@ -289,6 +289,28 @@ def test_active_through_the_honeymoon_is_no_drop_off() -> None:
     assert signals == []
 
 
+def test_a_honeymoon_that_is_over_records_nothing_more() -> None:
+    """Active past the first honeymoon_days, or signalled: no drop-off can come of it, so a
+    later activity leaves the row as it is (it is not rewritten at every activity of a member
+    who stays), and a purchase still starts a customer honeymoon."""
+    active_past, _ = fold_newcomer(newcomer_log([10, 20, 30, 40, 45]), until=days(46))
+    signalled, _ = fold_newcomer(newcomer_log([1]), until=days(20))
+    assert active_past is not None and signalled is not None and signalled.signalled
+    for over in (active_past, signalled):
+        later = activity("n", "post", day=60)
+        assert observe_newcomer(over, later, None, RULES) == (over, [])
+        customer, _ = observe_newcomer(over, activity("n", "purchase", day=61), None, RULES)
+        assert customer is not None and (customer.newcomer_as, customer.started_at) == (
+            "customer",
+            days(61),
+        )
+    # one still in its honeymoon goes on counting
+    young, _ = fold_newcomer(newcomer_log([1]), until=days(2))
+    assert young is not None
+    moved, _ = observe_newcomer(young, activity("n", "post", day=5), None, RULES)
+    assert moved is not None and moved.last_active_at == days(5) and moved != young
+
+
 def test_someone_known_for_longer_than_a_honeymoon_is_not_new() -> None:
     acts = [activity("old", "post", day=100)]
     n, signals = fold_newcomer(acts, until=days(300), known=days(0))

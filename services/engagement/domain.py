@@ -901,7 +901,8 @@ def observe_newcomer(
     """Fold one activity into the member's honeymoon. It starts at a sign-up or the first
     counted activity of someone engagement has not known for a honeymoon already
     (`known_since`: their first counted activity), and again as a customer at a purchase or
-    trial; counted activities within it move its last activity."""
+    trial; counted activities within it move its last activity. Once it is over, only a
+    customer honeymoon can follow."""
     if activity.actor.anonymous or activity.actor.is_bot or activity.actor.is_team_member:
         return n, []
     if activity.actor.member_id in rules.team_member_ids or (
@@ -916,6 +917,10 @@ def observe_newcomer(
     if activity.kind in rules.newcomer_customer_kinds:
         if n is None or n.newcomer_as == "member":
             return Newcomer(member_id, "customer", at, at), signals
+        return n, signals
+    if n is not None and newcomer_deadline(n, rules) is None:
+        # over (signalled, or active past its first honeymoon_days): no drop-off can come of
+        # it, so nothing more is recorded, and the row is not rewritten at every activity
         return n, signals
     counted = counts(activity, rules) and weight_of(activity, rules) > 0
     if not counted and activity.kind != "signup":
