@@ -350,7 +350,11 @@ async def stage(
     return run
 
 
-async def quix(bench: Bench, ns: Namespace, budget_s: float, guarantee: str) -> Run:
+async def quix(
+    bench: Bench, ns: Namespace, budget_s: float, guarantee: str, *, journey: bool = True
+) -> Run:
+    """The engagement stage as a Quix Streams app (`bench.quix_engagement`) on the same
+    backlog; `journey=False` leaves the honeymoons and product feedback out."""
     group = f"{ns.prefix}quix-engagement-{guarantee}"
     state = bench.state_dir / f"quix-state-{guarantee}"
     started = time.monotonic()
@@ -370,6 +374,7 @@ async def quix(bench: Bench, ns: Namespace, budget_s: float, guarantee: str) -> 
             str(state),
             "--guarantee",
             guarantee,
+            *(() if journey else ("--no-journey",)),
         ],
     )
     try:
@@ -385,7 +390,7 @@ async def quix(bench: Bench, ns: Namespace, budget_s: float, guarantee: str) -> 
         )
     finally:
         stop(proc)
-    run.name = f"quix engagement ({guarantee})"
+    run.name = f"quix engagement ({guarantee}{'' if journey else ', scoring only'})"
     return run
 
 

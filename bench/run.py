@@ -82,6 +82,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", help=f"comma-separated phases of {','.join(PHASES)}")
     p.add_argument("--quix-guarantee", default="exactly-once", help="exactly-once|at-least-once")
     p.add_argument(
+        "--quix-peer",
+        default="stage",
+        help="what the Quix peer does, comma-separated for several: stage (the engagement"
+        " stage's per-member work: scoring, peer help, honeymoons, product feedback; the one"
+        " the ratios use) or scoring (scoring and peer help only: the peer as first written)",
+    )
+    p.add_argument(
         "--profile", action="store_true", help="py-spy each stage service while it catches up"
     )
     p.add_argument(
@@ -124,6 +131,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(a.phases) - set(PHASES)
     if unknown:
         p.error(f"unknown phase(s) {sorted(unknown)}; known: {', '.join(PHASES)}")
+    if unknown_peers := set(a.quix_peer.split(",")) - {"stage", "scoring"}:
+        p.error(f"--quix-peer: unknown {sorted(unknown_peers)}; known: stage, scoring")
     return a
 
 
@@ -227,9 +236,12 @@ async def _measure(
             figures["quix_skipped"] = "quixstreams is not installed"
         elif "quix" in want:
             for guarantee in args.quix_guarantee.split(","):
-                run = await phases.quix(bench, ns, args.budget_s, guarantee)
-                runs[f"quix_{guarantee}"] = run
-                say(_run_line(run))
+                for peer in args.quix_peer.split(","):
+                    run = await phases.quix(
+                        bench, ns, args.budget_s, guarantee, journey=peer == "stage"
+                    )
+                    runs[f"quix_{guarantee}" + ("" if peer == "stage" else "_scoring")] = run
+                    say(_run_line(run))
         if "ceiling" in want:
             runs["passthrough_after"] = await phases.ceiling(bench, ns, "after", args.budget_s)
             say(_run_line(runs["passthrough_after"]))
@@ -497,11 +509,16 @@ def table(report: dict[str, Any]) -> list[list[str]]:
             ]
         )
     ratios = catch_up_ratios(cu)
-    for name in ("awareness", "engagement", "advocacy", "quix_exactly-once", "quix_at-least-once"):
+    peers = [f"quix_{g}{p}" for g in ("exactly-once", "at-least-once") for p in ("", "_scoring")]
+    for name in ("awareness", "engagement", "advocacy", *peers):
         if name not in cu:
             continue
         r = cu[name]
-        label = name if not name.startswith("quix") else f"engagement on Quix ({name[5:]})"
+        label = (
+            name
+            if not name.startswith("quix")
+            else f"engagement on Quix ({name[5:].replace('_scoring', ', scoring only')})"
+        )
         if ceiling:
             ratio = r["rate_per_s"] / ceiling
             verdict = f"{_ratio(ratio, CEILING_TARGET)}x ceiling"
