@@ -355,11 +355,12 @@ async def quix(
 ) -> Run:
     """The engagement stage as a Quix Streams app (`bench.quix_engagement`) on the same
     backlog; `journey=False` leaves the honeymoons and product feedback out."""
-    group = f"{ns.prefix}quix-engagement-{guarantee}"
-    state = bench.state_dir / f"quix-state-{guarantee}"
+    variant = guarantee if journey else f"{guarantee}-scoring"  # its own group and state
+    group = f"{ns.prefix}quix-engagement-{variant}"
+    state = bench.state_dir / f"quix-state-{variant}"
     started = time.monotonic()
     proc = bench.spawn(
-        f"quix-{guarantee}",
+        f"quix-{variant}",
         [
             "bench.quix_engagement",
             "--bootstrap",
