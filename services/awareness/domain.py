@@ -164,9 +164,10 @@ class Touch:
     activity_id: str
 
     def earlier(self, other: Touch | None) -> Touch:
-        if other is None:
+        """The earlier of two touches (by time, then activity id); this one on a tie."""
+        if other is None or (self.at, self.activity_id) <= (other.at, other.activity_id):
             return self
-        return min(self, other, key=lambda t: (t.at, t.activity_id))
+        return other
 
 
 @dataclass(frozen=True)
@@ -450,11 +451,12 @@ def observe(person: Person | None, activity: ActivityV1, rules: Rules) -> Outcom
                 )
         created = True
     else:
-        person = replace(
-            person,
-            first_touch=touch.earlier(person.first_touch),
-            first_seen_at=min(person.first_seen_at, at),
-        )
+        first_touch = touch.earlier(person.first_touch)
+        if first_touch is not person.first_touch or at < person.first_seen_at:
+            # only an activity older than everything known moves either (few do)
+            person = replace(
+                person, first_touch=first_touch, first_seen_at=min(person.first_seen_at, at)
+            )
         created = False
     evaluation = None if converts else considers(activity, intent_matched, rules)
     if evaluation and person.stage in PRE_CUSTOMER:
