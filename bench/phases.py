@@ -350,6 +350,39 @@ async def stage(
     return run
 
 
+async def floor(bench: Bench, ns: Namespace, budget_s: float, profile: Path | None = None) -> Run:
+    """The stage runtime with a handler that does nothing (`bench.floor`), on the same backlog
+    from an empty database, configured as a stage service is: the most any stage can reach."""
+    url = await ns.database("floor")
+    env = {
+        **os.environ,
+        **bench.stack.service_env("awareness"),  # its broker and, if secured, a principal
+        **ns.env("floor", **bench.service_env),
+        "FLYWHEEL_HEALTH_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    started = time.monotonic()
+    proc = bench.spawn("floor", ["bench.floor"], env=env)
+    spy = _py_spy(proc.pid, profile) if profile is not None else None
+    try:
+        run = await watch_catch_up(
+            bench,
+            "floor",
+            proc,
+            ns.prefix + "floor",
+            [ns.topic(MEMBER_ACTIVITY.name)],
+            database_url=url,
+            budget_s=budget_s,
+            started=started,
+        )
+    finally:
+        if spy is not None:
+            _stop_py_spy(spy)
+        stop(proc)
+    run.name = "floor (the runtime, no rules)"
+    return run
+
+
 async def quix(
     bench: Bench, ns: Namespace, budget_s: float, guarantee: str, *, journey: bool = True
 ) -> Run:

@@ -7,6 +7,7 @@ state directory, measures, prints a table, writes the same figures as JSON to be
 Figures (docs/PERFORMANCE.md explains each and what limits it):
  1. the ceiling: a raw aiokafka consume-produce-commit passthrough on the same broker;
  2. each stage service's sustained catch-up rate on a backlog, and its ratio to the ceiling;
+    the stage runtime with a handler that does nothing (the floor under every stage);
     the engagement stage once more as a Quix Streams application, side by side;
  3. the gateway's ingest rate over HTTP batches;
  4. end-to-end latency (HTTP 202 -> transition on journey-transitions) at a steady load;
@@ -39,6 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PHASES = (
     "ceiling",
     "stages",
+    "floor",
     "quix",
     "gateway",
     "e2e",
@@ -212,7 +214,7 @@ async def _measure(
     bench.read_model_apart = args.gateway_read_model == "own-process"
     want = set(args.phases)
 
-    if want & {"ceiling", "stages", "quix"}:
+    if want & {"ceiling", "stages", "floor", "quix"}:
         say(f"\n== catch-up: {args.activities:,} activities, up to {args.members:,} members")
         ns = await bench.namespace("catchup", (env.PASSTHROUGH_OUT, env.QUIX_OUT))
         records = list(community(args.activities, args.members, seed=args.seed))
@@ -231,6 +233,11 @@ async def _measure(
                 runs[service] = run
                 say(_run_line(run))
                 _keep_profile(args, figures, service, profile)
+        if "floor" in want:
+            profile = state_dir / "py-spy-floor.txt" if args.profile else None
+            runs["floor"] = await phases.floor(bench, ns, args.budget_s, profile)
+            say(_run_line(runs["floor"]))
+            _keep_profile(args, figures, "floor", profile)
         if "quix" in want and importlib.util.find_spec("quixstreams") is None:
             say("  quix: skipped, quixstreams is not installed (pip install -e '.[bench]')")
             figures["quix_skipped"] = "quixstreams is not installed"
@@ -475,7 +482,7 @@ def catch_up_ratios(cu: dict[str, Any]) -> dict[str, dict[str, float]]:
     ceiling = sum(ceilings) / len(ceilings) if ceilings else 0.0
     peer = cu.get("quix_exactly-once")
     ratios: dict[str, dict[str, float]] = {}
-    for name in ("awareness", "engagement", "advocacy"):
+    for name in ("awareness", "engagement", "advocacy", "floor"):
         if name not in cu:
             continue
         r = cu[name]
@@ -510,24 +517,26 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         )
     ratios = catch_up_ratios(cu)
     peers = [f"quix_{g}{p}" for g in ("exactly-once", "at-least-once") for p in ("", "_scoring")]
-    for name in ("awareness", "engagement", "advocacy", *peers):
+    for name in ("awareness", "engagement", "advocacy", "floor", *peers):
         if name not in cu:
             continue
         r = cu[name]
-        label = (
-            name
-            if not name.startswith("quix")
-            else f"engagement on Quix ({name[5:].replace('_scoring', ', scoring only')})"
-        )
+        side_by_side = name.startswith("quix") or name == "floor"  # figures, not targets
+        if name == "floor":
+            label = "the runtime's floor (no rules)"
+        elif name.startswith("quix"):
+            label = f"engagement on Quix ({name[5:].replace('_scoring', ', scoring only')})"
+        else:
+            label = name
         if ceiling:
             ratio = r["rate_per_s"] / ceiling
             verdict = f"{_ratio(ratio, CEILING_TARGET)}x ceiling"
-            if not name.startswith("quix"):
+            if not side_by_side:
                 verdict += " (met)" if ratio >= CEILING_TARGET else " (NOT met)"
         else:
             verdict = "no ceiling in this run"
         peer = ratios.get(name, {})
-        if "to_quix" in peer:
+        if "to_quix" in peer and name != "floor":
             met = peer["to_quix"] >= QUIX_TARGET
             verdict += f"; {_ratio(peer['to_quix'], QUIX_TARGET)}x Quix"
             verdict += " (met)" if met else " (NOT met)"
@@ -539,7 +548,7 @@ def table(report: dict[str, Any]) -> list[list[str]]:
                 f"2. {label} catch-up (records/s)",
                 f"{_fmt(r['rate_per_s'])} ({r['records_per_cpu_s'] or 0:,.0f}/CPU-s)",
                 f">= {CEILING_TARGET}x ceiling, >= {QUIX_TARGET}x Quix"
-                if not name.startswith("quix")
+                if not side_by_side
                 else "side by side",
                 verdict,
             ]

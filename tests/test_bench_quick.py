@@ -62,6 +62,24 @@ def test_a_ratio_is_never_printed_on_the_wrong_side_of_its_target() -> None:
     assert _ratio(0.6, 0.6) == "0.60"
 
 
+def test_the_floor_is_a_figure_beside_the_stages_not_a_verdict() -> None:
+    """The runtime's floor is shown against the ceiling, without a met or NOT met of its own
+    (it is not a service the targets are for), and its ratio is in the JSON's ratios."""
+    from bench.run import catch_up_ratios, table
+
+    run = {"rate_per_s": 8000.0, "records_per_cpu_s": 9000.0, "finished": True}
+    cu = {
+        "passthrough_before": {**run, "rate_per_s": 10000.0},
+        "awareness": {**run, "rate_per_s": 5000.0},
+        "floor": run,
+    }
+    rows = {row[0]: row for row in table({"figures": {"catch_up": cu}})}
+    floor = rows["2. the runtime's floor (no rules) catch-up (records/s)"]
+    assert floor[2] == "side by side" and floor[3] == "0.80x ceiling"
+    assert rows["2. awareness catch-up (records/s)"][3] == "0.50x ceiling (NOT met)"
+    assert catch_up_ratios(cu)["floor"] == {"to_ceiling": 0.8}
+
+
 @pytest.mark.integration
 def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
@@ -78,7 +96,13 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     )
     print(proc.stdout[-6000:])  # the figures, for whoever reads the CI log
     assert proc.returncode == 0, proc.stderr[-4000:]
-    for figure in ("1. ceiling", "2. awareness", "2. engagement", "2. advocacy"):
+    for figure in (
+        "1. ceiling",
+        "2. awareness",
+        "2. engagement",
+        "2. advocacy",
+        "2. the runtime's floor",
+    ):
         assert figure in proc.stdout
     quix = importlib.util.find_spec("quixstreams") is not None  # the `bench` extra
     assert ("engagement on Quix" in proc.stdout) == quix
@@ -99,7 +123,7 @@ def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     for name in ("python", "kafka", "postgresql", "aiokafka", "pydantic"):
         assert report["versions"][name]
     figures = report["figures"]
-    for run in ("passthrough_before", "awareness", "engagement", "advocacy"):
+    for run in ("passthrough_before", "awareness", "engagement", "advocacy", "floor"):
         assert figures["catch_up"][run]["rate_per_s"] > 0
     assert figures["gateway_ingest"]["rate_per_s"] > 0
     e2e = figures["end_to_end"]
