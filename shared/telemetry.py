@@ -17,7 +17,8 @@ the relay's publish. What does what:
 - emitting: `emit_stamper()` stamps each event a handler emits with the context of the record
   (same key: the member) that caused it, so the outbox row carries the request's trace;
 - the relay: `traced_send()` opens a producer span under the stored context and re-injects its
-  own context, so the downstream consumer's span is a child of the relay's publish.
+  own context, so the downstream consumer's span is a child of the relay's publish (without
+  an SDK tracer the record goes with its stored context as it is).
 
 Configured by the standard OTEL_* variables: traces go to OTLP/HTTP when
 `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, to stdout when
@@ -400,7 +401,16 @@ async def traced_send(
 ) -> asyncio.Future[Any]:
     """`producer.send` under a producer span that continues the context stored with the
     outbox row; the record carries the span's own context onwards. The span ends with the
-    broker's acknowledgement."""
+    broker's acknowledgement.
+
+    Without an SDK tracer the span would be the no-op tracer's, carrying the stored context
+    unchanged, and the re-injected headers the stored ones: the record goes as stored (its
+    cause's context, stamped when it was emitted), without a span, a context extraction and
+    an attribute dict per record (every emitted event pays for them)."""
+    if not _recording():
+        return await producer.send(
+            topic, value=value, key=key, headers=headers, partition=partition
+        )
     stored = context_of(headers)
     span = TRACER.start_span(
         f"{topic} publish",

@@ -101,3 +101,37 @@ def test_without_a_tracer_each_emitted_event_continues_its_records_context(
         assert batch.span.get_span_context().span_id == int("cd" * 8, 16)
     assert dict(traced.headers)["traceparent"] == parent
     assert "traceparent" not in dict(untraced.headers)
+
+
+async def test_without_a_tracer_the_relay_sends_each_record_as_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No span, no context extraction, no attribute dict per record: the stored headers (the
+    cause's context, stamped at emit) go as they are, in their order."""
+    monkeypatch.setattr(telemetry, "_recording", lambda: False)
+
+    def no_span(*_: object, **__: object) -> None:
+        raise AssertionError("a span was started without a tracer")
+
+    monkeypatch.setattr(telemetry.TRACER, "start_span", no_span)
+    sent: list[dict[str, object]] = []
+
+    class _Producer:
+        async def send(self, topic: str, **kwargs: object) -> str:
+            sent.append({"topic": topic, **kwargs})
+            return "future"
+
+    parent = b"00-" + b"ab" * 16 + b"-" + b"cd" * 8 + b"-01"
+    stored = [("ce_id", b"e1"), ("traceparent", parent), ("ce_type", b"t")]
+    future = await telemetry.traced_send(
+        _Producer(),  # type: ignore[arg-type]
+        "topic-a",
+        value=b"{}",
+        key=b"m-1",
+        headers=stored,
+        partition=2,
+    )
+    assert future == "future"
+    assert sent == [
+        {"topic": "topic-a", "value": b"{}", "key": b"m-1", "headers": stored, "partition": 2}
+    ]
