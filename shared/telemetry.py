@@ -408,9 +408,10 @@ async def traced_send(
     cause's context, stamped when it was emitted), without a span, a context extraction and
     an attribute dict per record (every emitted event pays for them)."""
     if not _recording():
-        return await producer.send(
+        sent: asyncio.Future[Any] = await producer.send(
             topic, value=value, key=key, headers=headers, partition=partition
         )
+        return sent
     stored = context_of(headers)
     span = TRACER.start_span(
         f"{topic} publish",
