@@ -135,3 +135,28 @@ async def test_without_a_tracer_the_relay_sends_each_record_as_stored(
     assert sent == [
         {"topic": "topic-a", "value": b"{}", "key": b"m-1", "headers": stored, "partition": 2}
     ]
+
+
+def test_a_keyed_record_goes_where_aiokafkas_partitioner_sends_it() -> None:
+    """`partition_by_key` remembers each key's murmur2 hash; the partition must stay the one
+    the Java client, librdkafka's murmur2 and aiokafka compute, for any key and any count."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from shared.kafka import partition_by_key, producer_options
+    from shared.settings import Settings
+
+    default = DefaultPartitioner()
+    keys = [b"", b"a", "m-\u00e9l\u00e8ve".encode(), *(f"m-{i:07d}".encode() for i in range(500))]
+    keys += [f"stackexchange:user:{i * 7919}".encode() for i in range(500)]
+    for count in (1, 2, 3, 6, 7, 12, 48):
+        partitions = list(range(count))
+        for key in keys:
+            for _ in range(2):  # computed, then remembered
+                assert partition_by_key(key, partitions, partitions) == default(
+                    key, partitions, partitions
+                ), (key, count)
+    assert partition_by_key(None, [0, 1, 2], [1]) == 1  # no key: among the available
+    assert partition_by_key(bytearray(b"m-1"), [0, 1, 2], [0, 1, 2]) == default(
+        b"m-1", [0, 1, 2], [0, 1, 2]
+    )
+    assert producer_options(Settings())["partitioner"] is partition_by_key
