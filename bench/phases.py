@@ -331,23 +331,51 @@ async def stage(
     url = await ns.database(service) if service not in ns.databases else ns.databases[service]
     started = time.monotonic()
     proc = bench.start_service(service, ns, **(env or {}))
+    return await _catch_up_of(
+        bench,
+        service,
+        proc,
+        [ns.topic(t) for t in CONSUMES[service]],
+        group=ns.prefix + service,
+        database_url=url,
+        budget_s=budget_s,
+        started=started,
+        profile=profile,
+        stop_it=lambda: bench.stop_service(service),
+    )
+
+
+async def _catch_up_of(
+    bench: Bench,
+    name: str,
+    proc: subprocess.Popen[bytes],
+    topics: Sequence[str],
+    *,
+    group: str,
+    database_url: str,
+    budget_s: float,
+    started: float,
+    profile: Path | None,
+    stop_it: Callable[[], None],
+) -> Run:
+    """`watch_catch_up` of a consumer process, sampled by py-spy when `profile` is given, and
+    the process stopped by `stop_it` whatever happens."""
     spy = _py_spy(proc.pid, profile) if profile is not None else None
     try:
-        run = await watch_catch_up(
+        return await watch_catch_up(
             bench,
-            service,
+            name,
             proc,
-            ns.prefix + service,
-            [ns.topic(t) for t in CONSUMES[service]],
-            database_url=url,
+            group,
+            topics,
+            database_url=database_url,
             budget_s=budget_s,
             started=started,
         )
     finally:
         if spy is not None:
             _stop_py_spy(spy)
-        await asyncio.to_thread(bench.stop_service, service)
-    return run
+        await asyncio.to_thread(stop_it)
 
 
 async def floor(bench: Bench, ns: Namespace, budget_s: float, profile: Path | None = None) -> Run:
@@ -363,22 +391,18 @@ async def floor(bench: Bench, ns: Namespace, budget_s: float, profile: Path | No
     }
     started = time.monotonic()
     proc = bench.spawn("floor", ["bench.floor"], env=env)
-    spy = _py_spy(proc.pid, profile) if profile is not None else None
-    try:
-        run = await watch_catch_up(
-            bench,
-            "floor",
-            proc,
-            ns.prefix + "floor",
-            [ns.topic(MEMBER_ACTIVITY.name)],
-            database_url=url,
-            budget_s=budget_s,
-            started=started,
-        )
-    finally:
-        if spy is not None:
-            _stop_py_spy(spy)
-        stop(proc)
+    run = await _catch_up_of(
+        bench,
+        "floor",
+        proc,
+        [ns.topic(MEMBER_ACTIVITY.name)],
+        group=ns.prefix + "floor",
+        database_url=url,
+        budget_s=budget_s,
+        started=started,
+        profile=profile,
+        stop_it=lambda: stop(proc),
+    )
     run.name = "floor (the runtime, no rules)"
     return run
 
