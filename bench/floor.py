@@ -3,12 +3,12 @@
     python -m bench.floor      (configured from the environment, as a service is)
 
 The same `shared.service` runtime the three stages run on, consuming `member-activity` with
-every guarantee on (strict decoding, the event-time clock and its watermark, the inbox claimed
-in the batch's transaction, the offsets committed after it, acks=all and idempotence on the
-relay's producer, metrics and traces), and a batch handler that does nothing: no rules, no
-state, no lifecycle reads, nothing emitted but the clock's watermark. Its rate, in the same run
-as the passthrough ceiling, is the most any stage written on this runtime can reach; the
-distance between it and a stage is that stage's own work (docs/PERFORMANCE.md, "The floor").
+every guarantee on (strict decoding, the event-time clock, the inbox claimed in the batch's
+transaction, the offsets committed after it, the outbox relay polling, metrics and traces),
+and a batch handler that does nothing: no rules, no state, no lifecycle reads, nothing
+emitted. Its rate, in the same run as the passthrough ceiling, is the most any stage written
+on this runtime can reach; the distance between it and a stage is that stage's own work
+(docs/PERFORMANCE.md, "What is measured": the floor).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ def build_handler(_settings: Settings) -> BatchHandler:
 SPEC = ServiceSpec(
     name="floor",
     consumes=(MEMBER_ACTIVITY,),
-    # a stage's migrations add its state; the floor has none (the plumbing, inbox and outbox
-    # included, is applied for every service; the lifecycle's tables stand in for a directory)
+    # a stage's migrations add its state, and the floor has none: the plumbing (inbox, outbox,
+    # clock) is applied for every service, and the lifecycle's tables, which every stage has,
+    # stand in as its own
     migrations=LIFECYCLE_MIGRATIONS,
     build_handler=build_handler,
     clock_topics=(MEMBER_ACTIVITY,),
