@@ -12,7 +12,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -288,19 +288,30 @@ def envelopes(records: list[Any], *, with_clocks: bool = False) -> list[Envelope
 
 
 async def wait_for_journeys(
-    client: Any, members: set[str], dimensions: set[str], timeout_s: float = 60
+    client: Any, expected: Mapping[str, Mapping[str, str | None]], timeout_s: float = 60
 ) -> dict[str, Any]:
-    """GET each member's journey (`client`: an httpx client on the gateway) until all answer
-    and, between them, show every one of `dimensions`; fails naming what was seen."""
+    """GET each member's journey (`client`: an httpx client on the gateway) until every one
+    answers and shows each of its expected stages, `{member: {dimension: stage}}` (a stage of
+    None: any stage in that dimension); fails naming what was seen. Each member's own: the
+    read model applies its transitions partition by partition, so one member's stages say
+    nothing of another's."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     journeys: dict[str, Any] = {}
+
+    def shows(member: str, dimension: str, stage: str | None) -> bool:
+        found = journeys.get(member, {}).get("stages", {}).get(dimension)
+        return found is not None and stage in (None, found["stage"])
+
     while asyncio.get_running_loop().time() < deadline:
-        for member in members:
+        for member in expected:
             response = await client.get(f"/v1/members/{member}/journey")
             if response.status_code == 200:
                 journeys[member] = response.json()
-        seen = set().union(*(j["stages"].keys() for j in journeys.values())) if journeys else set()
-        if set(journeys) == members and seen >= dimensions:
+        if set(journeys) == set(expected) and all(
+            shows(m, d, s) for m, stages in expected.items() for d, s in stages.items()
+        ):
             return journeys
         await asyncio.sleep(0.3)
-    raise AssertionError(f"journeys incomplete after {timeout_s} s: {journeys}")
+    raise AssertionError(
+        f"journeys incomplete after {timeout_s} s: expected {dict(expected)}, saw {journeys}"
+    )

@@ -89,7 +89,11 @@ async def test_activity_flows_from_http_to_every_stage_and_back(
         await publish_tick(namespace, T0 + timedelta(days=6))
 
         journeys = await wait_for_journeys(
-            client, {"ada", "bob"}, {"awareness", "engagement", "advocacy"}
+            client,
+            {
+                "ada": {"awareness": "member"},
+                "bob": {"awareness": "member", "engagement": "engaged", "advocacy": "advocate"},
+            },
         )
 
         # a bad activity: 4xx naming the field, and nothing published
