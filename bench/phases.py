@@ -165,17 +165,29 @@ class Bench:
         """A gateway process running only the read model (`FLYWHEEL_GATEWAY_ROLE=read-model`)
         on the namespace's gateway database, and the URL of its /readyz."""
         port = free_ports(1)[0]
-        extra = {**self.service_env, **env}
-        proc_env = {
-            **os.environ,
-            **self.stack.service_env("gateway"),
-            **ns.env("gateway", **extra),
-            "FLYWHEEL_GATEWAY_ROLE": "read-model",
-            "FLYWHEEL_HEALTH_PORT": str(port),
-            "PYTHONUNBUFFERED": "1",
-        }
+        proc_env = self.process_env(
+            ns,
+            "gateway",
+            **env,
+            FLYWHEEL_GATEWAY_ROLE="read-model",
+            FLYWHEEL_HEALTH_PORT=str(port),
+        )
         proc = self.spawn("gateway-read-model", ["services.gateway"], env=proc_env)
         return proc, f"http://127.0.0.1:{port}/readyz"
+
+    def process_env(
+        self, ns: Namespace, database: str, *, principal: str | None = None, **env: str
+    ) -> dict[str, str]:
+        """What a service process of the namespace started outside DevStack's bookkeeping runs
+        with: this environment, DevStack's for `principal` (its broker and, on a secured stack,
+        its credentials; default: the service of `database`), the namespace's for `database`,
+        the run's --service-env, then `env`."""
+        return {
+            **os.environ,
+            **self.stack.service_env(principal or database),
+            **ns.env(database, **{**self.service_env, **env}),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
@@ -382,13 +394,8 @@ async def floor(bench: Bench, ns: Namespace, budget_s: float, profile: Path | No
     """The stage runtime with a handler that does nothing (`bench.floor`), on the same backlog
     from an empty database, configured as a stage service is: the most any stage can reach."""
     url = await ns.database("floor")
-    env = {
-        **os.environ,
-        **bench.stack.service_env("awareness"),  # its broker and, if secured, a principal
-        **ns.env("floor", **bench.service_env),
-        "FLYWHEEL_HEALTH_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
+    # a stage's principal: the floor reads what awareness reads
+    env = bench.process_env(ns, "floor", principal="awareness", FLYWHEEL_HEALTH_PORT="0")
     started = time.monotonic()
     proc = bench.spawn("floor", ["bench.floor"], env=env)
     run = await _catch_up_of(
@@ -519,13 +526,7 @@ def _spawn_service(
 ) -> subprocess.Popen[bytes]:
     """`python -m services.<service>` in the namespace, outside DevStack's one-process-per-
     service bookkeeping (replicas): no health port, its own log."""
-    full = {
-        **os.environ,
-        **bench.stack.service_env(service),
-        **ns.env(service, **{**bench.service_env, **env}),
-        "FLYWHEEL_HEALTH_PORT": "0",
-        "PYTHONUNBUFFERED": "1",
-    }
+    full = bench.process_env(ns, service, **{**env, "FLYWHEEL_HEALTH_PORT": "0"})
     root = Path(__file__).resolve().parents[1]
     full["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), full.get("PYTHONPATH", "")) if p)
     name = f"{service}-{env.get('FLYWHEEL_INSTANCE_ID', 'x')}"
