@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.engagement import store
+from services.engagement import handlers, store
 from services.engagement.__main__ import SPEC as ENGAGEMENT
 from services.engagement.domain import Participant, Rules
 from shared.cloudevents import Envelope
@@ -29,6 +29,7 @@ from shared.service import ConsumingService
 from tests.conftest import (
     Namespace,
     envelopes,
+    new_namespace,
     publish_activities,
     publish_tick,
     read_topic,
@@ -294,3 +295,69 @@ async def test_store_round_trip_due_members_and_cohorts(namespace: Namespace) ->
             }
     finally:
         await pool.close()
+
+
+_LOAD = store.load
+
+
+async def _sweep_far(
+    namespace: Namespace, monkeypatch: pytest.MonkeyPatch, step_rows: int
+) -> tuple[list[Envelope], list[Envelope], list[dict[str, Any]], list[int]]:
+    """Ten members active once, on ten days; then the clock jumps 200 days, as the first tick
+    after a backfill of old history does. Returns the transitions, the success signals, the
+    state afterwards and how many participants each of the sweep's loads held."""
+    monkeypatch.setattr(handlers, "SWEEP_STEP_ROWS", step_rows)
+    loaded: list[int] = []
+
+    async def load_and_count(conn: Any, member_ids: Any, due_by: Any = None) -> Any:
+        members = await _LOAD(conn, member_ids, due_by)
+        if due_by is not None:
+            loaded.append(len(members))
+        return members
+
+    monkeypatch.setattr(store, "load", load_and_count)
+    url = await namespace.create_database("engagement")
+    people = [f"m-{i}" for i in range(10)]
+    async with running(ENGAGEMENT, namespace.settings(url)) as service:
+        await publish_activities(
+            namespace,
+            [
+                activity(m, "event_talk", day=i, activity_id=f"talk-{m}")
+                for i, m in enumerate(people)
+            ],
+        )
+        await consumed(service, len(people))
+        loaded.clear()  # the sweeps that follow the activities' own clock moves
+        await tick(namespace, day(200))
+        await consumed(service, len(people) + PARTITIONS)
+        transitions = await read_topic(namespace, "journey-transitions", until=3 * len(people))
+        success = await read_topic(namespace, "signals.success", until=2 * len(people))
+        state = await fetch(
+            url,
+            "SELECT member_id, stage, stage_since, next_deadline FROM participants"
+            " UNION ALL SELECT member_id, newcomer_as, started_at, next_deadline FROM newcomers"
+            " ORDER BY 1, 2",
+        )
+    return signals(transitions), signals(success), state, loaded
+
+
+async def test_a_long_move_of_the_clock_is_swept_in_bounded_steps_with_the_same_outcome(
+    namespace: Namespace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every member due at once (each demoted twice, each honeymoon over) is swept a few rows
+    at a time, and the events and state are those of one sweep holding them all."""
+    stepped = await _sweep_far(namespace, monkeypatch, step_rows=3)
+    whole = await _sweep_far(await new_namespace(namespace.stack), monkeypatch, 10_000)
+
+    def events(es: list[Envelope]) -> set[tuple[str, str, str]]:
+        return {(e.id, e.type, e.data.model_dump_json()) for e in es}
+
+    assert events(stepped[0]) == events(whole[0]) and len(stepped[0]) == 30
+    assert events(stepped[1]) == events(whole[1]) and len(stepped[1]) == 20
+    assert stepped[2] == whole[2]
+    assert [r["stage"] for r in stepped[2] if r["stage"] in ("at_risk", "dormant")] == [
+        "dormant"
+    ] * 10
+    # one step for all of them at once, against several of at most 3 due rows each
+    assert max(whole[3]) == 10
+    assert len(stepped[3]) > 3 and max(stepped[3]) <= 3

@@ -37,16 +37,36 @@ async def on_activities(uow: UnitOfWork, events: list[Envelope], stage: Engageme
     _emit(uow, stage, outcome, journey)
 
 
+SWEEP_STEP_ROWS = 2_000
+"""How many due rows (members, questions and honeymoons together) one step of a sweep holds.
+A long move of the clock, such as the first tick after a backfill of old history ("ages
+everyone to today", docs/IMPORTING.md), can make every engaged member due at once: ~5 KiB of
+memory each while they are folded and their events encoded, gigabytes for a large community
+in one step. In steps the memory stays that of one step, whatever the move."""
+
+
 async def on_clock(uow: UnitOfWork, reading: ClockReading, stage: EngagementStage) -> None:
     """Sweep everything due by the new clock: members' demotions, unanswered questions and
-    newcomers' honeymoons, each at its exact deadline."""
-    members = await store.load(uow.conn, (), due_by=reading.after)
-    outcome = domain.fold_batch(members, [], reading.after, stage.rules)
-    await store.save(uow.conn, outcome.changed.values(), stage.rules)
-    journey = await on_journey(uow, [], members, outcome, reading.after, stage)
-    _emit(uow, stage, outcome, journey)
-    if outcome.transitions:
-        log.debug("engagement: %d demotions by %s", len(outcome.transitions), reading.after)
+    newcomers' honeymoons, each at its exact deadline, in steps of time each holding about
+    `SWEEP_STEP_ROWS` due rows. A step is the clock moving that far: each member's, question's
+    and honeymoon's outcome is the same in one step or many (the outcome of a history does not
+    depend on how its clock moves), and each step's events are in the outbox, in order, before
+    the next is loaded."""
+    if reading.after is None:
+        return
+    step_to: datetime | None = None
+    while True:
+        step_to = await store.sweep_step(uow.conn, step_to, reading.after, SWEEP_STEP_ROWS)
+        members = await store.load(uow.conn, (), due_by=step_to)
+        outcome = domain.fold_batch(members, [], step_to, stage.rules)
+        await store.save(uow.conn, outcome.changed.values(), stage.rules)
+        journey = await on_journey(uow, [], members, outcome, step_to, stage)
+        _emit(uow, stage, outcome, journey)
+        if outcome.transitions:
+            log.debug("engagement: %d demotions by %s", len(outcome.transitions), step_to)
+        if step_to >= reading.after:
+            return
+        await uow.flush()  # this step's events stored; the next step's are built from here
 
 
 def _emit(

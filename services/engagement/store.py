@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -71,6 +71,34 @@ async def _by_key_or_due(
             due_by,
         )
     )
+
+
+async def sweep_step(
+    conn: Connection, done_to: datetime | None, due_by: datetime, rows: int
+) -> datetime:
+    """How far the next step of a sweep to `due_by` goes: the deadline of the `rows`-th row
+    due after `done_to` (where the last step went; None before the first) and by `due_by`,
+    of participants, questions and newcomers together in deadline order, or `due_by` itself
+    when no more are due. Every row due at that instant goes in the same step, so a step holds
+    more than `rows` rows only when they share its deadline. The steps always move forward,
+    even past a row whose stored deadline a change of the rules has made stale (it is loaded
+    and advanced with every step, as with every sweep)."""
+    at: datetime | None = await conn.fetchval(
+        "SELECT next_deadline FROM ("
+        " SELECT next_deadline FROM participants WHERE next_deadline > $1 AND next_deadline <= $2"
+        " UNION ALL SELECT next_deadline FROM questions"
+        "  WHERE next_deadline > $1 AND next_deadline <= $2"
+        " UNION ALL SELECT next_deadline FROM newcomers"
+        "  WHERE next_deadline > $1 AND next_deadline <= $2"
+        ") AS due ORDER BY next_deadline OFFSET $3 LIMIT 1",
+        done_to or _BEFORE_ANY_DEADLINE,
+        due_by,
+        rows - 1,
+    )
+    return due_by if at is None else at
+
+
+_BEFORE_ANY_DEADLINE = datetime(1, 1, 1, tzinfo=UTC)
 
 
 async def save(conn: Connection, members: Iterable[Participant], rules: Rules) -> None:
