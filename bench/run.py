@@ -582,7 +582,9 @@ def table(report: dict[str, Any]) -> list[list[str]]:
         )
     if "memory" in f:
         m = f["memory"]
-        marks = m["checkpoints"] or [m["final"]]
+        marks = list(m["checkpoints"])
+        if not marks or m["final"]["members"] > marks[-1]["members"]:
+            marks.append(m["final"])  # past the last checkpoint it reached: the growth to it
         for mark in marks:
             rows.append(
                 [

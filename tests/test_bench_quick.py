@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,6 +82,27 @@ def test_the_floor_is_a_figure_beside_the_stages_not_a_verdict() -> None:
 
 
 @pytest.mark.integration
+def test_the_memory_growth_runs_to_the_last_sample_not_the_last_checkpoint() -> None:
+    """A run that ends short of its top checkpoint (999,140 members of a 1M mark) still
+    reports its growth from the first checkpoint to where it ended."""
+    from bench.run import table
+
+    def mark(members: int, rss: float) -> dict[str, Any]:
+        per = dict.fromkeys(("awareness", "engagement", "advocacy"), rss)
+        return {"members": members, "at_s": 1.0, "rss_mib": per, "database_mib": per}
+
+    memory = {
+        "checkpoints": [mark(10_000, 100.0), mark(100_000, 110.0)],
+        "final": mark(999_140, 125.0),
+        "finished": True,
+        "wall_s": 700.0,
+    }
+    rows = {row[0]: row for row in table({"figures": {"memory": memory}})}
+    assert "5. memory at 999,140 members: RSS MiB (aw/en/ad), DB MiB" in rows
+    growth = rows["5. RSS growth 10,000 -> 999,140 members (MiB)"]
+    assert growth[1] == "+25 / +25 / +25"
+
+
 def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
