@@ -81,7 +81,6 @@ def test_the_floor_is_a_figure_beside_the_stages_not_a_verdict() -> None:
     assert catch_up_ratios(cu)["floor"] == {"to_ceiling": 0.8}
 
 
-@pytest.mark.integration
 def test_the_memory_growth_runs_to_the_last_sample_not_the_last_checkpoint() -> None:
     """A run that ends short of its top checkpoint (999,140 members of a 1M mark) still
     reports its growth from the first checkpoint to where it ended."""
@@ -103,6 +102,7 @@ def test_the_memory_growth_runs_to_the_last_sample_not_the_last_checkpoint() -> 
     assert growth[1] == "+25 / +25 / +25"
 
 
+@pytest.mark.integration
 def test_quick_mode_prints_figures_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
