@@ -73,6 +73,10 @@ async def _by_key_or_due(
     )
 
 
+_BEFORE_ANY_DEADLINE = datetime(1, 1, 1, tzinfo=UTC)
+"""The lower bound of a sweep's first step: no row is due before it."""
+
+
 async def sweep_step(
     conn: Connection, done_to: datetime | None, due_by: datetime, rows: int
 ) -> datetime:
@@ -96,9 +100,6 @@ async def sweep_step(
         rows - 1,
     )
     return due_by if at is None else at
-
-
-_BEFORE_ANY_DEADLINE = datetime(1, 1, 1, tzinfo=UTC)
 
 
 async def save(conn: Connection, members: Iterable[Participant], rules: Rules) -> None:
